@@ -1,0 +1,123 @@
+"""The engine protocol: identity, resources, load(), run(request) -> outputs, unload().
+
+An engine turns a request into files. It writes only into `request.out_dir` (a temp dir on the
+cache's filesystem); the cache validates what it wrote and commits it. An engine never touches the
+cache, drama.toml or out/.
+
+What each node kind asks of its engine (the params are exactly what is hashed into the key):
+
+character (image)  params: character_id, name, description, style, prompt, seed, size [w, h], language
+                   sources: "reference" → the user's reference image, when given
+                   outputs: image.png (exactly size)
+keyframe  (image)  params: shot_id, scene_id, setting, characters [{id, name, description}], action,
+                   camera, style, prompt, seed, size [w, h], language
+                   inputs:  character:<id> → {image.png} for each character in the shot
+                   outputs: image.png (exactly size)
+clip      (video)  params: shot_id, prompt, seed, size [w, h], fps
+                   inputs:  keyframe:<shot> → {image.png}
+                   outputs: clip.mp4 (size, the engine's native frames and fps, no audio)
+line      (voice)  params: text, sentences [str], speaker, voice {engine-specific name or table, speed},
+                   language
+                   sources: files a voice names (a CosyVoice prompt wav)
+                   outputs: speech.wav, cues.json ([{text, start, end}] seconds into speech.wav,
+                            one per sentence)
+shot      (mux)    params: shot_id, size, fps, pause, lead_in, min_seconds, fit, max_slow,
+                   lines [{node, who, text}]
+                   inputs:  clip:<shot> → {clip.mp4}; line:<shot>:<n> → {speech.wav, cues.json}
+                   outputs: shot.mp4 (episode format: size, fps, yuv420p h264, 48 kHz stereo AAC),
+                            timing.json {duration, cues: [{start, end, text, who}]}
+subtitles (mux)    params: size, language, font
+                   inputs:  shot:<id> → {timing.json} for every shot, in episode order
+                   outputs: episode.srt, episode.ass
+episode   (mux)    params: size, fps, subtitles (burn|soft|none), loudness {i, tp, lra}, font
+                   inputs:  shot:<id> → {shot.mp4, ...} in order; subtitles → {episode.srt, episode.ass}
+                   outputs: episode.mp4
+storyboard(report) params: title, language, shots [{id, scene, action, camera, narration, lines}]
+                   inputs:  keyframe:<id> → {image.png}; shot:<id> → {timing.json}
+                   outputs: storyboard.html (self-contained; statuses come from report.js beside it)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What an engine needs to run: the CPU, or one GPU with an estimated VRAM need."""
+
+    gpu: bool = False
+    vram_gb: float = 0.0
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Request:
+    node_id: str
+    kind: str
+    params: Mapping[str, Any]
+    inputs: Mapping[str, Mapping[str, Path]]
+    out_dir: Path
+    sources: Mapping[str, Path] = field(default_factory=dict)
+    progress: Callable[[float, str], None] = _no_progress
+
+    def input_file(self, node_id: str, output: str) -> Path:
+        return self.inputs[node_id][output]
+
+    def inputs_of_kind(self, kind: str) -> list[tuple[str, Mapping[str, Path]]]:
+        """The inputs whose node id starts with `kind:`, in the order the node lists them."""
+        return [(nid, files) for nid, files in self.inputs.items() if nid.split(":", 1)[0] == kind]
+
+
+class Engine:
+    """Base class of every engine. Subclasses set the class variables and implement run()."""
+
+    family: ClassVar[str]            # image | video | voice | mux | report
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"     # bump whenever the same request would give other bytes
+    kinds: ClassVar[frozenset[str]]  # node kinds this engine renders
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self.options: dict[str, Any] = dict(options or {})
+        self.loads = 0  # how many times load() ran: tests count it
+
+    def identity(self) -> dict[str, Any]:
+        """Everything about the engine that changes output bytes. Goes into every key it renders."""
+        return {"name": self.name, "version": self.version, "options": self.options}
+
+    def resources(self) -> Resources:
+        return Resources()
+
+    def load(self) -> None:
+        self.loads += 1
+
+    def run(self, request: Request) -> dict[str, Path]:
+        raise NotImplementedError
+
+    def unload(self) -> None:
+        return None
+
+
+class VideoEngine(Engine):
+    family = "video"
+    kinds = frozenset({"clip"})
+
+    def native_size(self, aspect: str) -> tuple[int, int]:
+        """The frame size clips come out at; keyframes are rendered at this size."""
+        return episode_size(aspect)
+
+    def native_fps(self, drama_fps: int) -> int:
+        return drama_fps
+
+
+EPISODE_SIZES = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (960, 960)}
+
+
+def episode_size(aspect: str) -> tuple[int, int]:
+    return EPISODE_SIZES[aspect]

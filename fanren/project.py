@@ -1,0 +1,340 @@
+"""drama.toml → Project: the schema (pydantic), validation, and error locations.
+
+Every problem a user can make in drama.toml ends here as a `Problem` with the file, the key path
+(`scenes[2].shots[0].characters[1]`), what was expected and, where it helps, a "did you mean".
+All problems of a file are collected into one `DramaError` rather than stopping at the first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
+
+from .errors import DramaError, Problem
+
+SCHEMA_VERSION = 1
+DRAMA_FILE = "drama.toml"
+NARRATOR = "narrator"  # a line's `who` may name the narrator instead of a character
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Drama(_Strict):
+    title: str = Field(min_length=1)
+    language: Literal["zh", "en"] = "zh"
+    aspect: Literal["16:9", "9:16", "1:1"] = "16:9"
+    fps: int = Field(default=24, ge=1, le=120)
+    style: str = ""
+    seed: int = Field(default=0, ge=0)
+    pause: float = Field(default=0.4, ge=0, le=10)
+    subtitles: Literal["burn", "soft", "none"] = "burn"
+    fit: Literal["slow", "hold", "loop"] = "slow"
+
+
+class Narrator(_Strict):
+    voice: str | None = None
+
+
+class Voice(BaseModel):
+    """Per-engine voice names (`espeak = "cmn-latn-pinyin"`, `cosyvoice = "中文女"` or a table) and speed.
+
+    Engine names are open (third-party engines), so unknown keys are allowed here and checked
+    by the engine that reads them.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    speed: float = Field(default=1.0, gt=0.25, le=4.0)
+
+    def for_engine(self, engine: str) -> str | dict[str, Any] | None:
+        extra = self.model_extra or {}
+        value = extra.get(engine)
+        return value if isinstance(value, (str, dict)) else None
+
+
+class Character(_Strict):
+    name: str = ""
+    description: str = Field(min_length=1)
+    reference: str | None = None
+    voice: str | None = None
+
+
+class Line(_Strict):
+    who: str
+    text: str = Field(min_length=1)
+
+
+class Shot(_Strict):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-.]+$")
+    characters: list[str] = []
+    action: str = Field(min_length=1)
+    camera: str = ""
+    narration: str = ""
+    lines: list[Line] = []
+    seed: int | None = Field(default=None, ge=0)
+    duration: float | None = Field(default=None, gt=0, le=120)
+    fit: Literal["slow", "hold", "loop"] | None = None
+
+
+class Scene(_Strict):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-.]+$")
+    setting: str = Field(min_length=1)
+    characters: list[str] = []
+    shots: list[Shot] = []
+
+
+def _engine_table(value: Any) -> Any:
+    return {"engine": value} if isinstance(value, str) else value
+
+
+class EngineChoice(BaseModel):
+    """`"card"` or `{ engine = "flux", steps = 28 }`: an engine name and its options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    engine: str = Field(min_length=1)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+EngineSpec = Annotated[EngineChoice, BeforeValidator(_engine_table)]
+
+
+class Profile(_Strict):
+    image: EngineSpec | None = None
+    video: EngineSpec | None = None
+    voice: EngineSpec | None = None
+
+
+class Music(_Strict):
+    file: str
+    volume: float = Field(default=0.25, ge=0, le=1)
+
+
+class Project(_Strict):
+    drama: Drama
+    narrator: Narrator = Narrator()
+    voices: dict[str, Voice] = {}
+    characters: dict[str, Character] = {}
+    scenes: list[Scene] = []
+    profiles: dict[str, Profile] = {}
+    music: Music | None = None
+
+    _root: Path = PrivateAttr(default=Path("."))
+
+    @property
+    def root(self) -> Path:
+        """The drama folder."""
+        return self._root
+
+    @property
+    def file(self) -> Path:
+        return self._root / DRAMA_FILE
+
+    def shots(self) -> list[tuple[Scene, Shot]]:
+        return [(scene, shot) for scene in self.scenes for shot in scene.shots]
+
+
+# ── loading ──────────────────────────────────────────────────────────────────
+
+
+def load_project(root: Path) -> Project:
+    """Read `root/drama.toml`, validate it, and check every cross reference and path."""
+    root = Path(root)
+    file = root / DRAMA_FILE
+    if not file.is_file():
+        raise DramaError(Problem(file, "", "a drama.toml file", "no such file",
+                                 hint="run `fanren init` to create one"))
+    return parse_project(file.read_bytes(), root)
+
+
+def parse_project(source: bytes | str, root: Path) -> Project:
+    file = Path(root) / DRAMA_FILE
+    text = source.decode("utf-8", errors="strict") if isinstance(source, bytes) else source
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DramaError(_syntax_problem(file, exc)) from None
+    return validate_project(raw, root)
+
+
+def validate_project(raw: dict[str, Any], root: Path) -> Project:
+    file = Path(root) / DRAMA_FILE
+    try:
+        project = Project.model_validate(raw)
+    except ValidationError as exc:
+        raise DramaError([_schema_problem(file, raw, e) for e in exc.errors()]) from None
+    project._root = Path(root)
+    problems = _check_references(project, file)
+    if problems:
+        raise DramaError(problems)
+    return project
+
+
+def _syntax_problem(file: Path, exc: tomllib.TOMLDecodeError) -> Problem:
+    # tomllib's message ends with "(at line L, column C)"
+    message = str(exc)
+    line = None
+    if "(at line " in message:
+        head, _, tail = message.rpartition("(at line ")
+        message = head.strip()
+        try:
+            line = int(tail.split(",")[0])
+        except ValueError:
+            line = None
+    return Problem(file, "", "valid TOML", message, line=line)
+
+
+def key_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('scenes', 2, 'shots', 0, 'characters', 1) → 'scenes[2].shots[0].characters[1]'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a table at `loc` may hold, to suggest the right one for a misspelt key."""
+    names = [p for p in loc if isinstance(p, str)]
+    model: type[BaseModel] = Project
+    tables: dict[str, type[BaseModel]] = {
+        "drama": Drama, "narrator": Narrator, "characters": Character, "scenes": Scene,
+        "shots": Shot, "lines": Line, "profiles": Profile, "music": Music, "voices": Voice,
+    }
+    for name in names:
+        nxt = tables.get(name)
+        if nxt is not None:
+            model = nxt
+    return list(model.model_fields)
+
+
+def _schema_problem(file: Path, raw: dict[str, Any], error: Any) -> Problem:
+    loc = tuple(p for p in error["loc"] if p not in ("function-before[_engine_table(), EngineChoice]",))
+    kind = error["type"]
+    path = key_path(loc)
+    got = _describe(error.get("input"))
+    if kind == "extra_forbidden":
+        key, allowed = str(loc[-1]), _fields_at(loc[:-1])
+        return Problem(file, path, "a known key", f"unknown key {key!r}",
+                       hint=did_you_mean(key, allowed) or f"allowed here: {', '.join(allowed)}")
+    if kind == "missing":
+        return Problem(file, path, "this required key", "nothing")
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "one of the allowed values")
+        return Problem(file, path, f"one of {expected}", got,
+                       hint=did_you_mean(str(error.get("input")),
+                                         [s.strip(" '") for s in str(expected).replace(" or ", ",").split(",")]))
+    if kind == "string_pattern_mismatch":
+        return Problem(file, path, "an id of letters, digits, '_', '-' or '.'", got)
+    expected = _EXPECTED.get(kind, error.get("msg", "a valid value").lower())
+    return Problem(file, path, expected, got)
+
+
+_EXPECTED = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "string_too_short": "a non-empty string",
+    "greater_than": "a larger number",
+    "greater_than_equal": "a larger number",
+    "less_than_equal": "a smaller number",
+}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value if len(value) < 60 else value[:57] + "...")
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def did_you_mean(word: str, choices: list[str]) -> str | None:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {match[0]!r}?" if match else None
+
+
+def _check_references(project: Project, file: Path) -> list[Problem]:
+    """Cross references pydantic cannot see: ids, voices, paths, duplicates."""
+    problems: list[Problem] = []
+    characters = list(project.characters)
+    voices = list(project.voices)
+
+    def unknown(path: str, what: str, name: str, known: list[str]) -> Problem:
+        hint = did_you_mean(name, known) or (f"known: {', '.join(known)}" if known else f"no {what}s defined")
+        return Problem(file, path, f"the id of a [{what}s.*] entry", repr(name), hint=hint)
+
+    if project.narrator.voice is not None and project.narrator.voice not in project.voices:
+        problems.append(unknown("narrator.voice", "voice", project.narrator.voice, voices))
+    for cid, character in project.characters.items():
+        if character.voice is not None and character.voice not in project.voices:
+            problems.append(unknown(f"characters.{cid}.voice", "voice", character.voice, voices))
+        if character.reference is not None:
+            problem = check_inside(project.root, character.reference, file, f"characters.{cid}.reference")
+            if problem:
+                problems.append(problem)
+    if project.music is not None:
+        problem = check_inside(project.root, project.music.file, file, "music.file")
+        if problem:
+            problems.append(problem)
+
+    seen_scenes: dict[str, int] = {}
+    seen_shots: dict[str, str] = {}
+    for i, scene in enumerate(project.scenes):
+        if scene.id in seen_scenes:
+            problems.append(Problem(file, f"scenes[{i}].id", "a scene id used once",
+                                    repr(scene.id), hint=f"also used by scenes[{seen_scenes[scene.id]}]"))
+        seen_scenes.setdefault(scene.id, i)
+        for k, cid in enumerate(scene.characters):
+            if cid not in project.characters:
+                problems.append(unknown(f"scenes[{i}].characters[{k}]", "character", cid, characters))
+        for j, shot in enumerate(scene.shots):
+            at = f"scenes[{i}].shots[{j}]"
+            if shot.id in seen_shots:
+                problems.append(Problem(file, f"{at}.id", "a shot id used once in the drama",
+                                        repr(shot.id), hint=f"also used by {seen_shots[shot.id]}"))
+            seen_shots.setdefault(shot.id, at)
+            for k, cid in enumerate(shot.characters):
+                if cid not in project.characters:
+                    problems.append(unknown(f"{at}.characters[{k}]", "character", cid, characters))
+            for k, line in enumerate(shot.lines):
+                if line.who != NARRATOR and line.who not in project.characters:
+                    problems.append(unknown(f"{at}.lines[{k}].who", "character", line.who,
+                                            characters + [NARRATOR]))
+    if not seen_shots:
+        problems.append(Problem(file, "scenes", "at least one [[scenes.shots]] entry", "a drama with no shots",
+                                hint="add a [[scenes]] table with a [[scenes.shots]] table under it"))
+    return problems
+
+
+def check_inside(root: Path, relative: str, file: Path, path: str) -> Problem | None:
+    """A path named in drama.toml must exist and stay inside the drama folder (no ../, no symlink out)."""
+    candidate = Path(relative)
+    if candidate.is_absolute():
+        return Problem(file, path, "a path relative to the drama folder", repr(relative))
+    base = root.resolve()
+    resolved = (base / candidate).resolve()
+    if not resolved.is_relative_to(base):
+        return Problem(file, path, "a path inside the drama folder", repr(relative),
+                       hint="it leaves the folder (through '..' or a symbolic link)")
+    if not resolved.is_file():
+        return Problem(file, path, "an existing file", repr(relative), hint="no such file")
+    return None
