@@ -1,0 +1,10 @@
+"""fanren: `make` for AI short dramas.
+
+drama.toml → Project → Graph → stale nodes → engines → cache → out/<profile>/episode.mp4
+"""
+
+from .errors import BuildFailed, DramaError, EngineError, FanrenError, Problem, UsageError
+
+__version__ = "0.1.0"
+
+__all__ = ["BuildFailed", "DramaError", "EngineError", "FanrenError", "Problem", "UsageError", "__version__"]
