@@ -8,3 +8,12 @@ from .errors import BuildFailed, DramaError, EngineError, FanrenError, Problem, 
 __version__ = "0.1.0"
 
 __all__ = ["BuildFailed", "DramaError", "EngineError", "FanrenError", "Problem", "UsageError", "__version__"]
+
+
+def templates_dir() -> "Path":
+    """The folder of the packaged prompt templates."""
+    from pathlib import Path
+
+    from . import templates  # type: ignore[attr-defined]
+
+    return Path(templates.__file__).parent

@@ -1,0 +1,327 @@
+"""The command line: parse, call the library, print, choose the exit code. Nothing else lives here.
+
+Exit codes: 0 success, 1 a node failed, 2 bad input (the message names the file, the key path and
+what was expected; no traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import FanrenError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(exc: FanrenError) -> None:
+    click.echo(exc.show(), err=True)
+    sys.exit(exc.exit_code)
+
+
+def handles_errors(fn: F) -> F:
+    """Turn fanren's own exceptions into a message and their exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FanrenError as exc:
+            _fail(exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _WarningHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("fanren")
+    if not any(isinstance(h, _WarningHandler) for h in logger.handlers):
+        logger.addHandler(_WarningHandler(level=logging.WARNING))
+        logger.propagate = False
+
+
+drama_dir = click.argument("directory", required=False, default=".",
+                           type=click.Path(file_okay=False, path_type=Path))
+profile_option = click.option("--profile", "-p", default="draft", show_default=True,
+                              help="Which engines render: draft (CPU, seconds), final (GPU models), "
+                                   "smoke (tiny real models on CPU), or a [profiles.NAME] of drama.toml.")
+cache_option = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                            envvar="FANREN_CACHE_DIR",
+                            help="Where the cache lives (default: DIRECTORY/.fanren-cache; "
+                                 "env FANREN_CACHE_DIR).")
+
+
+class LazyGroup(click.Group):
+    """Commands that live beside their feature (split, watch) load only when they are called."""
+
+    lazy = {"split": "fanren.split.command:split_command", "watch": "fanren.watch:watch_command"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            module, _, attr = self.lazy[name].partition(":")
+            try:
+                return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+            except ModuleNotFoundError:
+                return None
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fanren")
+def main() -> None:
+    """make for AI short dramas: drama.toml in, episode.mp4 out, re-rendering only what changed.
+
+    \b
+    Start here:
+      fanren init my-drama          a drama folder with a commented drama.toml
+      fanren build my-drama         render out/draft/episode.mp4 (CPU, seconds per shot)
+      fanren status my-drama        what the next build would run, and why
+      fanren explain keyframe:s01   the field-level reason one node would re-render
+    """
+    _setup_logging()
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option("--title", help="The drama's title (default: the folder name).")
+@handles_errors
+def init(directory: Path, title: str | None) -> None:
+    """Create a drama folder with a commented drama.toml and a .gitignore.
+
+    \b
+    Example:
+      fanren init 青云志 && fanren build 青云志
+    """
+    from .scaffold import scaffold
+
+    written = scaffold(directory, title)
+    for path in written:
+        click.echo(f"created {path}")
+    click.echo(f"\nnext: edit {directory / 'drama.toml'}, then run `fanren build {directory}`")
+
+
+@main.command()
+@drama_dir
+@profile_option
+@click.option("--keep-going", "-k", is_flag=True, help="Let independent nodes finish when one fails.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="CPU nodes (speech, mux) run at once; GPU nodes always run one at a time per GPU.")
+@cache_option
+@click.option("--quiet", "-q", is_flag=True, help="Print only the result line.")
+@handles_errors
+def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir: Path | None,
+          quiet: bool) -> None:
+    """Render the drama in DIRECTORY into out/PROFILE/episode.mp4, running only stale nodes.
+
+    \b
+    Examples:
+      fanren build examples/xianxia                 draft profile: cards, Ken Burns, espeak-ng
+      fanren build . --profile final                FLUX + CogVideoX + CosyVoice on a GPU
+      fanren build . -j 4 --keep-going
+
+    Writes out/PROFILE/ (episode.mp4, episode.srt/.ass, storyboard.html, report.json) and drama.lock.
+    Exit code 0 when everything built, 1 when a node failed (its log is named), 2 for bad input.
+    """
+    from .build import build as run_build
+    from .progress import make_reporter
+
+    def waiting() -> None:
+        click.echo("another build of this drama is running; waiting for it to finish...", err=True)
+
+    result = run_build(directory, profile=profile, cache_dir=cache_dir, jobs=jobs, keep_going=keep_going,
+                       reporter=make_reporter(quiet=quiet), on_wait=waiting)
+    ran, cached = result.count("ran"), result.count("cached")
+    click.echo(f"built {len(result.results)} nodes ({ran} ran, {cached} cached) in {result.seconds:.1f} s")
+    click.echo(f"episode: {result.episode}")
+
+
+@main.command()
+@drama_dir
+@profile_option
+@cache_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handles_errors
+def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool) -> None:
+    """Show what the next build would run, and the reason code for each node.
+
+    \b
+    Reason codes:
+      new            never built (not in drama.lock, not in the cache)
+      changed        its inputs, params or engine differ from drama.lock (see `fanren explain`)
+      not-cached     same key as drama.lock, but the cache lost it (gc, corruption, new machine)
+      input-changed  an input will re-render first; it may still be cached afterwards (early cutoff)
+    """
+    from .build import open_session
+
+    session = open_session(directory, profile, cache_dir)
+    stale = [d for d in session.decisions if d.stale]
+    if as_json:
+        click.echo(json.dumps({
+            "profile": session.profile,
+            "nodes": len(session.decisions),
+            "stale": [{"id": d.node.id, "kind": d.node.kind, "engine": d.node.engine, "reason": d.reason,
+                       **({"inputs": list(d.stale_inputs)} if d.stale_inputs else {})} for d in stale],
+        }, ensure_ascii=False, indent=1))
+        return
+    if not stale:
+        click.echo(f"up to date: {len(session.decisions)} nodes, profile {session.profile}")
+        return
+    click.echo(f"{len(stale)} of {len(session.decisions)} nodes would run (profile {session.profile}):")
+    for d in stale:
+        detail = f" (after {', '.join(d.stale_inputs)})" if d.stale_inputs else ""
+        click.echo(f"  {d.reason:<14} {d.node.id} [{d.node.engine}]{detail}")
+
+
+@main.command()
+@click.argument("node")
+@click.option("--dir", "-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=".",
+              help="The drama folder (default: the current directory).")
+@profile_option
+@cache_option
+@handles_errors
+def explain(node: str, directory: Path, profile: str, cache_dir: Path | None) -> None:
+    """Explain why NODE would re-render: a field-level diff against drama.lock's key.
+
+    \b
+    Examples:
+      fanren explain keyframe:s03
+      fanren explain line:s03:0 -C examples/xianxia
+    """
+    from .build import open_session
+    from .plan import explain as explain_node
+
+    session = open_session(directory, profile, cache_dir)
+    if node not in session.graph:
+        from .project import did_you_mean
+
+        hint = did_you_mean(node, list(session.graph.nodes)) or "see `fanren graph` for node ids"
+        raise UsageError(f"no node {node!r} in this drama ({hint})")
+    decision = session.decision(node)
+    why = explain_node(decision, session.cache, session.root, session.lock.get(session.profile, {}),
+                       {d.node.id: d for d in session.decisions})
+    if not decision.stale:
+        click.echo(f"{node} is up to date (key {decision.key})")
+        return
+    click.echo(f"{node} would run: {decision.reason}")
+    if decision.stale_inputs:
+        click.echo(f"  inputs that re-render first: {', '.join(decision.stale_inputs)}")
+    if why.previous_key is None:
+        click.echo("  no earlier build of this node is recorded in drama.lock")
+    elif not why.previous_fields_known:
+        click.echo(f"  drama.lock names key {why.previous_key}, whose record is no longer in the cache")
+    elif not why.changes:
+        click.echo("  its key fields equal drama.lock's; the cache no longer holds the result")
+    for change in why.changes:
+        click.echo(f"  {change.path}:")
+        click.echo(f"    - {_short(change.before)}")
+        click.echo(f"    + {_short(change.after)}")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+@main.command()
+@drama_dir
+@profile_option
+@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid"]), default="dot", show_default=True)
+@handles_errors
+def graph(directory: Path, profile: str, fmt: str) -> None:
+    """Print the node graph as Graphviz dot or Mermaid.
+
+    \b
+    Example:
+      fanren graph examples/xianxia | dot -Tsvg > graph.svg
+    """
+    from .compile import compile_project, resolve_engines
+    from .project import load_project
+
+    project = load_project(directory)
+    g = compile_project(project, resolve_engines(project, profile))
+    click.echo(g.to_dot() if fmt == "dot" else g.to_mermaid(), nl=False)
+
+
+def _parse_size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    number = text.strip().lower().rstrip("b").rstrip("i")
+    unit = number[-1] if number and number[-1] in units else ""
+    try:
+        return int(float(number[: len(number) - len(unit)]) * units[unit])
+    except ValueError:
+        raise UsageError(f"--max-size: expected a size like 500M or 20G, got {text!r}") from None
+
+
+@main.command()
+@drama_dir
+@cache_option
+@click.option("--max-size", help="Then evict cached results, cheapest to recompute first, down to this "
+                                 "size (e.g. 20G).")
+@handles_errors
+def gc(directory: Path, cache_dir: Path | None, max_size: str | None) -> None:
+    """Remove cached results the current drama.toml and drama.lock no longer reach.
+
+    \b
+    Example:
+      fanren gc . --max-size 20G
+    """
+    from .build import cache_root
+    from .cache import Cache
+    from .compile import profile_names
+    from .lockfile import read_lock
+    from .project import load_project
+
+    project = load_project(directory)
+    cache = Cache(cache_root(project.root, cache_dir))
+    keep = {entry.key for entries in read_lock(project.root).values() for entry in entries.values()}
+    for profile in profile_names(project):
+        try:
+            from .build import open_session
+
+            session = open_session(project.root, profile, cache_dir, project=project, cache=cache)
+        except FanrenError:
+            continue  # a profile whose engines are not installed here reaches nothing now
+        keep |= {d.key for d in session.decisions if d.key}
+    with cache.lock("project-gc"):
+        result = cache.gc(keep, _parse_size(max_size))
+    click.echo(f"removed {result.records_removed} records and {result.objects_removed} objects "
+               f"({result.bytes_freed / 1e6:.1f} MB); {result.bytes_kept / 1e6:.1f} MB kept")
+
+
+@main.command()
+@handles_errors
+def doctor() -> None:
+    """Check this machine: ffmpeg, ffprobe, espeak-ng, a CJK font, the GPU, installed engines."""
+    from .doctor import checks
+
+    ok = True
+    for check in checks():
+        mark = "ok " if check.ok else ("-- " if check.optional else "NO ")
+        ok &= check.ok or check.optional
+        click.echo(f"{mark} {check.name:<12} {check.detail}")
+        if not check.ok and check.fix:
+            click.echo(f"    fix: {check.fix}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

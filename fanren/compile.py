@@ -1,0 +1,251 @@
+"""Project → Graph: nodes, edges and the params that go into keys. Prompts are rendered here.
+
+Nothing here runs an engine; it only asks engines for their identity and (video) native size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from .engines import Engine, VideoEngine, engine_class
+from .engines.base import episode_size
+from .errors import DramaError, Problem, UsageError
+from .graph import Graph, Node
+from .project import NARRATOR, Character, Profile, Project, Scene, Shot, Voice
+from .text import sentences
+
+LEAD_IN = 0.15       # seconds of silence before a shot's first line
+MAX_SLOW = 1.5       # a clip may be slowed to at most 1/1.5 of its speed to cover speech
+LOUDNESS = {"i": -16.0, "tp": -1.5, "lra": 11.0}
+SUBTITLE_FONT = "Noto Sans CJK SC"
+
+BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
+    "draft": {"image": "card", "video": "kenburns", "voice": "espeak"},
+    "final": {"image": "flux", "video": "cogvideox", "voice": "cosyvoice"},
+    # the real flux and cogvideox engine code on tiny random pipelines: renders on a CPU in CI
+    "smoke": {
+        "image": {"engine": "flux", "model": "fanren-tiny:flux", "steps": 2},
+        "video": {"engine": "cogvideox", "model": "fanren-tiny:cogvideox", "steps": 2},
+        "voice": "espeak",
+    },
+}
+FAMILIES = ("image", "video", "voice")
+
+
+@dataclass(frozen=True)
+class Engines:
+    """The engines one profile renders with (constructed, not loaded)."""
+
+    profile: str
+    image: Engine
+    video: VideoEngine
+    voice: Engine
+    mux: Engine
+    report: Engine
+
+    def by_family(self) -> dict[str, Engine]:
+        return {"image": self.image, "video": self.video, "voice": self.voice,
+                "mux": self.mux, "report": self.report}
+
+
+def profile_names(project: Project) -> list[str]:
+    return sorted(set(BUILTIN_PROFILES) | set(project.profiles))
+
+
+def resolve_engines(project: Project, profile: str) -> Engines:
+    """The engine of each family for `profile`: the drama's [profiles.<name>] over the built-in one."""
+    if profile not in BUILTIN_PROFILES and profile not in project.profiles:
+        raise UsageError(f"no profile named {profile!r} (profiles: {', '.join(profile_names(project))})")
+    chosen: dict[str, tuple[str, dict[str, Any]]] = {}
+    base = BUILTIN_PROFILES.get(profile, BUILTIN_PROFILES["draft"])
+    for family in FAMILIES:
+        spec = base[family]
+        chosen[family] = (spec, {}) if isinstance(spec, str) else (
+            spec["engine"], {k: v for k, v in spec.items() if k != "engine"})
+    override: Profile | None = project.profiles.get(profile)
+    for family in FAMILIES:
+        choice = getattr(override, family) if override is not None else None
+        if choice is not None:
+            chosen[family] = (choice.engine, choice.options)
+
+    def build(family: str) -> Engine:
+        name, options = chosen[family]
+        try:
+            cls = engine_class(name)
+        except UsageError as exc:
+            raise UsageError(f"profile {profile!r} renders {family} with engine {name!r}, "
+                             f"which is not available: {exc}") from None
+        if cls.family != family:
+            raise DramaError(Problem(project.file, f"profiles.{profile}.{family}",
+                                     f"an engine of the {family} family", f"{name!r} ({cls.family})"))
+        try:
+            return cls(options)
+        except (TypeError, ValueError) as exc:
+            raise DramaError(Problem(project.file, f"profiles.{profile}.{family}",
+                                     f"valid options for engine {name!r}", str(exc))) from None
+
+    video = build("video")
+    assert isinstance(video, VideoEngine)
+    return Engines(profile=profile, image=build("image"), video=video, voice=build("voice"),
+                   mux=engine_class("mux")(), report=engine_class("storyboard")())
+
+
+def derive_seed(drama_seed: int, label: str) -> int:
+    """A seed from the drama seed and a node's identity (never its position): stable under reordering."""
+    return xxhash.xxh64_intdigest(f"{drama_seed}:{label}") % (2**31)
+
+
+def compile_project(project: Project, engines: Engines) -> Graph:
+    """Every node of the episode, in a topological order, with the params that go into its key."""
+    prompts = Prompts(project.root)
+    drama = project.drama
+    graph = Graph()
+    size = list(episode_size(drama.aspect))
+    frame = list(engines.video.native_size(drama.aspect))
+    fps = engines.video.native_fps(drama.fps)
+
+    def node(id: str, kind: str, engine: Engine, params: dict[str, Any],
+             inputs: tuple[str, ...] = (), sources: tuple[str, ...] = ()) -> Node:
+        return graph.add(Node(id=id, kind=kind, family=engine.family, engine=engine.name,
+                              identity=engine.identity(), params=params, inputs=inputs,
+                              sources=sources, gpu=engine.resources().gpu))
+
+    for cid, character in project.characters.items():
+        node(f"character:{cid}", "character", engines.image, {
+            "character_id": cid,
+            "name": character.name or cid,
+            "description": character.description,
+            "style": drama.style,
+            "prompt": prompts.render("character.j2", f"characters.{cid}",
+                                     character=_character_vars(cid, character),
+                                     style=drama.style, language=drama.language),
+            "seed": derive_seed(drama.seed, f"character:{cid}"),
+            "size": size,
+            "language": drama.language,
+        }, sources=(character.reference,) if character.reference else ())
+
+    shot_ids: list[str] = []
+    for i, scene in enumerate(project.scenes):
+        for j, shot in enumerate(scene.shots):
+            where = f"scenes[{i}].shots[{j}]"
+            _compile_shot(project, engines, node, prompts, scene, shot, where, frame, size, fps)
+            shot_ids.append(shot.id)
+
+    shots = tuple(f"shot:{s}" for s in shot_ids)
+    node("subtitles", "subtitles", engines.mux,
+         {"size": size, "language": drama.language, "font": SUBTITLE_FONT}, inputs=shots)
+    node("episode", "episode", engines.mux, {
+        "size": size, "fps": drama.fps, "subtitles": drama.subtitles, "loudness": LOUDNESS,
+        "font": SUBTITLE_FONT,
+        "music": {"file": project.music.file, "volume": project.music.volume} if project.music else None,
+    }, inputs=shots + ("subtitles",), sources=(project.music.file,) if project.music else ())
+    node("storyboard", "storyboard", engines.report, {
+        "title": drama.title, "language": drama.language,
+        "shots": [{"id": shot.id, "scene": scene.id, "action": shot.action, "camera": shot.camera,
+                   "narration": shot.narration,
+                   "lines": [{"who": line.who, "text": line.text} for line in shot.lines]}
+                  for scene, shot in project.shots()],
+    }, inputs=tuple(f"keyframe:{s}" for s in shot_ids) + shots)
+    return graph
+
+
+def _compile_shot(project: Project, engines: Engines, node: Any, prompts: Prompts, scene: Scene,
+                  shot: Shot, where: str, frame: list[int], size: list[int], fps: int) -> None:
+    drama = project.drama
+    seed = shot.seed if shot.seed is not None else derive_seed(drama.seed, f"shot:{shot.id}")
+    cast = shot.characters or scene.characters
+    characters = [_character_vars(cid, project.characters[cid]) for cid in cast]
+    variables = {"scene": {"id": scene.id, "setting": scene.setting},
+                 "shot": {"id": shot.id, "action": shot.action, "camera": shot.camera},
+                 "characters": characters, "style": drama.style, "language": drama.language}
+
+    node(f"keyframe:{shot.id}", "keyframe", engines.image, {
+        "shot_id": shot.id, "scene_id": scene.id, "setting": scene.setting,
+        "characters": characters, "action": shot.action, "camera": shot.camera,
+        "style": drama.style, "prompt": prompts.render("keyframe.j2", where, **variables),
+        "seed": seed, "size": frame, "language": drama.language,
+    }, inputs=tuple(f"character:{cid}" for cid in cast))
+    node(f"clip:{shot.id}", "clip", engines.video, {
+        "shot_id": shot.id, "prompt": prompts.render("motion.j2", where, **variables),
+        "seed": seed, "size": frame, "fps": fps,
+    }, inputs=(f"keyframe:{shot.id}",))
+
+    spoken: list[tuple[str, str]] = []
+    if shot.narration.strip():
+        spoken.append((NARRATOR, shot.narration))
+    spoken += [(line.who, line.text) for line in shot.lines]
+    line_ids: list[str] = []
+    for n, (who, text) in enumerate(spoken):
+        voice = _voice_for(project, who)
+        entry = voice.for_engine(engines.voice.name) if voice else None
+        voice_params: dict[str, Any] = {"speed": voice.speed if voice else 1.0}
+        if entry is not None:
+            voice_params[engines.voice.name] = entry
+        line_id = f"line:{shot.id}:{n}"
+        source_files = getattr(engines.voice, "source_files", lambda entry: [])(entry)
+        node(line_id, "line", engines.voice, {
+            "text": text, "sentences": sentences(text), "speaker": who,
+            "voice": voice_params, "language": drama.language,
+        }, sources=tuple(source_files))
+        line_ids.append(line_id)
+
+    node(f"shot:{shot.id}", "shot", engines.mux, {
+        "shot_id": shot.id, "size": size, "fps": drama.fps, "pause": drama.pause,
+        "lead_in": LEAD_IN, "min_seconds": shot.duration, "fit": shot.fit or drama.fit,
+        "max_slow": MAX_SLOW,
+        "lines": [{"node": lid, "who": who, "text": text}
+                  for lid, (who, text) in zip(line_ids, spoken, strict=True)],
+    }, inputs=(f"clip:{shot.id}", *line_ids))
+
+
+def _character_vars(cid: str, character: Character) -> dict[str, str]:
+    return {"id": cid, "name": character.name or cid, "description": character.description}
+
+
+def _voice_for(project: Project, who: str) -> Voice | None:
+    if who == NARRATOR:
+        vid = project.narrator.voice
+    else:
+        vid = project.characters[who].voice
+    return project.voices.get(vid) if vid else None
+
+
+class Prompts:
+    """jinja2 prompt templates: the drama's templates/ folder first, then the packaged ones.
+
+    Sandboxed, with StrictUndefined so a misspelt variable is an error rather than an empty prompt.
+    The rendered prompt goes into the key, so a template edit re-renders exactly the nodes whose
+    prompt it changed.
+    """
+
+    def __init__(self, root: Path) -> None:
+        import jinja2
+        from jinja2.sandbox import SandboxedEnvironment
+
+        from . import templates_dir
+
+        self.root = root
+        self._jinja = jinja2
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader([str(root / "templates"), str(templates_dir())]),
+            undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False,
+        )
+
+    def render(self, name: str, where: str, **variables: Any) -> str:
+        jinja2 = self._jinja
+        try:
+            template = self.env.get_template(name)
+            return " ".join(template.render(**variables).split())
+        except jinja2.TemplateSyntaxError as exc:
+            raise DramaError(Problem(exc.filename or name, f"line {exc.lineno}",
+                                     "a valid jinja2 template", exc.message or "a syntax error",
+                                     line=exc.lineno)) from None
+        except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError) as exc:
+            file = self.env.get_template(name).filename or name
+            raise DramaError(Problem(file, f"rendering for {where}", "a template that renders",
+                                     str(exc), hint="variables: scene, shot, characters, character, "
+                                     "style, language")) from None
