@@ -65,10 +65,10 @@ class Session:
 
 def open_session(root: Path, profile: str = "draft", cache_dir: Path | None = None,
                  project: Project | None = None, engines: Engines | None = None,
-                 cache: Cache | None = None) -> Session:
+                 cache: Cache | None = None, graph: Graph | None = None) -> Session:
     project = project or load_project(Path(root))
     engines = engines or resolve_engines(project, profile)
-    graph = compile_project(project, engines)
+    graph = graph or compile_project(project, engines)
     cache = cache or Cache(cache_root(project.root, cache_dir))
     lock = read_lock(project.root)
     decisions = plan(graph, cache, project.root, lock.get(engines.profile, {}))
@@ -98,17 +98,18 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     started = time.monotonic()
     project = project or load_project(Path(root))
     engines = engines or resolve_engines(project, profile)
+    graph = compile_project(project, engines)  # bad input (a template error) fails before any write
     cache = Cache(cache_root(project.root, cache_dir))
     project_lock = "project-" + _slug(project.root)
     # One build of a drama at a time; a second one waits, then finds the first one's work cached.
     with cache.lock(project_lock, blocking=False) as taken:
         if taken:
-            results, session = _build_locked(project, engines, cache, jobs, keep_going, reporter, pool)
+            results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool)
     if not taken:
         if on_wait:
             on_wait()
         with cache.lock(project_lock):
-            results, session = _build_locked(project, engines, cache, jobs, keep_going, reporter, pool)
+            results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool)
     seconds = time.monotonic() - started
     out_dir = project.root / "out" / engines.profile
     failures = [NodeFailure(r.node.id, r.error or "failed", r.log)
@@ -118,11 +119,12 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     return BuildResult(session, results, seconds, out_dir)
 
 
-def _build_locked(project: Project, engines: Engines, cache: Cache, jobs: int, keep_going: bool,
+def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache, jobs: int, keep_going: bool,
                   reporter: Reporter | None, pool: EnginePool | None) -> tuple[dict[str, NodeResult], Session]:
     started = time.monotonic()
     cache.clean_tmp()
-    session = open_session(project.root, engines.profile, project=project, engines=engines, cache=cache)
+    session = open_session(project.root, engines.profile, project=project, engines=engines, cache=cache,
+                           graph=graph)
     results = run_graph(session.graph, session.decisions, pool or EnginePool(engines.by_family()), cache,
                         project.root, jobs=jobs, keep_going=keep_going, reporter=reporter)
     out_dir = project.root / "out" / engines.profile

@@ -13,6 +13,7 @@ import xxhash
 
 from .engines import Engine, VideoEngine, engine_class
 from .engines.base import episode_size
+from .engines.voice import SpeechEngine
 from .errors import DramaError, Problem, UsageError
 from .graph import Graph, Node
 from .project import NARRATOR, Character, Profile, Project, Scene, Shot, Voice
@@ -96,7 +97,7 @@ def resolve_engines(project: Project, profile: str) -> Engines:
 
 def derive_seed(drama_seed: int, label: str) -> int:
     """A seed from the drama seed and a node's identity (never its position): stable under reordering."""
-    return xxhash.xxh64_intdigest(f"{drama_seed}:{label}") % (2**31)
+    return xxhash.xxh64_intdigest(f"{drama_seed}:{label}".encode()) % (2**31)
 
 
 def compile_project(project: Project, engines: Engines) -> Graph:
@@ -186,7 +187,7 @@ def _compile_shot(project: Project, engines: Engines, node: Any, prompts: Prompt
         if entry is not None:
             voice_params[engines.voice.name] = entry
         line_id = f"line:{shot.id}:{n}"
-        source_files = getattr(engines.voice, "source_files", lambda entry: [])(entry)
+        source_files = engines.voice.source_files(entry) if isinstance(engines.voice, SpeechEngine) else []
         node(line_id, "line", engines.voice, {
             "text": text, "sentences": sentences(text), "speaker": who,
             "voice": voice_params, "language": drama.language,

@@ -291,6 +291,13 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
             problem = check_inside(project.root, character.reference, file, f"characters.{cid}.reference")
             if problem:
                 problems.append(problem)
+    for vid, voice in project.voices.items():
+        for engine, entry in (voice.model_extra or {}).items():
+            if isinstance(entry, dict) and isinstance(entry.get("prompt_wav"), str):
+                problem = check_inside(project.root, entry["prompt_wav"], file,
+                                       f"voices.{vid}.{engine}.prompt_wav")
+                if problem:
+                    problems.append(problem)
     if project.music is not None:
         problem = check_inside(project.root, project.music.file, file, "music.file")
         if problem:

@@ -17,6 +17,8 @@ BUILTIN: dict[str, str] = {
     "card": "fanren.engines.image.card:CardEngine",
     "kenburns": "fanren.engines.video.kenburns:KenBurnsEngine",
     "espeak": "fanren.engines.voice.espeak:EspeakEngine",
+    "cosyvoice": "fanren.engines.voice.cosyvoice:CosyVoiceEngine",
+    "openai": "fanren.engines.voice.openai:OpenAISpeechEngine",
     "mux": "fanren.engines.mux:MuxEngine",
     "storyboard": "fanren.engines.storyboard:StoryboardEngine",
 }

@@ -20,6 +20,11 @@ class SpeechEngine(Engine):
     family = "voice"
     kinds = frozenset({"line"})
 
+    @staticmethod
+    def source_files(voice: Any) -> list[str]:
+        """Drama-relative files this engine reads for a voice entry (hashed into the line's key)."""
+        return []
+
     def speak(self, text: str, voice: dict[str, Any], language: str, out_wav: Path,
               sources: dict[str, Path]) -> None:
         """Write one sentence as a mono 16-bit PCM WAV to out_wav."""

@@ -1,0 +1,64 @@
+"""drama.toml → graph: node ids, edges, seeds, prompts; and heavy imports staying lazy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import SMALL_DRAMA, write_drama
+
+from fanren.compile import compile_project, derive_seed, resolve_engines
+from fanren.project import load_project
+
+
+def graph_of(folder: Path, text: str = SMALL_DRAMA):  # type: ignore[no-untyped-def]
+    project = load_project(write_drama(folder, text))
+    return compile_project(project, resolve_engines(project, "draft"))
+
+
+def test_node_ids_and_edges(tmp_path: Path) -> None:
+    g = graph_of(tmp_path)
+    assert list(g.nodes)[:2] == ["character:lin", "character:elder"]
+    assert g["keyframe:s2"].inputs == ("character:lin", "character:elder")
+    assert g["shot:s2"].inputs == ("clip:s2", "line:s2:0", "line:s2:1")
+    assert g["line:s2:0"].params["speaker"] == "narrator"
+    assert g["line:s2:1"].params["speaker"] == "elder"
+    assert g["subtitles"].inputs == ("shot:s1", "shot:s2", "shot:s3")
+    assert g["episode"].inputs == ("shot:s1", "shot:s2", "shot:s3", "subtitles")
+    # the narrator's voice has no espeak name: the engine falls back to the language default
+    assert g["line:s1:0"].params["voice"] == {"speed": 1.3}
+
+
+def test_seeds_come_from_ids_not_positions(tmp_path: Path) -> None:
+    g = graph_of(tmp_path / "a")
+    reordered = SMALL_DRAMA.replace('id = "s1"', 'id = "s0"\naction = "x"\n\n[[scenes.shots]]\nid = "s1"', 1)
+    h = graph_of(tmp_path / "b", reordered)
+    for shot in ("s1", "s2", "s3"):
+        assert g[f"keyframe:{shot}"].params == h[f"keyframe:{shot}"].params
+    assert g["keyframe:s1"].params["seed"] == derive_seed(7, "shot:s1")
+    assert derive_seed(7, "shot:s1") != derive_seed(7, "shot:s2")
+
+
+def test_explicit_seed_wins(tmp_path: Path) -> None:
+    g = graph_of(tmp_path, SMALL_DRAMA.replace('id = "s3"', 'id = "s3"\nseed = 99'))
+    assert g["keyframe:s3"].params["seed"] == 99 and g["clip:s3"].params["seed"] == 99
+
+
+def test_prompt_comes_from_the_drama_template_override(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    (folder / "templates").mkdir(parents=True)
+    (folder / "templates" / "keyframe.j2").write_text("{{ shot.action }} | {{ style }}", encoding="utf-8")
+    g = graph_of(folder)
+    assert g["keyframe:s1"].params["prompt"] == "Lin Qing climbs the stone steps | ink wash painting"
+    # shots keep the packaged motion template
+    assert g["clip:s1"].params["prompt"].startswith("Lin Qing climbs the stone steps, camera: wide shot.")
+
+
+def test_status_does_not_import_torch(tmp_path: Path) -> None:
+    folder = write_drama(tmp_path / "d")
+    code = ("import sys\nfrom fanren.cli import main\nsys.argv = ['fanren', 'status', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'diffusers', 'transformers', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr

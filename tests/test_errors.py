@@ -1,0 +1,142 @@
+"""Every kind of bad input: exit code 2, one clear message with file and key path, nothing touched."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import fanren
+
+from fanren.errors import DramaError
+from fanren.project import parse_project
+
+
+def snapshot(drama: Path) -> dict[str, tuple[int, int]]:
+    """Every file under out/ and the cache with its size and mtime: what bad input must not change."""
+    files: dict[str, tuple[int, int]] = {}
+    for folder in (drama / "out", drama / ".fanren-cache"):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                st = path.stat()
+                files[str(path.relative_to(drama))] = (st.st_size, st.st_mtime_ns)
+    return files
+
+
+def replace(drama: Path, old: str, new: str) -> None:
+    path = drama / "drama.toml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def build_fails(drama: Path, *expected: str) -> str:
+    before = snapshot(drama)
+    result = fanren("build", drama)
+    assert result.code == 2, (result.code, result.stderr)
+    assert "Traceback" not in result.stderr
+    for text in expected:
+        assert text in result.stderr, result.stderr
+    assert snapshot(drama) == before
+    return result.stderr
+
+
+def test_toml_syntax_error_names_the_line(small_drama: Path) -> None:
+    replace(small_drama, 'camera = "wide shot"', 'camera = "wide shot')
+    build_fails(small_drama, "drama.toml:30", "expected valid TOML")
+
+
+def test_unknown_key_suggests_the_right_one(small_drama: Path) -> None:
+    replace(small_drama, 'action = "The elder nods"', 'acton = "The elder nods"')
+    build_fails(small_drama, "scenes[1].shots[0].acton", "did you mean 'action'?",
+                "scenes[1].shots[0].action: expected this required key")
+
+
+def test_wrong_type(small_drama: Path) -> None:
+    replace(small_drama, "fps = 12", 'fps = "twelve"')
+    build_fails(small_drama, "drama.fps: expected an integer, got 'twelve'")
+
+
+def test_missing_required_key(small_drama: Path) -> None:
+    replace(small_drama, 'title = "试炼"\n', "")
+    build_fails(small_drama, "drama.title: expected this required key")
+
+
+def test_duplicate_shot_id(small_drama: Path) -> None:
+    replace(small_drama, 'id = "s3"', 'id = "s1"')
+    build_fails(small_drama, "scenes[1].shots[0].id: expected a shot id used once in the drama, got 's1'",
+                "also used by scenes[0].shots[0]")
+
+
+def test_duplicate_scene_id(small_drama: Path) -> None:
+    replace(small_drama, 'id = "hall"', 'id = "gate"')
+    build_fails(small_drama, "scenes[1].id: expected a scene id used once")
+
+
+def test_shot_names_unknown_character(small_drama: Path) -> None:
+    replace(small_drama, 'characters = ["lin", "elder"]', 'characters = ["lin", "eldre"]')
+    build_fails(small_drama, "scenes[0].shots[1].characters[1]", "'eldre'", "did you mean 'elder'?")
+
+
+def test_line_names_unknown_character(small_drama: Path) -> None:
+    replace(small_drama, 'who = "elder"', 'who = "master"')
+    build_fails(small_drama, "scenes[0].shots[1].lines[0].who", "'master'")
+
+
+def test_unknown_voice(small_drama: Path) -> None:
+    replace(small_drama, 'voice = "lin"', 'voice = "lin2"')
+    build_fails(small_drama, "characters.lin.voice: expected the id of a [voices.*] entry, got 'lin2'",
+                "did you mean 'lin'?")
+
+
+def test_missing_reference_file(small_drama: Path) -> None:
+    replace(small_drama, 'voice = "lin"', 'voice = "lin"\nreference = "refs/lin.png"')
+    build_fails(small_drama, "characters.lin.reference: expected an existing file, got 'refs/lin.png'")
+
+
+@pytest.mark.parametrize("path", ["../outside.png", "/etc/hostname"])
+def test_reference_outside_the_drama(small_drama: Path, path: str) -> None:
+    (small_drama.parent / "outside.png").write_bytes(b"x")
+    replace(small_drama, 'voice = "lin"', f'voice = "lin"\nreference = "{path}"')
+    build_fails(small_drama, "characters.lin.reference: expected a", repr(path))
+
+
+def test_reference_symlink_out_of_the_drama(small_drama: Path) -> None:
+    (small_drama.parent / "secret.png").write_bytes(b"x")
+    (small_drama / "refs").mkdir()
+    os.symlink(small_drama.parent / "secret.png", small_drama / "refs" / "lin.png")
+    replace(small_drama, 'voice = "lin"', 'voice = "lin"\nreference = "refs/lin.png"')
+    build_fails(small_drama, "characters.lin.reference: expected a path inside the drama folder",
+                "symbolic link")
+
+
+def test_drama_with_no_shots(tmp_path: Path) -> None:
+    with pytest.raises(DramaError) as err:
+        parse_project('[drama]\ntitle = "x"\n', tmp_path)
+    assert "scenes: expected at least one [[scenes.shots]] entry" in err.value.show()
+
+
+def test_template_syntax_error(small_drama: Path) -> None:
+    (small_drama / "templates").mkdir()
+    (small_drama / "templates" / "keyframe.j2").write_text("{{ shot.action ", encoding="utf-8")
+    build_fails(small_drama, "templates/keyframe.j2", "expected a valid jinja2 template")
+
+
+def test_template_undefined_variable(small_drama: Path) -> None:
+    (small_drama / "templates").mkdir()
+    (small_drama / "templates" / "keyframe.j2").write_text("{{ shot.acton }}", encoding="utf-8")
+    build_fails(small_drama, "templates/keyframe.j2", "rendering for scenes[0].shots[0]", "acton")
+
+
+def test_all_schema_errors_in_one_message(small_drama: Path) -> None:
+    replace(small_drama, "fps = 12", "fps = -1")
+    replace(small_drama, 'aspect = "16:9"', 'aspect = "4:3"')
+    replace(small_drama, 'camera = "wide shot"', 'camra = "wide shot"')
+    stderr = build_fails(small_drama, "3 problems", "drama.fps", "drama.aspect", "scenes[0].shots[0].camra")
+    assert stderr.count("drama.toml") == 3
+
+
+def test_no_drama_toml(tmp_path: Path) -> None:
+    result = fanren("build", tmp_path)
+    assert result.code == 2
+    assert "drama.toml" in result.stderr and "fanren init" in result.stderr
