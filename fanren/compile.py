@@ -110,10 +110,11 @@ def compile_project(project: Project, engines: Engines) -> Graph:
     fps = engines.video.native_fps(drama.fps)
 
     def node(id: str, kind: str, engine: Engine, params: dict[str, Any],
-             inputs: tuple[str, ...] = (), sources: tuple[str, ...] = ()) -> Node:
+             inputs: tuple[str, ...] = (), sources: tuple[str, ...] = (),
+             reads: dict[str, tuple[str, ...]] | None = None) -> Node:
         return graph.add(Node(id=id, kind=kind, family=engine.family, engine=engine.name,
                               identity=engine.identity(), params=params, inputs=inputs,
-                              sources=sources, gpu=engine.resources().gpu))
+                              sources=sources, gpu=engine.resources().gpu, reads=reads or {}))
 
     for cid, character in project.characters.items():
         node(f"character:{cid}", "character", engines.image, {
@@ -138,7 +139,8 @@ def compile_project(project: Project, engines: Engines) -> Graph:
 
     shots = tuple(f"shot:{s}" for s in shot_ids)
     node("subtitles", "subtitles", engines.mux,
-         {"size": size, "language": drama.language, "font": SUBTITLE_FONT}, inputs=shots)
+         {"size": size, "language": drama.language, "font": SUBTITLE_FONT}, inputs=shots,
+         reads={s: ("timing.json",) for s in shots})
     node("episode", "episode", engines.mux, {
         "size": size, "fps": drama.fps, "subtitles": drama.subtitles, "loudness": LOUDNESS,
         "font": SUBTITLE_FONT,
@@ -150,7 +152,7 @@ def compile_project(project: Project, engines: Engines) -> Graph:
                    "narration": shot.narration,
                    "lines": [{"who": line.who, "text": line.text} for line in shot.lines]}
                   for scene, shot in project.shots()],
-    }, inputs=tuple(f"keyframe:{s}" for s in shot_ids) + shots)
+    }, inputs=tuple(f"keyframe:{s}" for s in shot_ids) + shots, reads={s: ("timing.json",) for s in shots})
     return graph
 
 

@@ -24,6 +24,14 @@ class Node:
     inputs: tuple[str, ...] = ()      # node ids whose outputs this node reads, in order
     sources: tuple[str, ...] = ()     # drama-relative files (refs, prompt wavs) hashed into the key
     gpu: bool = False                 # runs on the GPU worker, grouped by engine
+    # For inputs listed here, only these outputs are read (and keyed): subtitles read a shot's
+    # timing.json, not its video, so a re-rendered picture does not re-time the subtitles.
+    reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def read_outputs(self, input_id: str, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The outputs of `input_id` this node reads, by name."""
+        names = self.reads.get(input_id)
+        return {n: o for n, o in outputs.items() if names is None or n in names}
 
 
 @dataclass

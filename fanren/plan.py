@@ -37,7 +37,10 @@ def key_fields(node: Node, inputs: Mapping[str, Mapping[str, Output]],
         "engine": dict(node.identity),
         "params": dict(node.params),
         "sources": dict(sources),
-        "inputs": {nid: {name: o.digest for name, o in sorted(inputs[nid].items())} for nid in node.inputs},
+        # a list, not a table: the order of inputs matters (the episode's shots) and a table's
+        # keys would be sorted away by the canonical JSON
+        "inputs": [[nid, {name: o.digest for name, o in sorted(node.read_outputs(nid, inputs[nid]).items())}]
+                   for nid in node.inputs],
     }
 
 

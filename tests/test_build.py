@@ -120,7 +120,7 @@ def test_status_reports_reasons_from_the_planner(small_drama: Path) -> None:
     assert result.code == 0, result.stderr
     stale = {s["id"]: s["reason"] for s in json.loads(result.stdout)["stale"]}
     assert stale == {"line:s3:0": "changed", "shot:s3": "input-changed", "subtitles": "input-changed",
-                     "episode": "input-changed", "storyboard": "changed"}
+                     "episode": "input-changed", "storyboard": "input-changed"}
 
 
 def test_explain_shows_the_changed_field(small_drama: Path) -> None:

@@ -43,7 +43,7 @@ def build_fails(drama: Path, *expected: str) -> str:
 
 def test_toml_syntax_error_names_the_line(small_drama: Path) -> None:
     replace(small_drama, 'camera = "wide shot"', 'camera = "wide shot')
-    build_fails(small_drama, "drama.toml:30", "expected valid TOML")
+    build_fails(small_drama, "drama.toml:35: expected valid TOML")
 
 
 def test_unknown_key_suggests_the_right_one(small_drama: Path) -> None:
