@@ -8,6 +8,7 @@ All problems of a file are collected into one `DramaError` rather than stopping 
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -285,6 +286,10 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
     if project.narrator.voice is not None and project.narrator.voice not in project.voices:
         problems.append(unknown("narrator.voice", "voice", project.narrator.voice, voices))
     for cid, character in project.characters.items():
+        if not _ID.match(cid) or cid == NARRATOR:
+            problems.append(Problem(file, f"characters.{cid}", "an id of letters, digits, '_', '-' or '.' "
+                                    f"other than {NARRATOR!r}", repr(cid),
+                                    hint="ids appear in node ids such as character:<id>"))
         if character.voice is not None and character.voice not in project.voices:
             problems.append(unknown(f"characters.{cid}.voice", "voice", character.voice, voices))
         if character.reference is not None:
@@ -323,6 +328,8 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
                 if cid not in project.characters:
                     problems.append(unknown(f"{at}.characters[{k}]", "character", cid, characters))
             for k, line in enumerate(shot.lines):
+                if not line.text.strip():
+                    problems.append(Problem(file, f"{at}.lines[{k}].text", "text to speak", "only spaces"))
                 if line.who != NARRATOR and line.who not in project.characters:
                     problems.append(unknown(f"{at}.lines[{k}].who", "character", line.who,
                                             characters + [NARRATOR]))
@@ -330,6 +337,9 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
         problems.append(Problem(file, "scenes", "at least one [[scenes.shots]] entry", "a drama with no shots",
                                 hint="add a [[scenes]] table with a [[scenes.shots]] table under it"))
     return problems
+
+
+_ID = re.compile(r"^[A-Za-z0-9_\-.]+$")
 
 
 def check_inside(root: Path, relative: str, file: Path, path: str) -> Problem | None:

@@ -140,3 +140,19 @@ def test_no_drama_toml(tmp_path: Path) -> None:
     result = fanren("build", tmp_path)
     assert result.code == 2
     assert "drama.toml" in result.stderr and "fanren init" in result.stderr
+
+
+def test_character_id_may_not_be_narrator(tmp_path: Path) -> None:
+    text = ('[drama]\ntitle = "x"\n[characters.narrator]\ndescription = "d"\n'
+            '[[scenes]]\nid = "a"\nsetting = "s"\n[[scenes.shots]]\nid = "s1"\naction = "x"\n')
+    with pytest.raises(DramaError) as err:
+        parse_project(text, tmp_path)
+    assert "characters.narrator: expected an id of letters" in err.value.show()
+
+
+def test_blank_line_text(tmp_path: Path) -> None:
+    text = ('[drama]\ntitle = "x"\n[[scenes]]\nid = "a"\nsetting = "s"\n[[scenes.shots]]\nid = "s1"\n'
+            'action = "x"\nlines = [{ who = "narrator", text = "   " }]\n')
+    with pytest.raises(DramaError) as err:
+        parse_project(text, tmp_path)
+    assert "scenes[0].shots[0].lines[0].text: expected text to speak, got only spaces" in err.value.show()
