@@ -16,9 +16,6 @@ from pathlib import Path
 
 from .errors import EngineError
 
-FFMPEG_FLAGS = ["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-
-
 def require(tool: str, package: str) -> str:
     path = shutil.which(tool)
     if path is None:
@@ -26,13 +23,16 @@ def require(tool: str, package: str) -> str:
     return path
 
 
-def run_ffmpeg(args: list[str], what: str) -> None:
-    """Run `ffmpeg <args>`; on failure raise EngineError naming `what` with ffmpeg's last lines."""
+def run_ffmpeg(args: list[str], what: str, loglevel: str = "error") -> str:
+    """Run `ffmpeg <args>` and return its log; on failure raise EngineError naming `what` with
+    ffmpeg's last lines. Some filters (loudnorm's measurement) print what we need at `info`."""
     ffmpeg = require("ffmpeg", "ffmpeg")
-    proc = subprocess.run([ffmpeg, *FFMPEG_FLAGS, *args], capture_output=True, text=True)
+    flags = ["-hide_banner", "-nostdin", "-loglevel", loglevel, "-y"]
+    proc = subprocess.run([ffmpeg, *flags, *args], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
         raise EngineError(f"ffmpeg failed while {what} (exit {proc.returncode}):\n{tail}")
+    return proc.stderr
 
 
 @dataclass(frozen=True)

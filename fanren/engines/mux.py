@@ -1,0 +1,396 @@
+"""The built-in ffmpeg engine: a shot (clip retimed to its speech), the subtitles, the episode.
+
+The filter graphs are written as plain ffmpeg argument lists rather than with typed-ffmpeg. Each
+graph is a few short chains (one per input) joined by a single concat, so as strings they read
+exactly like the ffmpeg filter documentation a maintainer will check them against, and the flags
+that make output bytes deterministic (bitexact, no metadata, a fixed encoder thread count) stay
+visible in one place instead of being spread over builder calls. Everything still goes through
+`fanren.media.run_ffmpeg`, so a failure is an EngineError with the tail of ffmpeg's log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import EngineError
+from ..fonts import cjk_font
+from ..media import probe, run_ffmpeg, wav_duration
+from .base import Engine, Request
+from .mux_subtitles import Cue, episode_cues, write_ass, write_srt
+
+LINE_GAP = 0.25       # seconds of silence between two lines of one shot
+AUDIO_RATE = 48000
+
+# x264's bytes depend on its thread count; a fixed count keeps a shot identical on every machine.
+DETERMINISTIC = ["-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact",
+                 "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-threads", "4"]
+AUDIO_CODEC = ["-c:a", "aac", "-b:a", "160k", "-ar", str(AUDIO_RATE), "-ac", "2"]
+# Shots are an intermediate that the episode encodes again: high quality, fast preset.
+SHOT_VIDEO_CODEC = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "16", "-pix_fmt", "yuv420p"]
+EPISODE_VIDEO_CODEC = ["-c:v", "libx264", "-preset", "fast", "-crf", "20", "-pix_fmt", "yuv420p"]
+
+
+class MuxEngine(Engine):
+    family = "mux"
+    name = "mux"
+    kinds = frozenset({"shot", "subtitles", "episode"})
+
+    def run(self, request: Request) -> dict[str, Path]:
+        if request.kind == "shot":
+            return render_shot(request)
+        if request.kind == "subtitles":
+            return render_subtitles(request)
+        if request.kind == "episode":
+            return render_episode(request)
+        raise EngineError(f"the mux engine cannot render a {request.kind!r} node "
+                          f"(it renders {', '.join(sorted(self.kinds))})")
+
+
+# ── shot ─────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class PlacedLine:
+    """One line of a shot with where its speech starts, in seconds from the shot's start."""
+
+    who: str
+    speech: Path
+    cues: list[dict[str, Any]]
+    start: float
+    duration: float
+
+
+def render_shot(request: Request) -> dict[str, Path]:
+    """shot.mp4: the clip fitted to the shot's duration, over its lines' speech; and timing.json."""
+    params = request.params
+    width, height = (int(v) for v in params["size"])
+    fps = int(params["fps"])
+    clip = _single_input(request, "clip", "clip.mp4")
+    lines = place_lines(params["lines"], request.inputs, float(params["lead_in"]))
+    clip_seconds = clip_duration(clip)
+    frames = shot_frames(lines, float(params["pause"]), params.get("min_seconds"), clip_seconds, fps)
+    duration = frames / fps
+    fit = str(params["fit"])
+
+    video = fit_clip(fit, clip_seconds, duration, float(params["max_slow"]), frames, (width, height), fps)
+    audio = speech_track(lines, float(params["lead_in"]), round(duration * AUDIO_RATE))
+    clip_input = ["-stream_loop", "-1", "-i", str(clip)] if fit == "loop" else ["-i", str(clip)]
+    speech_inputs = [arg for line in lines for arg in ("-i", str(line.speech))]
+    out = request.out_dir / "shot.mp4"
+    # trim ends the video, never -frames:v: that stops the output with audio still in the encoder
+    run_ffmpeg([*clip_input, *speech_inputs,
+                "-filter_complex", f"[0:v]{video}[v];{audio}",
+                "-map", "[v]", "-map", "[a]",
+                *SHOT_VIDEO_CODEC, "-g", str(fps * 2), *AUDIO_CODEC, *DETERMINISTIC, str(out)],
+               f"rendering shot {params['shot_id']}")
+
+    timing = request.out_dir / "timing.json"
+    timing.write_text(json.dumps(shot_timing(lines, duration), ensure_ascii=False, indent=1),
+                      encoding="utf-8")
+    return {"shot.mp4": out, "timing.json": timing}
+
+
+def place_lines(lines: list[Mapping[str, Any]], inputs: Mapping[str, Mapping[str, Path]],
+                lead_in: float) -> list[PlacedLine]:
+    """Lines one after another: lead_in of silence, then each line's speech with LINE_GAP between."""
+    placed: list[PlacedLine] = []
+    start = lead_in
+    for line in lines:
+        node = str(line["node"])
+        if node not in inputs:
+            raise EngineError(f"the shot lists line {node} but its speech was not given as an input")
+        speech = inputs[node]["speech.wav"]
+        cues = json.loads(Path(inputs[node]["cues.json"]).read_text(encoding="utf-8"))
+        duration = wav_duration(speech)
+        placed.append(PlacedLine(who=str(line["who"]), speech=speech, cues=cues, start=start,
+                                 duration=duration))
+        start += duration + LINE_GAP
+    return placed
+
+
+def clip_duration(clip: Path) -> float:
+    info = probe(clip)
+    if info.video is None:
+        raise EngineError(f"{clip.name} has no video stream")
+    if info.frames and info.fps:
+        return info.frames / info.fps
+    if info.duration <= 0:
+        raise EngineError(f"{clip.name} has no duration")
+    return info.duration
+
+
+def shot_frames(lines: list[PlacedLine], pause: float, min_seconds: float | None,
+                clip_seconds: float, fps: int) -> int:
+    """Frames in the shot: its speech plus the pause, at least min_seconds; the clip if silent.
+
+    The duration is rounded up to whole frames so that audio and video end together and the
+    episode's concatenated timeline (and every subtitle after it) stays exact.
+    """
+    if lines:
+        speech_end = lines[-1].start + lines[-1].duration
+        seconds = max(speech_end + pause, min_seconds or 0.0)
+    else:
+        seconds = min_seconds or clip_seconds
+    return max(1, math.ceil(seconds * fps - 1e-6))
+
+
+def fit_clip(fit: str, clip_seconds: float, duration: float, max_slow: float, frames: int,
+             size: tuple[int, int], fps: int) -> str:
+    """The video filter chain that turns the clip into exactly `frames` frames of the episode format.
+
+    A clip shorter than the shot is slowed (at most max_slow times) when fit is "slow", then its
+    last frame is held; "hold" only holds; "loop" relies on the input being looped. A longer clip
+    is cut.
+    """
+    if fit not in ("slow", "hold", "loop"):
+        raise EngineError(f"unknown fit {fit!r}: expected slow, hold or loop")
+    width, height = size
+    chain: list[str] = []
+    if fit == "slow" and clip_seconds < duration:
+        chain.append(f"setpts={min(duration / clip_seconds, max_slow):.6f}*PTS")
+    chain += [
+        # cover the frame and crop the centre: a clip of another aspect is never letterboxed
+        f"scale={width}:{height}:force_original_aspect_ratio=increase",
+        f"crop={width}:{height}",
+        "setsar=1",
+        f"fps={fps}",
+        f"tpad=stop_mode=clone:stop_duration={duration:.6f}",
+        f"trim=end_frame={frames}",
+        "format=yuv420p",
+    ]
+    return ",".join(chain)
+
+
+def speech_track(lines: list[PlacedLine], lead_in: float, total_samples: int) -> str:
+    """Filter graph ending in [a]: stereo 48 kHz, lead_in of silence, the lines, padded to the end."""
+    chains: list[str] = []
+    labels: list[str] = []
+    lead_samples = round(lead_in * AUDIO_RATE)
+    if lines and lead_samples > 0:
+        chains.append(f"anullsrc=r={AUDIO_RATE}:cl=stereo,atrim=end_sample={lead_samples}[lead]")
+        labels.append("[lead]")
+    for i, _ in enumerate(lines):
+        chain = f"[{i + 1}:a]aresample={AUDIO_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo"
+        if i < len(lines) - 1:
+            chain += f",apad=pad_len={round(LINE_GAP * AUDIO_RATE)}"
+        chains.append(chain + f"[line{i}]")
+        labels.append(f"[line{i}]")
+    end = f"{_exact_length(total_samples)}[a]"
+    if not labels:
+        return f"anullsrc=r={AUDIO_RATE}:cl=stereo,{end}"
+    return ";".join([*chains, f"{''.join(labels)}concat=n={len(labels)}:v=0:a=1,{end}"])
+
+
+def shot_timing(lines: list[PlacedLine], duration: float) -> dict[str, Any]:
+    cues = [{"start": round(line.start + float(cue["start"]), 4),
+             "end": round(line.start + float(cue["end"]), 4),
+             "text": str(cue["text"]), "who": line.who}
+            for line in lines for cue in line.cues]
+    return {"duration": duration, "cues": cues}
+
+
+# ── subtitles ────────────────────────────────────────────────────────────────
+
+
+def render_subtitles(request: Request) -> dict[str, Path]:
+    """episode.srt and episode.ass: every sentence of every shot, at the shot's place in the episode."""
+    params = request.params
+    width, height = (int(v) for v in params["size"])
+    timings = [json.loads(Path(files["timing.json"]).read_text(encoding="utf-8"))
+               for _, files in request.inputs_of_kind("shot")]
+    cues: list[Cue] = episode_cues(timings)
+    srt = request.out_dir / "episode.srt"
+    ass = request.out_dir / "episode.ass"
+    write_srt(cues, srt)
+    write_ass(cues, ass, (width, height), str(params["font"]), str(params["language"]))
+    return {"episode.srt": srt, "episode.ass": ass}
+
+
+# ── episode ──────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One shot of the episode: its file and its exact length in frames and audio samples."""
+
+    file: Path
+    frames: int
+    samples: int
+
+
+def render_episode(request: Request) -> dict[str, Path]:
+    """episode.mp4: the shots end to end, subtitles burned or attached, loudness normalised."""
+    params = request.params
+    fps = int(params["fps"])
+    mode = str(params["subtitles"])
+    if mode not in ("burn", "soft", "none"):
+        raise EngineError(f"unknown subtitles mode {mode!r}: expected burn, soft or none")
+    segments = [_segment(node, files, fps) for node, files in request.inputs_of_kind("shot")]
+    if not segments:
+        raise EngineError("the episode has no shots")
+    total_samples = sum(s.samples for s in segments)
+    music = _music(request)
+
+    # Each shot again as an input for its audio (see episode_audio), then the music if any.
+    audio_inputs = [arg for s in segments for arg in ("-i", str(s.file))]
+    if music is not None:
+        audio_inputs += ["-stream_loop", "-1", "-i", str(music[0])]
+    volume = music[1] if music else None
+    measured = measure_loudness(audio_inputs, episode_audio(segments, volume, total_samples, 0),
+                                params["loudness"])
+    loudnorm = loudnorm_filter(params["loudness"], measured)
+
+    # Input 0: the shots' video through the concat demuxer, one decoder for the whole episode.
+    playlist = request.out_dir / "shots.ffconcat"
+    playlist.write_text(concat_playlist(segments, fps), encoding="utf-8")
+    burn = _burn(request) if mode == "burn" else ""
+    graph = ";".join([
+        # ffmpeg starts input 0 at the first shot's AAC priming, 21 ms before its first frame
+        f"[0:v]setpts=PTS-STARTPTS{burn}[v]",
+        episode_audio(segments, volume, total_samples, first_input=1),
+        f"[mix]{loudnorm},aresample={AUDIO_RATE},{_exact_length(total_samples)}[a]",
+    ])
+    subtitle_args: list[str] = []
+    if mode == "soft":
+        audio_inputs += ["-i", str(_subtitle_file(request, "episode.srt"))]
+        subtitle_args = ["-map", f"{len(segments) + (2 if music else 1)}:s", "-c:s", "mov_text"]
+    out = request.out_dir / "episode.mp4"
+    run_ffmpeg(["-f", "concat", "-safe", "0", "-i", str(playlist), *audio_inputs,
+                "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *subtitle_args,
+                *EPISODE_VIDEO_CODEC, "-g", str(fps * 2), *AUDIO_CODEC, *DETERMINISTIC,
+                "-movflags", "+faststart", str(out)],
+               "rendering the episode")
+    playlist.unlink()
+    return {"episode.mp4": out}
+
+
+def concat_playlist(segments: list[Segment], fps: int) -> str:
+    """An ffconcat playlist of the shots, each lasting exactly its frames.
+
+    Without `duration` the demuxer would start each shot where the previous file's padded AAC
+    ends, a fraction of a frame late, and the drift would add up over the episode.
+    """
+    entries = ["ffconcat version 1.0"]
+    for segment in segments:
+        quoted = str(segment.file).replace("'", "'\\''")
+        entries += [f"file '{quoted}'", f"duration {segment.frames / fps:.6f}"]
+    return "\n".join(entries) + "\n"
+
+
+def _segment(node: str, files: Mapping[str, Path], fps: int) -> Segment:
+    shot = files.get("shot.mp4")
+    if shot is None:
+        raise EngineError(f"{node} gave no shot.mp4")
+    if "timing.json" in files:
+        duration = float(json.loads(Path(files["timing.json"]).read_text(encoding="utf-8"))["duration"])
+    else:
+        duration = clip_duration(shot)
+    return Segment(file=shot, frames=round(duration * fps), samples=round(duration * AUDIO_RATE))
+
+
+def _music(request: Request) -> tuple[Path, float] | None:
+    music = request.params.get("music")
+    if not music:
+        return None
+    file = request.sources.get(str(music["file"]))
+    if file is None:
+        raise EngineError(f"the music file {music['file']} was not given to the episode")
+    return Path(file), float(music["volume"])
+
+
+def episode_audio(segments: list[Segment], music_volume: float | None, total_samples: int,
+                  first_input: int) -> str:
+    """Filter graph ending in [mix]: the shots' audio end to end, with the music under it if any.
+
+    Each shot is its own input (numbered from first_input) so that its audio can be cut to the
+    exact sample: its AAC decodes to a little more than its length, as the encoder pads the last
+    frame, and those extra samples would push every later shot (and subtitle) a little late.
+    """
+    chains = [f"[{first_input + i}:a]{_exact_length(s.samples)},asetpts=PTS-STARTPTS[a{i}]"
+              for i, s in enumerate(segments)]
+    joined = "".join(f"[a{i}]" for i in range(len(segments)))
+    if music_volume is None:
+        return ";".join([*chains, f"{joined}concat=n={len(segments)}:v=0:a=1[mix]"])
+    music_input = first_input + len(segments)
+    return ";".join([
+        *chains,
+        f"{joined}concat=n={len(segments)}:v=0:a=1[speech]",
+        (f"[{music_input}:a]aresample={AUDIO_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo,"
+        f"volume={music_volume},atrim=end_sample={total_samples}[music]"),
+        "[speech][music]amix=inputs=2:duration=first:normalize=0[mix]",
+    ])
+
+
+def measure_loudness(inputs: list[str], mixed: str, target: Mapping[str, float]) -> dict[str, float]:
+    """First loudnorm pass: the episode audio's integrated loudness, true peak, range and threshold."""
+    graph = (f"{mixed};[mix]loudnorm=I={target['i']}:TP={target['tp']}:LRA={target['lra']}"
+             ":print_format=json[a]")
+    # loudnorm prints its measurement at the info log level
+    log = run_ffmpeg([*inputs, "-filter_complex", graph, "-map", "[a]", "-f", "null", "-"],
+                     "measuring the episode's loudness", loglevel="info")
+    start, end = log.rfind("{"), log.rfind("}")
+    if start < 0 or end < start:
+        raise EngineError("ffmpeg's loudnorm printed no measurement")
+    report = json.loads(log[start:end + 1])
+    return {name: float(report[name]) for name in
+            ("input_i", "input_tp", "input_lra", "input_thresh", "target_offset")}
+
+
+def loudnorm_filter(target: Mapping[str, float], measured: Mapping[str, float]) -> str:
+    """Second loudnorm pass: a linear gain to the target from the first pass's measurement."""
+    if not math.isfinite(measured["input_i"]) or measured["input_i"] <= -70:
+        return "anull"  # silence (or as good as): there is nothing to bring to the target
+    return (f"loudnorm=I={target['i']}:TP={target['tp']}:LRA={target['lra']}"
+            f":measured_I={_clamp(measured['input_i'], -99, 0)}"
+            f":measured_TP={_clamp(measured['input_tp'], -99, 99)}"
+            f":measured_LRA={_clamp(measured['input_lra'], 0, 99)}"
+            f":measured_thresh={_clamp(measured['input_thresh'], -99, 0)}"
+            f":offset={_clamp(measured['target_offset'], -99, 99)}"
+            ":linear=true:print_format=none")
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    """loudnorm rejects measured values outside these ranges (silence measures -inf)."""
+    return min(max(value, low), high) if math.isfinite(value) else low
+
+
+def _burn(request: Request) -> str:
+    """",ass=…" drawing the episode's ASS subtitles, with the CJK font's folder given to libass."""
+    ass = _subtitle_file(request, "episode.ass")
+    fonts = cjk_font().file.parent
+    return f",ass=filename={_filter_value(str(ass))}:fontsdir={_filter_value(str(fonts))}"
+
+
+def _subtitle_file(request: Request, name: str) -> Path:
+    files = request.inputs.get("subtitles")
+    if files is None or name not in files:
+        raise EngineError(f"subtitles are {request.params['subtitles']!r} but no {name} was given "
+                          "to the episode")
+    return Path(files[name])
+
+
+def _filter_value(value: str) -> str:
+    """Escape a filter option value for a filtergraph: once for the option, once for the graph."""
+    for char in "\\':":
+        value = value.replace(char, "\\" + char)
+    for char in "\\'[],;":
+        value = value.replace(char, "\\" + char)
+    return value
+
+
+def _exact_length(samples: int) -> str:
+    """Pad with silence or cut, to exactly `samples` samples."""
+    return f"apad=whole_len={samples},atrim=end_sample={samples}"
+
+
+def _single_input(request: Request, kind: str, output: str) -> Path:
+    found = request.inputs_of_kind(kind)
+    if len(found) != 1 or output not in found[0][1]:
+        raise EngineError(f"{request.node_id} needs exactly one {kind} input with {output}, "
+                          f"got {[node for node, _ in found]}")
+    return Path(found[0][1][output])

@@ -1,0 +1,514 @@
+"""The mux engine on real media: a testsrc2 clip, espeak-ng speech, the real ffmpeg."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fanren.engines.base import Request
+from fanren.engines.mux import LINE_GAP, MuxEngine
+from fanren.engines.mux_subtitles import MIN_CUE, ass_style, wrap
+from fanren.engines.voice import SENTENCE_GAP, join_wavs
+from fanren.errors import EngineError
+from fanren.media import probe, wav_duration
+
+FPS = 24
+SMALL = [320, 180]
+LEAD_IN = 0.15
+PAUSE = 0.4
+LOUDNESS = {"i": -16.0, "tp": -1.5, "lra": 11.0}
+FONT = "Noto Sans CJK SC"
+
+
+# ── real inputs ─────────────────────────────────────────────────────────────
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="module")
+def clip(media: Path) -> Path:
+    """Two seconds of testsrc2 at 1280x720, 24 fps: every frame differs from its neighbours."""
+    out = media / "clip.mp4"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+                    "-i", "testsrc2=s=1280x720:r=24:d=2", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p", str(out)], check=True)
+    return out
+
+
+def speak(folder: Path, name: str, sentences: list[str]) -> dict[str, Path]:
+    """A line node's outputs made the way the voice engines make them: one WAV per sentence, joined."""
+    pieces = []
+    for i, sentence in enumerate(sentences):
+        piece = folder / f"{name}-{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-w", str(piece), sentence], check=True)
+        pieces.append(piece)
+    speech = folder / f"{name}.wav"
+    cues = join_wavs(pieces, sentences, speech, SENTENCE_GAP)
+    cues_file = folder / f"{name}.json"
+    cues_file.write_text(json.dumps(cues, ensure_ascii=False), encoding="utf-8")
+    return {"speech.wav": speech, "cues.json": cues_file}
+
+
+@pytest.fixture(scope="module")
+def first_line(media: Path) -> dict[str, Path]:
+    return speak(media, "first", ["你好。", "今天天气很好。"])
+
+
+@pytest.fixture(scope="module")
+def second_line(media: Path) -> dict[str, Path]:
+    return speak(media, "second", ["我们走吧。"])
+
+
+def shot_request(out: Path, clip: Path, lines: list[tuple[str, str, dict[str, Path]]], *,
+                 fit: str = "slow", min_seconds: float | None = None, size: list[int] = SMALL,
+                 shot_id: str = "s1") -> Request:
+    out.mkdir(parents=True, exist_ok=True)
+    params = {"shot_id": shot_id, "size": size, "fps": FPS, "pause": PAUSE, "lead_in": LEAD_IN,
+              "min_seconds": min_seconds, "fit": fit, "max_slow": 1.5,
+              "lines": [{"node": f"line:{shot_id}:{n}", "who": who, "text": text}
+                        for n, (who, text, _) in enumerate(lines)]}
+    inputs: dict[str, dict[str, Path]] = {f"clip:{shot_id}": {"clip.mp4": clip}}
+    inputs.update({f"line:{shot_id}:{n}": files for n, (_, _, files) in enumerate(lines)})
+    return Request(node_id=f"shot:{shot_id}", kind="shot", params=params, inputs=inputs, out_dir=out)
+
+
+def gray_frames(video: Path, size: tuple[int, int] = (64, 36)) -> list[bytes]:
+    """Every frame of a video, scaled down to gray bytes for comparing pictures."""
+    w, h = size
+    raw = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(video),
+                          "-vf", f"scale={w}:{h}:flags=area", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                         check=True, capture_output=True).stdout
+    return [raw[i:i + w * h] for i in range(0, len(raw), w * h)]
+
+
+def difference(a: bytes, b: bytes) -> float:
+    return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
+
+
+def changed_pixels(a: bytes, b: bytes) -> int:
+    return sum(1 for x, y in zip(a, b, strict=True) if abs(x - y) > 64)
+
+
+def nearest(frame: bytes, candidates: list[bytes]) -> int:
+    return min(range(len(candidates)), key=lambda i: difference(frame, candidates[i]))
+
+
+def expected_frames(lines: list[dict[str, Path]]) -> int:
+    speech = sum(wav_duration(files["speech.wav"]) for files in lines) + LINE_GAP * (len(lines) - 1)
+    return math.ceil((LEAD_IN + speech + PAUSE) * FPS - 1e-6)
+
+
+# ── shot ─────────────────────────────────────────────────────────────────────
+
+
+def test_shot_is_exactly_as_long_as_its_speech_and_pause(tmp_path: Path, clip: Path,
+                                                         first_line: dict[str, Path],
+                                                         second_line: dict[str, Path]) -> None:
+    lines = [("narrator", "你好。今天天气很好。", first_line), ("lin", "我们走吧。", second_line)]
+    outputs = MuxEngine().run(shot_request(tmp_path, clip, lines))
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shot.mp4", "timing.json"]
+    frames = expected_frames([first_line, second_line])
+    shot = probe(outputs["shot.mp4"])
+    assert shot.frames == frames
+    assert shot.size == (320, 180)
+    assert shot.fps == FPS
+    assert shot.video is not None and shot.video["codec_name"] == "h264"
+    assert shot.video["pix_fmt"] == "yuv420p"
+    assert shot.audio is not None
+    assert (shot.audio["codec_name"], int(shot.audio["sample_rate"]), shot.audio["channels"]) == ("aac", 48000, 2)
+    assert float(shot.audio["duration"]) == pytest.approx(frames / FPS, abs=0.002)
+    timing = json.loads(outputs["timing.json"].read_text(encoding="utf-8"))
+    assert timing["duration"] == pytest.approx(frames / FPS, abs=1e-9)
+
+
+def test_timing_cues_start_at_lead_in_plus_their_offsets(tmp_path: Path, clip: Path,
+                                                         first_line: dict[str, Path],
+                                                         second_line: dict[str, Path]) -> None:
+    lines = [("narrator", "你好。今天天气很好。", first_line), ("lin", "我们走吧。", second_line)]
+    outputs = MuxEngine().run(shot_request(tmp_path, clip, lines))
+
+    timing = json.loads(outputs["timing.json"].read_text(encoding="utf-8"))
+    first = json.loads(first_line["cues.json"].read_text(encoding="utf-8"))
+    second = json.loads(second_line["cues.json"].read_text(encoding="utf-8"))
+    second_start = LEAD_IN + wav_duration(first_line["speech.wav"]) + LINE_GAP
+    expected = ([(LEAD_IN + c["start"], LEAD_IN + c["end"], c["text"], "narrator") for c in first]
+                + [(second_start + c["start"], second_start + c["end"], c["text"], "lin") for c in second])
+    assert [cue["text"] for cue in timing["cues"]] == ["你好。", "今天天气很好。", "我们走吧。"]
+    assert [(c["start"], c["end"], c["text"], c["who"]) for c in timing["cues"]] == [
+        (pytest.approx(s, abs=1e-3), pytest.approx(e, abs=1e-3), t, w) for s, e, t, w in expected]
+
+
+def first_sound(video: Path, after: float = 0.0) -> float:
+    """Seconds into the video's audio where it first gets louder than near-silence, from `after` on."""
+    pcm = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(video),
+                          "-map", "0:a", "-ac", "1", "-ar", "1000", "-f", "s16le", "-"],
+                         check=True, capture_output=True).stdout
+    samples = [int.from_bytes(pcm[i:i + 2], "little", signed=True) for i in range(0, len(pcm), 2)]
+    return next(i for i in range(round(after * 1000), len(samples)) if abs(samples[i]) > 300) / 1000
+
+
+def test_speech_starts_after_the_lead_in(tmp_path: Path, clip: Path, first_line: dict[str, Path]) -> None:
+    outputs = MuxEngine().run(shot_request(tmp_path, clip, [("narrator", "你好。", first_line)]))
+
+    assert first_sound(outputs["shot.mp4"]) == pytest.approx(LEAD_IN, abs=0.03)
+
+
+def test_slow_hold_and_loop_fill_a_long_shot_differently(tmp_path: Path, clip: Path) -> None:
+    # 4 s of shot over a 2 s clip: slow stretches it to 3 s then holds, hold freezes at 2 s, loop repeats
+    clip_frames = gray_frames(clip)
+    files = {fit: MuxEngine().run(shot_request(tmp_path / fit, clip, [], fit=fit, min_seconds=4.0))["shot.mp4"]
+             for fit in ("slow", "hold", "loop")}
+    shots = {fit: gray_frames(file) for fit, file in files.items()}
+
+    assert {fit: len(frames) for fit, frames in shots.items()} == {"slow": 96, "hold": 96, "loop": 96}
+    assert {fit: float(probe(file).audio["duration"]) for fit, file in files.items()  # type: ignore[index]
+            } == {"slow": 4.0, "hold": 4.0, "loop": 4.0}
+    at_2_5s = {fit: nearest(frames[60], clip_frames) for fit, frames in shots.items()}
+    assert abs(at_2_5s["slow"] - 40) <= 1    # 2.5 s / 1.5 = 1.67 s into the clip
+    assert at_2_5s["hold"] == 47              # the clip's last frame, held
+    assert abs(at_2_5s["loop"] - 12) <= 1    # 0.5 s into the second pass
+    assert abs(nearest(shots["slow"][30], clip_frames) - 20) <= 1
+    assert nearest(shots["slow"][90], clip_frames) == 47
+    assert abs(nearest(shots["hold"][30], clip_frames) - 30) <= 1
+
+
+def test_a_clip_longer_than_the_shot_is_cut(tmp_path: Path, clip: Path) -> None:
+    outputs = MuxEngine().run(shot_request(tmp_path, clip, [], fit="slow", min_seconds=1.0))
+
+    frames = gray_frames(outputs["shot.mp4"])
+    assert len(frames) == 24
+    clip_frames = gray_frames(clip)
+    assert [nearest(frames[i], clip_frames) for i in (0, 12, 23)] == [0, 12, 23]
+
+
+def test_a_silent_shot_without_min_seconds_lasts_as_long_as_its_clip(tmp_path: Path, clip: Path) -> None:
+    outputs = MuxEngine().run(shot_request(tmp_path, clip, []))
+
+    assert probe(outputs["shot.mp4"]).frames == 48
+    assert json.loads(outputs["timing.json"].read_text()) == {"duration": 2.0, "cues": []}
+
+
+def test_min_seconds_lengthens_a_short_line(tmp_path: Path, clip: Path, second_line: dict[str, Path]) -> None:
+    outputs = MuxEngine().run(shot_request(tmp_path, clip, [("lin", "我们走吧。", second_line)],
+                                           min_seconds=3.5))
+
+    assert probe(outputs["shot.mp4"]).frames == 84
+
+
+def test_shot_at_full_size_is_exact(tmp_path: Path, clip: Path, first_line: dict[str, Path]) -> None:
+    outputs = MuxEngine().run(shot_request(tmp_path, clip, [("narrator", "你好。", first_line)],
+                                           size=[1280, 720]))
+
+    shot = probe(outputs["shot.mp4"])
+    assert (shot.frames, shot.size, shot.fps) == (expected_frames([first_line]), (1280, 720), FPS)
+    assert shot.audio is not None
+
+
+def test_same_shot_request_gives_the_same_bytes(tmp_path: Path, clip: Path,
+                                                second_line: dict[str, Path]) -> None:
+    lines = [("lin", "我们走吧。", second_line)]
+    a = MuxEngine().run(shot_request(tmp_path / "a", clip, lines))
+    b = MuxEngine().run(shot_request(tmp_path / "b", clip, lines))
+
+    assert a["shot.mp4"].read_bytes() == b["shot.mp4"].read_bytes()
+    assert a["timing.json"].read_bytes() == b["timing.json"].read_bytes()
+
+
+def test_a_missing_line_input_is_an_engine_error(tmp_path: Path, clip: Path,
+                                                 second_line: dict[str, Path]) -> None:
+    request = shot_request(tmp_path, clip, [("lin", "我们走吧。", second_line)])
+    inputs = {k: v for k, v in request.inputs.items() if not k.startswith("line:")}
+    broken = Request(node_id=request.node_id, kind="shot", params=request.params, inputs=inputs,
+                     out_dir=tmp_path)
+
+    with pytest.raises(EngineError, match="line:s1:0"):
+        MuxEngine().run(broken)
+
+
+# ── subtitles ────────────────────────────────────────────────────────────────
+
+
+SRT_BLOCK = re.compile(r"(\d+)\n(\d\d):(\d\d):(\d\d),(\d{3}) --> (\d\d):(\d\d):(\d\d),(\d{3})\n((?:.+\n?)+)")
+
+
+def parse_srt(text: str) -> list[tuple[float, float, list[str]]]:
+    cues = []
+    for block in SRT_BLOCK.finditer(text):
+        h1, m1, s1, ms1, h2, m2, s2, ms2 = (int(g) for g in block.groups()[1:9])
+        cues.append((h1 * 3600 + m1 * 60 + s1 + ms1 / 1000, h2 * 3600 + m2 * 60 + s2 + ms2 / 1000,
+                     block.group(10).strip("\n").split("\n")))
+    return cues
+
+
+def sentence(rows: list[str]) -> str:
+    """The sentence back from its subtitle rows (a Latin break dropped a space)."""
+    return " ".join(rows) if rows[0].isascii() else "".join(rows)
+
+
+def write_timing(folder: Path, name: str, duration: float, cues: list[tuple[float, float, str, str]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / f"{name}.json"
+    file.write_text(json.dumps({"duration": duration, "cues": [
+        {"start": s, "end": e, "text": t, "who": w} for s, e, t, w in cues]}, ensure_ascii=False))
+    return file
+
+
+def subtitles_request(out: Path, timings: list[Path], size: list[int] = SMALL,
+                      language: str = "zh") -> Request:
+    out.mkdir(parents=True, exist_ok=True)
+    return Request(node_id="subtitles", kind="subtitles",
+                   params={"size": size, "language": language, "font": FONT},
+                   inputs={f"shot:s{i}": {"timing.json": t} for i, t in enumerate(timings)}, out_dir=out)
+
+
+LONG_ZH = "我们去公园散步吧，好不好呀朋友们，今天真的是非常好的天气。"
+LONG_EN = "The quick brown fox jumps over the lazy dog, and then it runs away into the forest."
+
+
+@pytest.fixture
+def two_shots_of_cues(tmp_path: Path) -> list[Path]:
+    return [
+        write_timing(tmp_path / "t", "a", 4.0, [(0.15, 0.5, "你好。", "narrator"),
+                                                 (1.2, 3.8, LONG_ZH, "lin")]),
+        write_timing(tmp_path / "t", "b", 5.0, [(0.2, 3.5, LONG_EN, "elder"),
+                                                 (3.6, 3.7, "嗯。", "lin")]),
+    ]
+
+
+def test_subtitles_follow_the_shots_in_order(tmp_path: Path, two_shots_of_cues: list[Path]) -> None:
+    outputs = MuxEngine().run(subtitles_request(tmp_path / "out", two_shots_of_cues))
+
+    cues = parse_srt(outputs["episode.srt"].read_text(encoding="utf-8"))
+    assert [sentence(rows) for _, _, rows in cues] == ["你好。", LONG_ZH, LONG_EN, "嗯。"]
+    assert [start for start, _, _ in cues] == [0.15, 1.2, 4.2, 7.6]
+    assert [end for _, end, _ in cues] == [0.85, 3.8, 7.5, 8.3]  # short cues extended to 0.7 s
+    assert all(end - start >= MIN_CUE / 100 - 1e-9 for start, end, _ in cues)
+
+
+def test_long_sentences_wrap_to_two_rows_at_punctuation_or_spaces(tmp_path: Path,
+                                                                   two_shots_of_cues: list[Path]) -> None:
+    outputs = MuxEngine().run(subtitles_request(tmp_path / "out", two_shots_of_cues))
+
+    rows = [rows for _, _, rows in parse_srt(outputs["episode.srt"].read_text(encoding="utf-8"))]
+    assert rows[1] == ["我们去公园散步吧，好不好呀朋友们，", "今天真的是非常好的天气。"]
+    assert rows[2] == ["The quick brown fox jumps over the lazy", "dog, and then it runs away into the forest."]
+    assert all(len(r) <= 2 for r in rows)
+    assert max(len(row.rstrip("，。")) for row in rows[1]) <= 16
+    assert max(len(row.rstrip(",.")) for row in rows[2]) <= 42
+
+
+def test_a_sentence_too_long_for_two_rows_still_gets_two() -> None:
+    text = "一二三四五六七八九十" * 5
+    rows = wrap(text)
+    assert len(rows) == 2 and "".join(rows) == text
+    assert (len(rows[0]), len(rows[1])) == (25, 25)
+
+
+def test_a_short_cue_never_runs_into_the_next(tmp_path: Path) -> None:
+    timing = write_timing(tmp_path, "a", 2.0, [(0.1, 0.3, "好。", "lin"), (0.5, 1.0, "走吧。", "lin"),
+                                               (1.6, 1.7, "嗯。", "lin")])
+    outputs = MuxEngine().run(subtitles_request(tmp_path / "out", [timing]))
+
+    cues = parse_srt(outputs["episode.srt"].read_text(encoding="utf-8"))
+    # the first stops where the second starts, the last where the episode ends
+    assert [(start, end) for start, end, _ in cues] == [(0.1, 0.5), (0.5, 1.2), (1.6, 2.0)]
+
+
+def test_ass_matches_the_frame_and_escapes_text(tmp_path: Path) -> None:
+    timing = write_timing(tmp_path, "a", 3.0, [(0.1, 1.5, "a {\\b1} \\N b", "lin, the hero")])
+    outputs = MuxEngine().run(subtitles_request(tmp_path / "out", [timing], size=[720, 1280]))
+
+    ass = outputs["episode.ass"].read_text(encoding="utf-8")
+    assert "PlayResX: 720\nPlayResY: 1280\n" in ass
+    style = ass_style((720, 1280), FONT, "zh")
+    assert f"Style: Default,{FONT},{style.size},&H00FFFFFF," in ass
+    dialogue = [line for line in ass.splitlines() if line.startswith("Dialogue:")]
+    assert dialogue == [("Dialogue: 0,0:00:00.10,0:00:01.50,Default,lin  the hero,0,0,0,,"
+                        "a \\{\\\u2060b1\\} \\\u2060N b")]
+
+
+def test_subtitle_size_follows_the_short_side_and_portrait_sits_higher() -> None:
+    landscape, portrait = ass_style((1280, 720), FONT, "zh"), ass_style((720, 1280), FONT, "zh")
+    assert landscape.size == portrait.size == 41
+    assert 16 * portrait.size <= 720 - 2 * portrait.margin_side
+    assert portrait.margin_bottom > 2 * landscape.margin_bottom
+    assert ass_style((1280, 720), FONT, "en").size < landscape.size
+
+
+def test_ass_and_srt_carry_the_same_cues(tmp_path: Path, two_shots_of_cues: list[Path]) -> None:
+    outputs = MuxEngine().run(subtitles_request(tmp_path / "out", two_shots_of_cues))
+
+    srt = parse_srt(outputs["episode.srt"].read_text(encoding="utf-8"))
+    ass = [line.split(",", 9) for line in outputs["episode.ass"].read_text(encoding="utf-8").splitlines()
+           if line.startswith("Dialogue:")]
+
+    def seconds(t: str) -> float:
+        h, m, s = t.split(":")
+        return round(int(h) * 3600 + int(m) * 60 + float(s), 2)
+
+    assert [(seconds(a[1]), seconds(a[2]), a[9].split("\\N")) for a in ass] == srt
+    assert [a[4] for a in ass] == ["narrator", "lin", "elder", "lin"]
+
+
+# ── episode ──────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture(scope="module")
+def episode_inputs(media: Path, clip: Path, first_line: dict[str, Path],
+                   second_line: dict[str, Path]) -> dict[str, dict[str, Path]]:
+    """Two shots and their subtitles: what the episode node is given."""
+    engine = MuxEngine()
+    shots = {
+        "shot:s1": engine.run(shot_request(media / "it's s1", clip, [("narrator", "x", first_line)],
+                                           shot_id="s1")),
+        "shot:s2": engine.run(shot_request(media / "s2", clip, [("lin", "y", second_line)], fit="hold",
+                                           min_seconds=3.0, shot_id="s2")),
+    }
+    # a folder name that needs escaping inside an ffmpeg filter graph and a concat playlist
+    odd = media / "it's: [odd],dir;"
+    odd.mkdir()
+    subtitles = engine.run(Request(node_id="subtitles", kind="subtitles",
+                                   params={"size": SMALL, "language": "zh", "font": FONT},
+                                   inputs={k: {"timing.json": v["timing.json"]} for k, v in shots.items()},
+                                   out_dir=odd))
+    return {**shots, "subtitles": subtitles}
+
+
+def episode_request(out: Path, inputs: dict[str, dict[str, Path]], subtitles: str,
+                    music: dict[str, Any] | None = None, sources: dict[str, Path] | None = None) -> Request:
+    out.mkdir(parents=True, exist_ok=True)
+    return Request(node_id="episode", kind="episode",
+                   params={"size": SMALL, "fps": FPS, "subtitles": subtitles, "loudness": LOUDNESS,
+                           "font": FONT, "music": music},
+                   inputs=inputs, out_dir=out, sources=sources or {})
+
+
+@pytest.fixture(scope="module")
+def plain_episode(media: Path, episode_inputs: dict[str, dict[str, Path]]) -> Path:
+    outputs = MuxEngine().run(episode_request(media / "none", episode_inputs, "none"))
+    assert sorted(p.name for p in (media / "none").iterdir()) == ["episode.mp4"]
+    return outputs["episode.mp4"]
+
+
+def ebur128(file: Path) -> tuple[float, float]:
+    """Integrated loudness (LUFS) and true peak (dBTP) measured by ffmpeg's ebur128 filter."""
+    log = subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-i", str(file), "-map", "0:a",
+                          "-af", "ebur128=peak=true", "-f", "null", "-"],
+                         capture_output=True, text=True, check=True).stderr
+    summary = log[log.rindex("Summary:"):]
+    integrated = float(re.search(r"I:\s+(-?[\d.]+) LUFS", summary).group(1))  # type: ignore[union-attr]
+    peak = float(re.search(r"Peak:\s+(-?[\d.]+) dBFS", summary).group(1))  # type: ignore[union-attr]
+    return integrated, peak
+
+
+def frame_at(video: Path, seconds: float) -> bytes:
+    return subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-ss", f"{seconds}",
+                           "-i", str(video), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                          check=True, capture_output=True).stdout
+
+
+def test_episode_is_the_shots_end_to_end(plain_episode: Path,
+                                         episode_inputs: dict[str, dict[str, Path]]) -> None:
+    shots = [probe(episode_inputs[s]["shot.mp4"]) for s in ("shot:s1", "shot:s2")]
+    episode = probe(plain_episode)
+
+    assert episode.frames == sum(s.frames or 0 for s in shots)
+    assert episode.duration == pytest.approx(sum(s.duration for s in shots), abs=0.1)
+    assert (episode.size, episode.fps) == ((320, 180), FPS)
+    assert episode.video is not None and episode.video["pix_fmt"] == "yuv420p"
+    assert episode.audio is not None and episode.audio["codec_name"] == "aac"
+    assert float(episode.audio["duration"]) == pytest.approx(episode.duration, abs=0.05)
+    assert subprocess.run(["ffprobe", "-v", "error", "-select_streams", "s", "-show_entries",
+                           "stream=index", "-of", "csv=p=0", str(plain_episode)],
+                          check=False, capture_output=True, text=True).stdout.strip() == ""
+
+
+def test_the_second_shot_starts_on_its_frame_and_its_speech_on_time(
+        plain_episode: Path, clip: Path, episode_inputs: dict[str, dict[str, Path]]) -> None:
+    first_frames = probe(episode_inputs["shot:s1"]["shot.mp4"]).frames or 0
+    clip_frames = gray_frames(clip)
+    episode_frames = gray_frames(plain_episode)
+
+    # shot 1 ends holding the clip's last frame; shot 2 (fit "hold") opens on the clip's first
+    assert nearest(episode_frames[first_frames - 1], clip_frames) == 47
+    assert nearest(episode_frames[first_frames], clip_frames) == 0
+    second_starts = first_frames / FPS
+    assert first_sound(plain_episode, after=second_starts) == pytest.approx(second_starts + LEAD_IN, abs=0.03)
+
+
+def test_same_episode_request_gives_the_same_bytes(media: Path, plain_episode: Path,
+                                                   episode_inputs: dict[str, dict[str, Path]]) -> None:
+    again = MuxEngine().run(episode_request(media / "again", episode_inputs, "none"))["episode.mp4"]
+
+    assert again.read_bytes() == plain_episode.read_bytes()
+
+
+def test_episode_loudness_is_normalised(plain_episode: Path) -> None:
+    integrated, peak = ebur128(plain_episode)
+
+    assert integrated == pytest.approx(LOUDNESS["i"], abs=1.0)
+    assert peak <= LOUDNESS["tp"] + 0.5
+
+
+def test_burned_subtitles_draw_on_the_frame_at_a_cue(media: Path, plain_episode: Path,
+                                                     episode_inputs: dict[str, dict[str, Path]]) -> None:
+    burned = MuxEngine().run(episode_request(media / "burn", episode_inputs, "burn"))["episode.mp4"]
+    timing = json.loads(episode_inputs["shot:s1"]["timing.json"].read_text(encoding="utf-8"))
+    cue = timing["cues"][1]
+    during = (cue["start"] + cue["end"]) / 2
+
+    w, h = SMALL
+    bottom = slice(w * int(h * 0.75), w * h)  # subtitles sit in the bottom quarter
+    top = slice(0, w * int(h * 0.5))
+    with_text, without = frame_at(burned, during), frame_at(plain_episode, during)
+    assert changed_pixels(with_text[bottom], without[bottom]) > 100   # ~186 measured at 320x180
+    assert changed_pixels(with_text[top], without[top]) < 10
+    assert probe(burned).frames == probe(plain_episode).frames
+
+
+def test_soft_subtitles_add_a_text_track(media: Path, episode_inputs: dict[str, dict[str, Path]]) -> None:
+    soft = MuxEngine().run(episode_request(media / "soft", episode_inputs, "soft"))["episode.mp4"]
+
+    codecs = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of",
+                             "csv=p=0", str(soft)], check=True, capture_output=True, text=True).stdout.split()
+    assert codecs == ["h264", "aac", "mov_text"]
+    track = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(soft),
+                            "-map", "0:s", "-f", "srt", "-"], capture_output=True, text=True, check=True).stdout
+    texts = ["".join(rows) for _, _, rows in parse_srt(track)]
+    assert texts == ["你好。", "今天天气很好。", "我们走吧。"]
+
+
+def loudest_at_end(video: Path, seconds: float) -> int:
+    pcm = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-sseof", f"-{seconds}",
+                          "-i", str(video), "-map", "0:a", "-ac", "1", "-f", "s16le", "-"],
+                         check=True, capture_output=True).stdout
+    return max(abs(int.from_bytes(pcm[i:i + 2], "little", signed=True)) for i in range(0, len(pcm), 2))
+
+
+def test_music_plays_under_the_speech(media: Path, plain_episode: Path,
+                                      episode_inputs: dict[str, dict[str, Path]]) -> None:
+    music = media / "music.wav"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+                    "-i", "sine=frequency=440:duration=1", str(music)], check=True)
+    episode = MuxEngine().run(episode_request(media / "music", episode_inputs, "none",
+                                              music={"file": "music.wav", "volume": 0.25},
+                                              sources={"music.wav": music}))["episode.mp4"]
+
+    # the end of shot 2 is silence after its line: silent without music, the (looped) tone with it
+    assert loudest_at_end(plain_episode, 0.3) < 100
+    assert loudest_at_end(episode, 0.3) > 1000
+
+
+def test_unknown_kind_is_an_engine_error(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="cannot render a 'clip' node"):
+        MuxEngine().run(Request(node_id="clip:x", kind="clip", params={}, inputs={}, out_dir=tmp_path))
