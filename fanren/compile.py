@@ -128,6 +128,7 @@ def compile_project(project: Project, engines: Engines) -> Graph:
             "seed": derive_seed(drama.seed, f"character:{cid}"),
             "size": size,
             "language": drama.language,
+            "reference": character.reference,
         }, sources=(character.reference,) if character.reference else ())
 
     shot_ids: list[str] = []

@@ -13,6 +13,7 @@ import subprocess
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import EngineError
 
@@ -38,8 +39,8 @@ def run_ffmpeg(args: list[str], what: str, loglevel: str = "error") -> str:
 @dataclass(frozen=True)
 class Probe:
     duration: float
-    video: dict | None
-    audio: dict | None
+    video: dict[str, Any] | None
+    audio: dict[str, Any] | None
 
     @property
     def size(self) -> tuple[int, int] | None:

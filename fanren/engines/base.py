@@ -6,8 +6,9 @@ cache, drama.toml or out/.
 
 What each node kind asks of its engine (the params are exactly what is hashed into the key):
 
-character (image)  params: character_id, name, description, style, prompt, seed, size [w, h], language
-                   sources: "reference" → the user's reference image, when given
+character (image)  params: character_id, name, description, style, prompt, seed, size [w, h], language,
+                   reference (the drama-relative path of the user's reference image, or null)
+                   sources: {that path → the file}; sources are always keyed by drama-relative path
                    outputs: image.png (exactly size)
 keyframe  (image)  params: shot_id, scene_id, setting, characters [{id, name, description}], action,
                    camera, style, prompt, seed, size [w, h], language
