@@ -15,7 +15,7 @@ class FanrenError(Exception):
     exit_code = 1
 
     def show(self) -> str:
-        return str(self)
+        return f"error: {self}"
 
 
 @dataclass
@@ -67,9 +67,6 @@ class UsageError(FanrenError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-
-    def show(self) -> str:
-        return f"error: {self}"
 
 
 class EngineError(FanrenError):

@@ -147,7 +147,7 @@ class Project(_Strict):
 
 def load_project(root: Path) -> Project:
     """Read `root/drama.toml`, validate it, and check every cross reference and path."""
-    root = Path(root)
+    root = Path(root).absolute()  # engines and ffmpeg playlists get absolute paths
     file = root / DRAMA_FILE
     if not file.is_file():
         raise DramaError(Problem(file, "", "a drama.toml file", "no such file",
@@ -166,12 +166,13 @@ def parse_project(source: bytes | str, root: Path) -> Project:
 
 
 def validate_project(raw: dict[str, Any], root: Path) -> Project:
-    file = Path(root) / DRAMA_FILE
+    root = Path(root).absolute()
+    file = root / DRAMA_FILE
     try:
         project = Project.model_validate(raw)
     except ValidationError as exc:
         raise DramaError([_schema_problem(file, raw, e) for e in exc.errors()]) from None
-    project._root = Path(root)
+    project._root = root
     problems = _check_references(project, file)
     if problems:
         raise DramaError(problems)

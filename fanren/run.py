@@ -222,7 +222,7 @@ def _run_node(node: Node, outputs: Mapping[str, ActionRecord], engines: EnginePo
         return NodeResult(node, RAN, seconds=time.monotonic() - started, record=record)
     except Exception as exc:  # a node's failure is reported with its log; the build goes on or stops
         log_file = cache.log_path(node.id)
-        message = exc.show() if isinstance(exc, FanrenError) else f"{type(exc).__name__}: {exc}"
+        message = str(exc) if isinstance(exc, FanrenError) else f"{type(exc).__name__}: {exc}"
         log_file.write_text(f"node {node.id} ({node.engine})\n\n{message}\n\n{traceback.format_exc()}",
                             encoding="utf-8")
         first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
