@@ -9,7 +9,8 @@ import pytest
 from PIL import Image, ImageChops, ImageDraw
 
 from fanren.engines.base import Request
-from fanren.engines.image.card import CardEngine, font, wrap
+from fanren.engines.image.card import CardEngine
+from fanren.engines.image.card_drawing import font, wrap
 from fanren.errors import EngineError
 
 SIZES = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (960, 960)}

@@ -6,7 +6,6 @@ The built-in engines are listed here too, so resolving them costs no scan of ins
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 
 from ..errors import UsageError
 from .base import Engine, Request, Resources, VideoEngine
@@ -33,6 +32,8 @@ def _load(target: str) -> type[Engine]:
 
 
 def _entry_points() -> dict[str, str]:
+    from importlib.metadata import entry_points  # scans installed packages: only when needed
+
     return {ep.name: ep.value for ep in entry_points(group="fanren.engines")}
 
 

@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from ..errors import EngineError
 from .base import Engine, Request
 
@@ -98,6 +96,8 @@ def shot_card(shot: Mapping[str, Any], inputs: Mapping[str, Mapping[str, Path]],
 
 def thumbnail_uri(image: Path) -> str:
     """A THUMB_WIDTH-wide JPEG of the image as a data URI (same bytes for the same image)."""
+    from PIL import Image  # only when a storyboard is drawn: a no-op build never imports Pillow
+
     with Image.open(image) as source:
         picture = source.convert("RGB")
     height = max(1, round(picture.height * THUMB_WIDTH / picture.width))
