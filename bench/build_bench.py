@@ -72,6 +72,9 @@ def run(shots: int, repeats: int, workdir: Path) -> dict[str, object]:
     folder = workdir / f"drama{shots}"
     make_drama(folder, shots)
     cold = fanren("build", str(folder), "-q", "-j", str(os.cpu_count() or 2))
+    per_kind: dict[str, float] = {}
+    for node in json.loads((folder / "out" / "draft" / "report.json").read_text(encoding="utf-8"))["nodes"]:
+        per_kind[node["kind"]] = round(per_kind.get(node["kind"], 0.0) + node["seconds"], 2)
     noop = [fanren("build", str(folder), "-q") for _ in range(repeats)]
     status = [fanren("status", str(folder)) for _ in range(repeats)]
     checks = noop_checks(folder)
@@ -84,6 +87,7 @@ def run(shots: int, repeats: int, workdir: Path) -> dict[str, object]:
         "shots": shots,
         "nodes": len(report["nodes"]),
         "cold_build_s": round(cold, 2),
+        "cold_node_seconds_by_kind": per_kind,
         "noop_build_s_median": round(statistics.median(noop), 3),
         "noop_build_s_min": round(min(noop), 3),
         "status_s_median": round(statistics.median(status), 3),
