@@ -93,8 +93,13 @@ class BuildResult:
 def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, jobs: int = 2,
           keep_going: bool = False, reporter: Reporter | None = None,
           on_wait: Callable[[], None] | None = None, pool: EnginePool | None = None,
-          project: Project | None = None, engines: Engines | None = None) -> BuildResult:
-    """Build the episode of the drama in `root`. Raises DramaError (bad input) or BuildFailed."""
+          project: Project | None = None, engines: Engines | None = None,
+          cancelled: Callable[[], bool] = lambda: False) -> BuildResult:
+    """Build the episode of the drama in `root`. Raises DramaError (bad input) or BuildFailed.
+
+    A caller's `pool` keeps its engines loaded after the build (`fanren watch`); once `cancelled()`
+    is true, queued nodes are skipped and the running ones finish (a node boundary).
+    """
     started = time.monotonic()
     project = project or load_project(Path(root))
     engines = engines or resolve_engines(project, profile)
@@ -104,12 +109,14 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     # One build of a drama at a time; a second one waits, then finds the first one's work cached.
     with cache.lock(project_lock, blocking=False) as taken:
         if taken:
-            results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool)
+            results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool,
+                                             cancelled)
     if not taken:
         if on_wait:
             on_wait()
         with cache.lock(project_lock):
-            results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool)
+            results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool,
+                                             cancelled)
     seconds = time.monotonic() - started
     out_dir = project.root / "out" / engines.profile
     failures = [NodeFailure(r.node.id, r.error or "failed", r.log)
@@ -120,13 +127,20 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
 
 
 def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache, jobs: int, keep_going: bool,
-                  reporter: Reporter | None, pool: EnginePool | None) -> tuple[dict[str, NodeResult], Session]:
+                  reporter: Reporter | None, pool: EnginePool | None,
+                  cancelled: Callable[[], bool]) -> tuple[dict[str, NodeResult], Session]:
     started = time.monotonic()
     cache.clean_tmp()
     session = open_session(project.root, engines.profile, project=project, engines=engines, cache=cache,
                            graph=graph)
-    results = run_graph(session.graph, session.decisions, pool or EnginePool(engines.by_family()), cache,
-                        project.root, jobs=jobs, keep_going=keep_going, reporter=reporter)
+    own_pool = pool is None
+    pool = pool or EnginePool(engines.by_family())
+    try:
+        results = run_graph(session.graph, session.decisions, pool, cache, project.root, jobs=jobs,
+                            keep_going=keep_going, reporter=reporter, cancelled=cancelled)
+    finally:
+        if own_pool:
+            pool.unload_all()
     out_dir = project.root / "out" / engines.profile
     _update_lock(session, results)
     write_report(out_dir, session, results, time.monotonic() - started)

@@ -100,7 +100,10 @@ def estimate_key(node: Node) -> str:
 def run_graph(graph: Graph, decisions: list[Decision], engines: EnginePool, cache: Cache, root: Path,
               jobs: int = 2, keep_going: bool = False, reporter: Reporter | None = None,
               cancelled: Callable[[], bool] = lambda: False) -> dict[str, NodeResult]:
-    """Run every stale node; return a result for every node of the graph."""
+    """Run every stale node; return a result for every node of the graph.
+
+    Engines stay loaded in `engines` afterwards: whoever made the pool unloads it.
+    """
     reporter = reporter or SilentReporter()
     results: dict[str, NodeResult] = {}
     outputs: dict[str, ActionRecord] = {}
@@ -160,7 +163,8 @@ def run_graph(graph: Graph, decisions: list[Decision], engines: EnginePool, cach
                                   for i in n.inputs)]
                 for node in blocked:
                     waiting.remove(node)
-                    bad = next(i for i in node.inputs if results[i].status in (FAILED, SKIPPED))
+                    bad = next(i for i in node.inputs if results.get(i) is not None
+                               and results[i].status in (FAILED, SKIPPED))
                     results[node.id] = NodeResult(node, SKIPPED, error=f"input {bad} did not build")
                 if state["stop"] or cancelled():
                     for node in waiting:
@@ -183,7 +187,6 @@ def run_graph(graph: Graph, decisions: list[Decision], engines: EnginePool, cach
             state["finished"] = True
             done.notify_all()
     gpu_thread.join()
-    engines.unload_all()
     cache.save_timings(timings)
     reporter.end()
     return results

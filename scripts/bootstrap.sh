@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 what="${1:-demo}"
 
 apt_packages=(ffmpeg espeak-ng fonts-noto-cjk fontconfig python3-venv)
+# the live-page tests drive Debian's Chromium headless (no browser download)
+[ "$what" = test ] && apt_packages+=(chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
