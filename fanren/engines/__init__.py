@@ -18,6 +18,9 @@ BUILTIN: dict[str, str] = {
     "espeak": "fanren.engines.voice.espeak:EspeakEngine",
     "cosyvoice": "fanren.engines.voice.cosyvoice:CosyVoiceEngine",
     "openai": "fanren.engines.voice.openai:OpenAISpeechEngine",
+    "flux": "fanren.engines.image.flux:FluxEngine",
+    "cogvideox": "fanren.engines.video.cogvideox:CogVideoXEngine",
+    "svd": "fanren.engines.video.svd:SVDEngine",
     "mux": "fanren.engines.mux:MuxEngine",
     "storyboard": "fanren.engines.storyboard:StoryboardEngine",
 }

@@ -19,11 +19,10 @@ keeps its sequence, and its time, proportional to the keyframe.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from PIL import Image, ImageOps
 
 from ... import testing
 from ...errors import EngineError
@@ -49,6 +48,7 @@ from ..diffusion import (
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
 CONSISTENCY = ("kontext", "none")
 
@@ -163,7 +163,7 @@ class FluxEngine(DiffusionEngine):
     def _speed_up(self, transformer: Any) -> None:
         enable_step_cache(transformer, self.cache)
         if self.compile:
-            compile_blocks(transformer)
+            compile_blocks(transformer, fullgraph=self.cache is None)
 
     def _drop_pipelines(self) -> None:
         self._text_to_image = None
@@ -171,7 +171,7 @@ class FluxEngine(DiffusionEngine):
 
     # rendering --------------------------------------------------------------
 
-    def run(self, request: Request) -> dict[str, Path]:
+    def _render(self, request: Request) -> dict[str, Path]:
         width, height = check_size(self.name, request.params["size"])
         self.load()
         if request.kind == "character":
@@ -187,6 +187,8 @@ class FluxEngine(DiffusionEngine):
         return {"image.png": out}
 
     def _character(self, request: Request, width: int, height: int) -> Image.Image:
+        from PIL import Image, ImageOps
+
         prompt = str(request.params["prompt"])
         reference = request.sources.get("reference")
         if reference is None:
@@ -217,19 +219,27 @@ class FluxEngine(DiffusionEngine):
 
     def _kontext_run(self, request: Request, prompt: str, reference: Image.Image, width: int,
                      height: int) -> Image.Image:
-        # max_area = the keyframe's own area, or Kontext rescales the output towards 1 MP.
-        result = self._generate(
-            self._kontext_pipeline(), image=reference, prompt=prompt, width=width, height=height,
-            max_area=width * height, _auto_resize=False,
-            num_inference_steps=self.kontext_steps, guidance_scale=self.kontext_guidance,
-            max_sequence_length=self.max_sequence_length, generator=generator(int(request.params["seed"])),
-            callback_on_step_end=step_progress(request, self.kontext_steps))
+        pipeline = self._kontext_pipeline()
+        # diffusers' Kontext pipeline opens no cache context around its transformer calls (FluxPipeline
+        # does): step caching needs one.
+        context = pipeline.transformer.cache_context("cond") if self.cache else nullcontext()
+        with context:
+            # max_area = the keyframe's own area, or Kontext rescales the output towards 1 MP.
+            result = self._generate(
+                pipeline, image=reference, prompt=prompt, width=width, height=height,
+                max_area=width * height, _auto_resize=False,
+                num_inference_steps=self.kontext_steps, guidance_scale=self.kontext_guidance,
+                max_sequence_length=self.max_sequence_length,
+                generator=generator(int(request.params["seed"])),
+                callback_on_step_end=step_progress(request, self.kontext_steps))
         image: Image.Image = result.images[0]
         return image
 
 
 def side_by_side(sheets: list[Image.Image], size: tuple[int, int]) -> Image.Image:
     """The shot's character sheets in one reference picture of `size`: one column each, in order."""
+    from PIL import Image, ImageOps
+
     width, height = size
     canvas = Image.new("RGB", size, SHEET_BACKGROUND)
     for i, sheet in enumerate(sheets):
@@ -250,6 +260,8 @@ def shot_characters(request: Request) -> list[tuple[str, Path]]:
 
 
 def _open_rgb(path: Path) -> Image.Image:
+    from PIL import Image
+
     with Image.open(path) as image:
         return image.convert("RGB")
 

@@ -1,0 +1,91 @@
+"""fanren.testing: tiny real pipelines saved as folders, and the full-size architectures for benches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fanren import testing
+from fanren.engines.diffusion import diffusers_module
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+PIPELINE_CLASSES = {
+    "flux": "FluxPipeline",
+    "flux-kontext": "FluxKontextPipeline",
+    "cogvideox": "CogVideoXImageToVideoPipeline",
+    "cogvideox1.5": "CogVideoXImageToVideoPipeline",
+    "svd": "StableVideoDiffusionPipeline",
+}
+
+
+@pytest.mark.parametrize("kind", testing.TINY_KINDS)
+def test_tiny_model_dir_is_a_diffusers_pipeline_folder_built_once(kind: str) -> None:
+    folder = testing.tiny_model_dir(kind)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == PIPELINE_CLASSES[kind]
+    assert testing.tiny_model_dir(kind) == folder
+
+
+def test_tiny_weights_are_the_same_on_every_build() -> None:
+    first = testing.tiny_pipeline("flux").transformer.state_dict()
+    second = testing.tiny_pipeline("flux").transformer.state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_kontext_has_its_own_transformer_weights() -> None:
+    flux = testing.tiny_pipeline("flux").transformer.state_dict()
+    kontext = testing.tiny_pipeline("flux-kontext").transformer.state_dict()
+    assert not torch.equal(flux["proj_out.weight"], kontext["proj_out.weight"])
+
+
+def test_tiny_folder_loads_with_from_pretrained_in_eval_mode() -> None:
+    pipeline_class = diffusers_module().CogVideoXImageToVideoPipeline
+    pipeline = pipeline_class.from_pretrained(testing.tiny_model_dir("cogvideox"))
+    assert pipeline.transformer.config.sample_frames == testing.TINY_COGVIDEOX_FRAMES
+    assert not pipeline.transformer.training and not pipeline.text_encoder.training
+
+
+def test_clip_tokenizer_spells_words_letter_by_letter() -> None:
+    tokenizer = testing.clip_tokenizer()
+    vocab = tokenizer.get_vocab()
+    ids = tokenizer("ab c").input_ids
+    start, end = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
+    assert ids == [start, vocab["a"], vocab["b</w>"], vocab["c</w>"], end]
+    assert tokenizer.model_max_length == 77
+
+
+def test_t5_tokenizer_knows_latin_letters_and_nothing_else() -> None:
+    tokenizer = testing.t5_tokenizer()
+    vocab = tokenizer.get_vocab()
+    assert tokenizer("ab").input_ids == [vocab["▁"], vocab["a"], vocab["b"], vocab["</s>"]]
+    assert vocab["<unk>"] in tokenizer("林").input_ids
+    assert len(vocab) <= testing.T5_VOCAB
+
+
+# Parameter counts of the published checkpoints: the architectures written in fanren.testing are
+# the real ones, so the GPU bench measures the real models' cost.
+FULL_SIZE_PARAMETERS = {
+    testing.FLUX_DEV: {"transformer": 11_901_408_320, "text_encoder": 123_060_480,
+                       "text_encoder_2": 4_762_310_656, "vae": 83_819_683},
+    testing.FLUX_SCHNELL: {"transformer": 11_891_178_560},
+    testing.FLUX_KONTEXT: {"transformer": 11_901_408_320},
+    testing.COGVIDEOX_5B_I2V: {"transformer": 5_570_479_680, "text_encoder": 4_762_310_656,
+                               "vae": 215_583_907},
+    testing.COGVIDEOX15_5B_I2V: {"transformer": 5_571_594_880},
+    testing.SVD_XT: {"unet": 1_524_623_082, "image_encoder": 632_076_800, "vae": 97_742_847},
+}
+
+
+@pytest.mark.parametrize("hub_id", testing.FULL_SIZE_MODELS)
+def test_full_size_architectures_have_the_published_parameter_counts(hub_id: str) -> None:
+    # On the meta device: shapes without memory, so this runs anywhere in a second.
+    pipeline = testing.full_size_pipeline(hub_id, dtype=torch.bfloat16, device="meta")
+    counts = {name: sum(p.numel() for p in module.parameters())
+              for name, module in pipeline.components.items() if isinstance(module, torch.nn.Module)}
+    for name, expected in FULL_SIZE_PARAMETERS[hub_id].items():
+        assert counts[name] == expected, name
+        assert next(pipeline.components[name].parameters()).dtype == torch.bfloat16
