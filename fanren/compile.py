@@ -21,7 +21,7 @@ from .text import sentences
 
 LEAD_IN = 0.15       # seconds of silence before a shot's first line
 MAX_SLOW = 1.5       # a clip may be slowed to at most 1/1.5 of its speed to cover speech
-LOUDNESS = {"i": -16.0, "tp": -1.5, "lra": 11.0}
+LOUDNESS = {"i": -16.0, "tp": -1.5}  # the episode's integrated loudness (LUFS) and true-peak ceiling (dBTP)
 SUBTITLE_FONT = "Noto Sans CJK SC"
 
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
@@ -142,9 +142,9 @@ def compile_project(project: Project, engines: Engines) -> Graph:
     node("subtitles", "subtitles", engines.mux,
          {"size": size, "language": drama.language, "font": SUBTITLE_FONT}, inputs=shots,
          reads={s: ("timing.json",) for s in shots})
+    # the shots carry their burned subtitles: the episode only copies their video and mixes audio
     node("episode", "episode", engines.mux, {
-        "size": size, "fps": drama.fps, "subtitles": drama.subtitles, "loudness": LOUDNESS,
-        "font": SUBTITLE_FONT,
+        "fps": drama.fps, "subtitles": drama.subtitles, "loudness": LOUDNESS,
         "music": {"file": project.music.file, "volume": project.music.volume} if project.music else None,
     }, inputs=shots + ("subtitles",), sources=(project.music.file,) if project.music else ())
     node("storyboard", "storyboard", engines.report, {
@@ -201,6 +201,8 @@ def _compile_shot(project: Project, engines: Engines, node: Any, prompts: Prompt
         "shot_id": shot.id, "size": size, "fps": drama.fps, "pause": drama.pause,
         "lead_in": LEAD_IN, "min_seconds": shot.duration, "fit": shot.fit or drama.fit,
         "max_slow": MAX_SLOW,
+        # a shot burns its own subtitles (in the episode's style), so the episode needs no re-encode
+        "subtitles": drama.subtitles, "font": SUBTITLE_FONT, "language": drama.language,
         "lines": [{"node": lid, "who": who, "text": text}
                   for lid, (who, text) in zip(line_ids, spoken, strict=True)],
     }, inputs=(f"clip:{shot.id}", *line_ids))

@@ -23,16 +23,22 @@ line      (voice)  params: text, sentences [str], speaker, voice {engine-specifi
                    outputs: speech.wav, cues.json ([{text, start, end}] seconds into speech.wav,
                             one per sentence)
 shot      (mux)    params: shot_id, size, fps, pause, lead_in, min_seconds, fit, max_slow,
-                   lines [{node, who, text}]
+                   subtitles (burn|soft|none), font, language, lines [{node, who, text}]
                    inputs:  clip:<shot> → {clip.mp4}; line:<shot>:<n> → {speech.wav, cues.json}
-                   outputs: shot.mp4 (episode format: size, fps, yuv420p h264, 48 kHz stereo AAC),
+                   outputs: shot.mp4 (the episode's final pictures for this shot: size, fps, yuv420p
+                            h264 encoded with the same settings for every shot and starting on a
+                            keyframe, its cues burned in when subtitles is "burn"; 48 kHz stereo AAC),
                             timing.json {duration, cues: [{start, end, text, who}]}
 subtitles (mux)    params: size, language, font
                    inputs:  shot:<id> → {timing.json} for every shot, in episode order
-                   outputs: episode.srt, episode.ass
-episode   (mux)    params: size, fps, subtitles (burn|soft|none), loudness {i, tp, lra}, font
-                   inputs:  shot:<id> → {shot.mp4, ...} in order; subtitles → {episode.srt, episode.ass}
-                   outputs: episode.mp4
+                   outputs: episode.srt, episode.ass (the cues burned into the shots, at their places
+                            in the episode)
+episode   (mux)    params: fps, subtitles (burn|soft|none), loudness {i, tp}, music {file, volume} | null
+                   inputs:  shot:<id> → {shot.mp4, timing.json} in order; subtitles → {episode.srt, ...}
+                   sources: the music file
+                   outputs: episode.mp4 (the shots' video packets copied, not re-encoded; their audio
+                            joined, music mixed, normalised to loudness and encoded once; a mov_text
+                            track from episode.srt when subtitles is "soft")
 storyboard(report) params: title, language, shots [{id, scene, action, camera, narration, lines}]
                    inputs:  keyframe:<id> → {image.png}; shot:<id> → {timing.json}
                    outputs: storyboard.html (self-contained; statuses come from report.js beside it)

@@ -1,4 +1,5 @@
-"""Subtitle cues for the episode and their SRT and ASS files: timing, wrapping, styling, escaping.
+"""Subtitle cues of a shot and of the episode, and their SRT and ASS files: timing, wrapping,
+styling, escaping.
 
 Pure text: no ffmpeg here. Times are kept in whole centiseconds (ASS's resolution) so that the
 SRT and the ASS of one episode say exactly the same thing.
@@ -22,7 +23,7 @@ NO_ROW_END = set("「『“‘(（《〈【")                      # never end a
 
 @dataclass(frozen=True)
 class Cue:
-    start: int          # centiseconds from the episode's start
+    start: int          # centiseconds from the start of the episode (or of the shot)
     end: int
     rows: tuple[str, ...]  # the sentence wrapped to one or two rows
     who: str
@@ -31,30 +32,47 @@ class Cue:
 # ── timing ───────────────────────────────────────────────────────────────────
 
 
-def episode_cues(timings: list[Mapping[str, Any]]) -> list[Cue]:
-    """One cue per sentence, shifted by the durations of the shots before it, each ≥ 0.7 s if it can.
+def shot_cues(timing: Mapping[str, Any]) -> list[Cue]:
+    """One cue per sentence of one shot, in centiseconds from the shot's start, each ≥ 0.7 s if it can.
 
-    A short cue is extended up to 0.7 s but never past the start of the next cue (or the end of
-    the episode): two overlapping cues would stack two rows of different lines on screen. When the
-    next sentence starts sooner than that, the cue ends where the next one starts and stays
-    shorter than 0.7 s; a sentence spoken that quickly leaves no better choice.
+    A short cue is extended up to 0.7 s but never past the start of the next cue or the end of the
+    shot: two overlapping cues would stack two rows of different lines on screen, and a cue that
+    outlived its shot could not be burned into that shot's picture (nor should text hang over a
+    cut). When the next sentence starts sooner than that, the cue ends where the next one starts
+    and stays shorter than 0.7 s; a sentence spoken that quickly leaves no better choice.
     """
     spoken: list[tuple[int, int, str, str]] = []
-    offset = 0.0
-    for timing in timings:
-        for cue in timing["cues"]:
-            text = " ".join(str(cue["text"]).split())
-            if text:
-                spoken.append((round((offset + float(cue["start"])) * 100),
-                               round((offset + float(cue["end"])) * 100), text, str(cue.get("who", ""))))
-        offset += float(timing["duration"])
-    episode_end = round(offset * 100)
+    for cue in timing["cues"]:
+        text = " ".join(str(cue["text"]).split())
+        if text:
+            spoken.append((round(float(cue["start"]) * 100), round(float(cue["end"]) * 100), text,
+                           str(cue.get("who", ""))))
+    shot_end = round(float(timing["duration"]) * 100)
 
     cues: list[Cue] = []
     for i, (start, end, text, who) in enumerate(spoken):
-        limit = spoken[i + 1][0] if i + 1 < len(spoken) else episode_end
+        limit = spoken[i + 1][0] if i + 1 < len(spoken) else shot_end
         end = min(max(end, start + MIN_CUE), max(limit, start + 1))
         cues.append(Cue(start=start, end=end, rows=tuple(wrap(text)), who=who))
+    return cues
+
+
+def episode_cues(timings: list[Mapping[str, Any]]) -> list[Cue]:
+    """Every shot's cues (see shot_cues), shifted by the durations of the shots before it.
+
+    These are exactly the cues burned into the shots, so the SRT and ASS beside the episode say
+    what its picture shows (to within the centisecond the shot's start is rounded to).
+    """
+    cues: list[Cue] = []
+    offset = 0.0
+    for timing in timings:
+        shot_start = round(offset * 100)
+        offset += float(timing["duration"])
+        shot_end = round(offset * 100)
+        cues += [Cue(start=shot_start + cue.start,
+                     end=max(min(shot_start + cue.end, shot_end), shot_start + cue.start + 1),
+                     rows=cue.rows, who=cue.who)
+                 for cue in shot_cues(timing)]
     return cues
 
 
