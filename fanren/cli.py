@@ -167,6 +167,11 @@ def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool)
     """Show what the next build would run, and the reason code for each node.
 
     \b
+    Examples:
+      fanren status examples/xianxia
+      fanren status . --profile final --json | jq '.stale[].id'
+
+    \b
     Reason codes:
       new            never built (not in drama.lock, not in the cache)
       changed        its inputs, params or engine differ from drama.lock (see `fanren explain`)
@@ -315,7 +320,12 @@ def gc(directory: Path, cache_dir: Path | None, max_size: str | None) -> None:
 @main.command()
 @handles_errors
 def doctor() -> None:
-    """Check this machine: ffmpeg, ffprobe, espeak-ng, a CJK font, the GPU, installed engines."""
+    """Check this machine: ffmpeg, ffprobe, espeak-ng, a CJK font, the GPU, weights, engines.
+
+    \b
+    Example:
+      fanren doctor      exit code 1 when something the draft profile needs is missing
+    """
     from .doctor import checks
 
     ok = True

@@ -52,6 +52,7 @@ def checks() -> list[Check]:
     except EngineError:
         out.append(Check("cjk font", False, "no font with Chinese glyphs", CJK_HINT))
     out.append(_gpu())
+    out += _weights()
     out.append(Check("engines", True, ", ".join(sorted(available_engines()))))
     return out
 
@@ -70,3 +71,20 @@ def _gpu() -> Check:
     free, total = torch.cuda.mem_get_info()
     name = torch.cuda.get_device_name(0)
     return Check("gpu", True, f"{name}, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free", optional=True)
+
+
+# The final profile's default weights; `huggingface-cli download <id>` fetches each.
+FINAL_WEIGHTS = ("black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-Kontext-dev", "THUDM/CogVideoX-5b-I2V")
+
+
+def _weights() -> list[Check]:
+    from .engines.diffusion import model_ref
+
+    out = []
+    for hub_id in FINAL_WEIGHTS:
+        folder = model_ref(hub_id, "model").local_folder()
+        out.append(Check("weights", folder is not None,
+                         f"{hub_id}: " + (str(folder) if folder else "not in the Hugging Face cache"),
+                         f"huggingface-cli download {hub_id}   (needed only for the final profile)",
+                         optional=True))
+    return out
