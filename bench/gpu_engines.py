@@ -21,6 +21,7 @@ cost of the machinery, not the skip rate real weights get.
 
     python bench/gpu_engines.py                                   # all engines, eager, full mode
     python bench/gpu_engines.py --engines flux,cogvideox --speed eager,compile,cache --steps 4
+    python bench/gpu_engines.py --engines flux --speed cudnn,fuse,compile+cudnn+fuse,compile+fp8
     python bench/gpu_engines.py --engines cogvideox --vram full,model-offload --soak 10
     python bench/gpu_engines.py --tiny                            # tiny models on the CPU: checks the script
 """
@@ -45,7 +46,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fanren import testing
 from fanren.engines.base import Engine, Request
-from fanren.engines.diffusion import RANDOM_PREFIX, DiffusionEngine, cuda_available, diffusers_version
+from fanren.engines.diffusion import (
+    RANDOM_PREFIX,
+    SDPA_KERNELS,
+    DiffusionEngine,
+    cuda_available,
+    diffusers_version,
+)
 from fanren.engines.image.flux import FluxEngine
 from fanren.engines.video.cogvideox import CogVideoXEngine
 from fanren.engines.video.svd import SVDEngine
@@ -88,14 +95,39 @@ CASES = {
                 kind="clip", size=(1024, 576), tiny_size=(96, 64), characters=0, default_steps=25),
 }
 
+# A --speed value joins these with "+" (compile+cudnn+fuse); each adds engine options.
 SPEEDS: dict[str, dict[str, Any]] = {
     "eager": {},
     "compile": {"compile": True},
     "cache": {"cache": "first-block"},
     "taylorseer": {"cache": "taylorseer"},
-    "compile+cache": {"compile": True, "cache": "first-block"},
+    "cudnn": {"attention": "cudnn"},
+    "flash": {"attention": "flash"},
+    "efficient": {"attention": "efficient"},
+    "flash-attn": {"attention": "flash-attn"},
+    "flash-attn3": {"attention": "flash-attn3"},
+    "sage": {"attention": "sage"},
+    "fuse": {"fuse_qkv": True},
+    "fp8": {"quantize": "fp8"},
 }
-NO_SPEED_OPTIONS = {SVDEngine}  # the svd engine has no compile or cache option
+
+
+def speed_options(speed: str) -> dict[str, Any] | None:
+    """The engine options of a --speed value such as "compile+cudnn", or None if a part is unknown."""
+    options: dict[str, Any] = {}
+    for part in speed.split("+"):
+        if part not in SPEEDS:
+            return None
+        options.update(SPEEDS[part])
+    return options
+
+
+def offers(engine_class: type[DiffusionEngine], options: dict[str, Any]) -> bool:
+    """Whether the engine has every option (svd has no compile, cache, fuse_qkv or quantize)."""
+    if not set(options) <= engine_class.options_known:
+        return False
+    return "attention" not in options or engine_class.attention_dispatcher \
+        or options["attention"] in SDPA_KERNELS
 
 VRAM_MODES = ("full", "model-offload", "group-offload", "sequential-offload")
 
@@ -190,7 +222,7 @@ def render(engine: Engine, case: Case, size: tuple[int, int], folder: Path, seed
 
 def bench_case(name: str, case: Case, speed: str, vram: str, args: argparse.Namespace, folder: Path) -> None:
     options = dict(case.tiny_options if args.tiny else case.options)
-    options.update(SPEEDS[speed])
+    options.update(speed_options(speed) or {})
     options.update({"vram": vram, "steps": args.steps})
     if case.characters:
         options["kontext_steps"] = args.steps
@@ -253,6 +285,18 @@ def find_ffmpeg() -> str | None:
     return str(folder / "ffmpeg")
 
 
+def sdpa_default_kernel() -> str | None:
+    """The kernel PyTorch picks by itself for FLUX.1's attention shape (bf16, 24 heads of 128,
+    4608 tokens): `attention = "cudnn"` can only gain where this is not already cuDNN."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    query = torch.randn(1, 24, 4608, 128, device="cuda", dtype=torch.bfloat16)
+    choice: int = torch._fused_sdp_choice(query, query, query)
+    return str(torch.nn.attention.SDPBackend(choice).name)
+
+
 def parse_size(text: str) -> tuple[int, int]:
     width, _, height = text.lower().partition("x")
     return int(width), int(height)
@@ -263,7 +307,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", default="flux,kontext,cogvideox,cogvideox1.5,svd",
                         help=f"comma-separated, from {', '.join(CASES)}")
-    parser.add_argument("--speed", default="eager", help=f"comma-separated, from {', '.join(SPEEDS)}")
+    parser.add_argument("--speed", default="eager",
+                        help=f"comma-separated, each one of {', '.join(SPEEDS)} or several joined by + "
+                             f"(compile+cudnn+fuse)")
     parser.add_argument("--vram", default="full", help=f"comma-separated, from {', '.join(VRAM_MODES)}")
     parser.add_argument("--steps", type=int, default=4,
                         help="denoising steps per render (est_s scales to the model's default)")
@@ -276,7 +322,7 @@ def main() -> None:
     names = [n.strip() for n in args.engines.split(",") if n.strip()]
     speeds = [s.strip() for s in args.speed.split(",") if s.strip()]
     modes = [m.strip() for m in args.vram.split(",") if m.strip()]
-    unknown = [n for n in names if n not in CASES] + [s for s in speeds if s not in SPEEDS] \
+    unknown = [n for n in names if n not in CASES] + [s for s in speeds if speed_options(s) is None] \
         + [m for m in modes if m not in VRAM_MODES]
     if unknown:
         parser.error(f"unknown: {', '.join(unknown)}")
@@ -290,7 +336,7 @@ def main() -> None:
     emit({"event": "setup", "python": platform.python_version(), "torch": torch.__version__,
           "diffusers": diffusers_version(), "gpu": torch.cuda.get_device_name() if cuda else None,
           "gpu_total_gb": round(torch.cuda.get_device_properties(0).total_memory / GIB, 1) if cuda else None,
-          "ffmpeg": ffmpeg, "tiny": args.tiny})
+          "sdpa_default": sdpa_default_kernel() if cuda else None, "ffmpeg": ffmpeg, "tiny": args.tiny})
     if ffmpeg is None and any(CASES[n].kind == "clip" for n in names):
         # A clip ends in an MP4 encode: without ffmpeg it would fail after minutes of denoising.
         skipped = [n for n in names if CASES[n].kind == "clip"]
@@ -301,7 +347,9 @@ def main() -> None:
         for name in names:
             case = CASES[name]
             for speed in speeds:
-                if case.engine_class in NO_SPEED_OPTIONS and speed != "eager":
+                if not offers(case.engine_class, speed_options(speed) or {}):
+                    emit({"engine": name, "speed": speed, "event": "skipped",
+                          "why": f"{case.engine_class.name} has no such option"})
                     continue
                 for mode in modes:
                     bench_case(name, case, speed, mode, args, Path(scratch))

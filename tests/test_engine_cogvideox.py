@@ -166,3 +166,24 @@ def test_offload_modes_render_in_place_on_the_cpu(keyframe: Path, tmp_path: Path
     clip = render(engine, tmp_path, keyframe)
     assert engine.placement is not None and engine.placement.mode == "full"
     assert clip.read_bytes() == render(CogVideoXEngine(TINY), tmp_path, keyframe).read_bytes()
+
+
+def test_attention_and_fused_qkv_are_keyed_and_packaged_kernels_refused() -> None:
+    identity = CogVideoXEngine({**TINY, "attention": "cudnn", "fuse_qkv": True}).identity()
+    assert (identity["attention"], identity["fuse_qkv"]) == ("cudnn", True) and "quantize" not in identity
+    assert "attention" not in CogVideoXEngine(TINY).identity()
+    # CogVideoX calls F.scaled_dot_product_attention itself: only PyTorch's kernels can be chosen.
+    with pytest.raises(UsageError) as caught:
+        CogVideoXEngine({**TINY, "attention": "sage"})
+    assert caught.value.exit_code == 2
+    assert "option attention must be one of 'default', 'cudnn', 'flash', 'efficient', got 'sage'" \
+        in str(caught.value)
+
+
+def test_fused_qkv_gives_a_valid_repeatable_clip(keyframe: Path, tmp_path: Path) -> None:
+    fused = CogVideoXEngine({**TINY, "fuse_qkv": True})
+    first = render(fused, tmp_path, keyframe)
+    assert probe(first).frames == 9
+    assert render(fused, tmp_path, keyframe).read_bytes() == first.read_bytes()
+    processors = {type(p).__name__ for p in fused._image_to_video.transformer.attn_processors.values()}
+    assert processors == {"FusedCogVideoXAttnProcessor2_0"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ pytest.importorskip("diffusers")
 
 from fanren import testing
 from fanren.engines.base import Request
+from fanren.engines.diffusion import set_dispatch_backend
 from fanren.engines.image.flux import FluxEngine, side_by_side
 from fanren.errors import EngineError, UsageError
 
@@ -202,6 +204,10 @@ def test_cached_hub_revision_is_in_the_identity(tmp_path: Path, monkeypatch: pyt
     ({"steps": 0}, "option steps must be an integer in [1, 200]"),
     ({"cache": "magic"}, "option cache must be null"),
     ({"model": "fanren-tiny:nope"}, "unknown tiny model 'fanren-tiny:nope'"),
+    ({"attention": "fast"}, ("option attention must be one of 'default', 'cudnn', 'flash', 'efficient', "
+                             "'flash-attn', 'flash-attn3', 'sage', got 'fast'")),
+    ({"fuse_qkv": "yes"}, "option fuse_qkv must be true or false, got 'yes'"),
+    ({"quantize": "int4"}, "option quantize must be one of 'none', 'fp8', got 'int4'"),
 ])
 def test_bad_options_are_usage_errors(options: dict[str, Any], words: str) -> None:
     with pytest.raises(UsageError) as caught:
@@ -237,3 +243,62 @@ def test_planning_imports_neither_torch_nor_diffusers_nor_pillow() -> None:
         "print(sorted(m for m in heavy if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_speed_options_are_keyed_only_when_set() -> None:
+    base = FluxEngine(TINY).identity()
+    assert not {"attention", "fuse_qkv", "quantize"} & set(base)  # keys from before these options hold
+    assert FluxEngine({**TINY, "attention": "default", "fuse_qkv": False, "quantize": "none"}).identity() == base
+    fast = FluxEngine({**TINY, "attention": "cudnn", "fuse_qkv": True, "quantize": "fp8"}).identity()
+    assert (fast["attention"], fast["fuse_qkv"], fast["quantize"]) == ("cudnn", True, "fp8")
+    assert {k: v for k, v in fast.items() if k not in {"attention", "fuse_qkv", "quantize"}} == base
+
+
+def test_fused_qkv_renders_repeatably_through_fused_projections(sheets: dict[str, Path], tmp_path: Path) -> None:
+    fused = FluxEngine({**TINY, "fuse_qkv": True})
+    sheet = render(fused, tmp_path, "character")
+    with Image.open(sheet) as image:
+        assert image.size == (32, 48)
+    assert render(fused, tmp_path, "character").read_bytes() == sheet.read_bytes()
+    kontext = keyframe(fused, tmp_path, sheets)
+    assert keyframe(fused, tmp_path, sheets).read_bytes() == kontext.read_bytes()
+    for pipeline in (fused._text_to_image, fused._kontext):
+        attentions = [m for m in pipeline.transformer.modules() if hasattr(m, "fused_projections")]
+        assert len(attentions) == 2 and all(m.fused_projections for m in attentions)  # 1 double + 1 single
+
+
+def test_cuda_attention_kernels_are_refused_at_load_on_the_cpu(tmp_path: Path) -> None:
+    engine = FluxEngine({**TINY, "attention": "cudnn"})
+    with pytest.raises(EngineError, match=r"flux: attention = 'cudnn' needs a CUDA device, this engine runs "
+                                          r"on cpu \(remove the option, or set attention = \"default\"\)"):
+        render(engine, tmp_path, "character")
+    assert not engine.loaded
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchao") is not None, reason="torchao is installed")
+def test_fp8_without_torchao_says_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match=r"quantize = 'fp8' needs torchao, which is not installed: "
+                                          r"pip install torchao==0\.18\.0"):
+        render(FluxEngine({**TINY, "quantize": "fp8"}), tmp_path, "character")
+
+
+def test_dispatch_backend_reaches_every_processor_and_leaves_the_process_default() -> None:
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    engine = FluxEngine(TINY)
+    engine.load()
+    transformer = engine._text_to_image.transformer
+    before = _AttentionBackendRegistry._active_backend
+    set_dispatch_backend(transformer, "efficient")
+    backends = {str(p._attention_backend.value) for p in transformer.attn_processors.values()}
+    assert backends == {"_native_efficient"}
+    assert _AttentionBackendRegistry._active_backend == before
+    transformer.reset_attention_backend()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="flash-attn is installed")
+def test_packaged_attention_without_its_package_is_an_engine_error() -> None:
+    engine = FluxEngine(TINY)
+    engine.load()
+    with pytest.raises(EngineError, match=r"attention = 'flash-attn': .*flash-attn"):
+        set_dispatch_backend(engine._text_to_image.transformer, "flash-attn")

@@ -386,6 +386,104 @@ def enable_step_cache(transformer: Any, cache: dict[str, Any] | None) -> None:
             max_order=int(settings["max_order"])))
 
 
+# ── speed options: attention kernels, fused projections, fp8 ─────────────────
+
+ATTENTION = ("default", "cudnn", "flash", "efficient", "flash-attn", "flash-attn3", "sage")
+# PyTorch's own kernels behind F.scaled_dot_product_attention: usable by every model.
+SDPA_KERNELS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION"}
+# diffusers' attention dispatcher (models whose processors call dispatch_attention_fn: FLUX.1).
+# The last three need their packages (flash-attn, flash-attn 3 built from source, sageattention).
+DISPATCH_BACKENDS = {"cudnn": "_native_cudnn", "flash": "_native_flash", "efficient": "_native_efficient",
+                     "flash-attn": "flash", "flash-attn3": "_flash_3", "sage": "sage"}
+QUANTIZE = ("none", "fp8")
+SPEED_OPTIONS = frozenset({"attention", "fuse_qkv", "quantize"})
+# torchao 0.18 is built against torch 2.11 (its C++ kernels load only on torch >= 2.11; the fp8
+# path itself is Python over torch._scaled_mm).
+TORCHAO_HINT = "pip install torchao==0.18.0 (the release built for torch 2.11)"
+
+
+def attention_choice(engine: str, options: Mapping[str, Any], dispatcher: bool) -> str:
+    """The `attention` option. Models that call F.scaled_dot_product_attention themselves (CogVideoX,
+    SVD) can only be steered among PyTorch's kernels; the packaged kernels need diffusers' dispatcher."""
+    allowed = ATTENTION if dispatcher else ("default", *SDPA_KERNELS)
+    return choice(engine, options, "attention", allowed, "default")
+
+
+def check_speed_device(engine: str, device: str, attention: str, quantize: str) -> None:
+    """Refuse at load what cannot run here, before minutes of loading: these kernels are CUDA's."""
+    cuda = device.startswith("cuda")
+    if attention != "default" and not cuda:
+        raise EngineError(f"{engine}: attention = {attention!r} needs a CUDA device, this engine runs on "
+                          f"{device} (remove the option, or set attention = \"default\")")
+    if quantize == "none":
+        return
+    if importlib.util.find_spec("torchao") is None:
+        raise EngineError(f"{engine}: quantize = {quantize!r} needs torchao, which is not installed: "
+                          f"{TORCHAO_HINT}")
+    if not cuda:
+        raise EngineError(f"{engine}: quantize = {quantize!r} needs a CUDA device, this engine runs on {device}")
+    import torch
+
+    capability = torch.cuda.get_device_capability(torch.device(device))
+    if capability < (8, 9):
+        raise EngineError(f"{engine}: quantize = \"fp8\" needs fp8 tensor cores (Ada or Hopper, compute "
+                          f"capability 8.9+); {torch.cuda.get_device_name(torch.device(device))} has "
+                          f"{capability[0]}.{capability[1]}")
+
+
+def set_dispatch_backend(transformer: Any, attention: str) -> None:
+    """Point every attention processor of `transformer` at one of diffusers' dispatcher backends."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    # set_attention_backend also makes the backend the process-wide default for processors that
+    # name none; other models (another engine, the text encoders) must keep theirs.
+    previous = _AttentionBackendRegistry._active_backend
+    try:
+        transformer.set_attention_backend(DISPATCH_BACKENDS[attention])
+    except (RuntimeError, ValueError) as exc:  # a missing package: flash-attn, sageattention
+        raise EngineError(f"attention = {attention!r}: {_first_line(exc)}") from None
+    finally:
+        _AttentionBackendRegistry.set_active_backend(previous)
+
+
+@contextmanager
+def sdpa_preferring(attention: str) -> Iterator[None]:
+    """F.scaled_dot_product_attention prefers `attention`'s kernel inside; the others stay as
+    fallbacks for shapes or masks it cannot take (so a text encoder's call never fails on it)."""
+    if attention not in SDPA_KERNELS:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    preferred = getattr(SDPBackend, SDPA_KERNELS[attention])
+    others = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+              SDPBackend.MATH]
+    with sdpa_kernel([preferred, *(b for b in others if b != preferred)], set_priority=True):
+        yield
+
+
+def quantize_fp8(transformer: Any, device: str | None) -> None:
+    """fp8 weights and per-token fp8 activations for the transformer's linear layers (torchao).
+
+    Per-row scales (one per output channel and per token) keep far more of the weights' range than
+    one scale per tensor, and run on the same fp8 GEMMs of Hopper's tensor cores.
+    """
+    import torch
+    from torchao.quantization import (  # type: ignore[import-not-found]
+        Float8DynamicActivationFloat8WeightConfig,
+        PerRow,
+        quantize_,
+    )
+
+    def fp8_gemm_fits(module: torch.nn.Module, name: str) -> bool:
+        # torch._scaled_mm takes only dimensions that are multiples of 16.
+        return isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 \
+            and module.out_features % 16 == 0
+
+    quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
+              filter_fn=fp8_gemm_fits, device=device)
+
+
 # ── devices, dtypes, memory ──────────────────────────────────────────────────
 
 
@@ -680,6 +778,9 @@ class DiffusionEngine(Engine):
     options_known: ClassVar[frozenset[str]] = COMMON_OPTIONS
     default_model: ClassVar[str]
     default_dtype: ClassVar[str] = "bfloat16"
+    # Whether the model's attention processors go through diffusers' dispatch_attention_fn (FLUX.1)
+    # rather than calling F.scaled_dot_product_attention themselves (CogVideoX, SVD).
+    attention_dispatcher: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -696,8 +797,13 @@ class DiffusionEngine(Engine):
             raise UsageError(f"engine {self.name}: option device must be \"auto\", \"cpu\" or \"cuda[:N]\", "
                              f"got {device!r}")
         self.device_option = device
+        # Speed options (SPEED_OPTIONS): an engine that does not list one in options_known keeps its default.
+        self.attention = attention_choice(self.name, self.options, self.attention_dispatcher)
+        self.fuse_qkv = self._flag("fuse_qkv", False)
+        self.quantize = self._choice("quantize", QUANTIZE, "none")
         self.device: str | None = None     # resolved by load()
         self.placement: Placement | None = None
+        self._vram_mode: str | None = None  # resolved by load(), before the pipelines are built
         self._lock = threading.RLock()
 
     def _number(self, name: str, default: float, *, low: float, high: float) -> float:
@@ -723,7 +829,20 @@ class DiffusionEngine(Engine):
     def identity(self) -> dict[str, Any]:
         # vram, device and download are left out: they change where and how fast, not the bytes.
         return {"name": self.name, "version": self.version, **self.model.identity(self.revision),
-                "diffusers": diffusers_version(), "dtype": self.dtype, **self._settings()}
+                "diffusers": diffusers_version(), "dtype": self.dtype, **self._settings(),
+                **self._speed_settings()}
+
+    def _speed_settings(self) -> dict[str, Any]:
+        """Attention kernel, fused projections and fp8 change the float sums, so the bytes. Only
+        when set: keys made before these options existed stay valid."""
+        settings: dict[str, Any] = {}
+        if self.attention != "default":
+            settings["attention"] = self.attention
+        if self.fuse_qkv:
+            settings["fuse_qkv"] = True
+        if self.quantize != "none":
+            settings["quantize"] = self.quantize
+        return settings
 
     def _settings(self) -> dict[str, Any]:
         """The engine's own options that change output bytes, resolved to their effective values."""
@@ -758,7 +877,9 @@ class DiffusionEngine(Engine):
                 return
             super().load()
             self.device = pick_device(self.device_option)
+            check_speed_device(self.name, self.device, self.attention, self.quantize)
             placement = Placement(choose_vram_mode(self.vram, self.vram_need(), self.device), self.device)
+            self._vram_mode = placement.mode
             with quiet():
                 self._load_pipelines(torch_dtype(self.dtype))
             self.placement = placement
@@ -794,9 +915,26 @@ class DiffusionEngine(Engine):
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 
+    def _prepare_transformer(self, transformer: Any) -> None:
+        """Apply fuse_qkv, quantize and a dispatcher attention backend to a freshly loaded transformer,
+        before step-cache hooks and torch.compile wrap it (they must see the final modules)."""
+        with quiet():
+            if self.fuse_qkv:
+                # diffusers keeps to_q/to_k/to_v beside the fused copy: +4.3 GB for a FLUX.1
+                # transformer (2.15 B parameters), +2.4 GB for CogVideoX-5b (1.19 B).
+                transformer.fuse_qkv_projections()
+            if self.quantize == "fp8":
+                # In the full mode the layers move to the GPU to be quantized there (seconds, not minutes
+                # on the CPU); offload modes quantize where the weights are.
+                quantize_fp8(transformer, self.device if self._vram_mode == "full" else None)
+            if self.attention != "default" and self.attention_dispatcher:
+                set_dispatch_backend(transformer, self.attention)
+
     def _generate(self, pipeline: Any, **arguments: Any) -> Any:
         """Run `pipeline` where the vram mode wants it."""
         assert self.placement is not None
         self.placement.activate(pipeline)
-        with quiet(), one_thread(self.model.source == "tiny" and self.device == "cpu"):
+        attention = "default" if self.attention_dispatcher else self.attention
+        with quiet(), one_thread(self.model.source == "tiny" and self.device == "cpu"), \
+                sdpa_preferring(attention):
             return pipeline(**arguments)

@@ -30,6 +30,7 @@ from ..base import Request
 from ..diffusion import (
     COMMON_OPTIONS,
     RANDOM_PREFIX,
+    SPEED_OPTIONS,
     TINY_PREFIX,
     DiffusionEngine,
     ModelRef,
@@ -98,8 +99,10 @@ class FluxEngine(DiffusionEngine):
     version = "1"
     kinds = frozenset({"character", "keyframe"})
     default_model = testing.FLUX_DEV
-    options_known = COMMON_OPTIONS | {"steps", "guidance", "consistency", "kontext_model", "kontext_revision",
-                                      "kontext_steps", "kontext_guidance", "compile", "cache"}
+    options_known = COMMON_OPTIONS | SPEED_OPTIONS | {
+        "steps", "guidance", "consistency", "kontext_model", "kontext_revision", "kontext_steps",
+        "kontext_guidance", "compile", "cache"}
+    attention_dispatcher = True  # FluxAttnProcessor calls dispatch_attention_fn
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -161,6 +164,7 @@ class FluxEngine(DiffusionEngine):
         return self._kontext
 
     def _speed_up(self, transformer: Any) -> None:
+        self._prepare_transformer(transformer)
         enable_step_cache(transformer, self.cache)
         if self.compile:
             compile_blocks(transformer, fullgraph=self.cache is None)

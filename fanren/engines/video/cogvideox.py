@@ -22,6 +22,7 @@ from ...errors import EngineError, UsageError
 from ..base import Request, VideoEngine
 from ..diffusion import (
     COMMON_OPTIONS,
+    SPEED_OPTIONS,
     DiffusionEngine,
     ModelRef,
     VramNeed,
@@ -94,7 +95,11 @@ class CogVideoXEngine(DiffusionEngine, VideoEngine):
     name = "cogvideox"
     version = "1"
     default_model = testing.COGVIDEOX_5B_I2V
-    options_known = COMMON_OPTIONS | {"steps", "guidance", "dynamic_cfg", "frames", "fps", "compile", "cache"}
+    options_known = COMMON_OPTIONS | SPEED_OPTIONS | {"steps", "guidance", "dynamic_cfg", "frames", "fps",
+                                                      "compile", "cache"}
+    # CogVideoXAttnProcessor2_0 calls F.scaled_dot_product_attention itself, so `attention` picks
+    # among PyTorch's kernels around the denoising call, not through diffusers' dispatcher.
+    attention_dispatcher = False
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -145,6 +150,7 @@ class CogVideoXEngine(DiffusionEngine, VideoEngine):
 
         pipeline = self._pipeline(CogVideoXImageToVideoPipeline, self.model, dtype, self.revision)
         pipeline.vae.enable_tiling()
+        self._prepare_transformer(pipeline.transformer)
         enable_step_cache(pipeline.transformer, self.cache)
         if self.compile:
             compile_blocks(pipeline.transformer, ("transformer_blocks",), fullgraph=self.cache is None)

@@ -40,8 +40,11 @@ class SVDEngine(DiffusionEngine, VideoEngine):
     version = "1"
     default_model = testing.SVD_XT
     default_dtype = "float16"  # the checkpoint's own precision
+    # `attention` only: the UNet's processors call F.scaled_dot_product_attention themselves, and it
+    # has no fused-projection or fp8 path worth its 1.5 B parameters.
     options_known = COMMON_OPTIONS | {"steps", "frames", "fps", "min_guidance", "max_guidance",
-                                      "motion_bucket_id", "noise_aug_strength", "decode_chunk_size"}
+                                      "motion_bucket_id", "noise_aug_strength", "decode_chunk_size",
+                                      "attention"}
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
