@@ -143,10 +143,10 @@ def compile_project(project: Project, engines: Engines) -> Graph:
          {"size": size, "language": drama.language, "font": SUBTITLE_FONT}, inputs=shots,
          reads={s: ("timing.json",) for s in shots})
     # the shots carry their burned subtitles: the episode only copies their video and mixes audio
+    music = scene_music(project)
     node("episode", "episode", engines.mux, {
-        "fps": drama.fps, "subtitles": drama.subtitles, "loudness": LOUDNESS,
-        "music": {"file": project.music.file, "volume": project.music.volume} if project.music else None,
-    }, inputs=shots + ("subtitles",), sources=(project.music.file,) if project.music else ())
+        "fps": drama.fps, "subtitles": drama.subtitles, "loudness": LOUDNESS, "music": music,
+    }, inputs=shots + ("subtitles",), sources=tuple(sorted({entry["file"] for entry in music})))
     node("storyboard", "storyboard", engines.report, {
         "title": drama.title, "language": drama.language,
         "shots": [{"id": shot.id, "scene": scene.id, "action": shot.action, "camera": shot.camera,
@@ -155,6 +155,20 @@ def compile_project(project: Project, engines: Engines) -> Graph:
                   for scene, shot in project.shots()],
     }, inputs=tuple(f"keyframe:{s}" for s in shot_ids) + shots, reads={s: ("timing.json",) for s in shots})
     return graph
+
+
+def scene_music(project: Project) -> list[dict[str, Any]]:
+    """The music under each scene that has some: its shots (in episode order), file and volume.
+
+    A scene's shots rather than times: the episode reads the shots' durations from their outputs.
+    """
+    entries: list[dict[str, Any]] = []
+    for scene in project.scenes:
+        music = project.music_of(scene)
+        if music is not None and scene.shots:
+            entries.append({"shots": [shot.id for shot in scene.shots], "file": music.file,
+                            "volume": music.volume})
+    return entries
 
 
 def _compile_shot(project: Project, engines: Engines, node: Any, prompts: Prompts, scene: Scene,

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic_core import PydanticCustomError
 
 from .errors import DramaError, Problem
 
 SCHEMA_VERSION = 1
 DRAMA_FILE = "drama.toml"
 NARRATOR = "narrator"  # a line's `who` may name the narrator instead of a character
+MUSIC_VOLUME = 0.25    # gain of the music under the speech when drama.toml gives none
 
 
 class _Strict(BaseModel):
@@ -82,11 +84,31 @@ class Shot(_Strict):
     fit: Literal["slow", "hold", "loop"] | None = None
 
 
+class SceneMusic(_Strict):
+    """A scene's own music: `{ file = "music/duel.ogg", volume = 0.3 }`, a key left out taking the
+    `[music]` value; `music = "none"` (short for `{ volume = 0 }`) leaves the scene without music."""
+
+    file: str | None = None
+    volume: float | None = Field(default=None, ge=0, le=1)
+
+
+def _scene_music_table(value: Any) -> Any:
+    if value == "none":
+        return {"volume": 0.0}
+    if not isinstance(value, (dict, SceneMusic)):
+        raise PydanticCustomError("scene_music", 'a table or "none"')
+    return value
+
+
+SceneMusicSpec = Annotated[SceneMusic, BeforeValidator(_scene_music_table)]
+
+
 class Scene(_Strict):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-.]+$")
     setting: str = Field(min_length=1)
     characters: list[str] = []
     shots: list[Shot] = []
+    music: SceneMusicSpec | None = None
 
 
 def _engine_table(value: Any) -> Any:
@@ -115,7 +137,7 @@ class Profile(_Strict):
 
 class Music(_Strict):
     file: str
-    volume: float = Field(default=0.25, ge=0, le=1)
+    volume: float = Field(default=MUSIC_VOLUME, ge=0, le=1)
 
 
 class Project(_Strict):
@@ -140,6 +162,18 @@ class Project(_Strict):
 
     def shots(self) -> list[tuple[Scene, Shot]]:
         return [(scene, shot) for scene in self.scenes for shot in scene.shots]
+
+    def music_of(self, scene: Scene) -> Music | None:
+        """The music under a scene: its own `music`, each key it leaves out taken from `[music]`;
+        None when it has none (or plays it at volume 0)."""
+        own, drama = scene.music, self.music
+        if own is None:
+            music = drama
+        else:
+            file = own.file if own.file is not None else drama.file if drama else None
+            volume = own.volume if own.volume is not None else drama.volume if drama else MUSIC_VOLUME
+            music = Music(file=file, volume=volume) if file is not None else None
+        return music if music is not None and music.volume > 0 else None
 
 
 # ── loading ──────────────────────────────────────────────────────────────────
@@ -312,6 +346,7 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
     seen_scenes: dict[str, int] = {}
     seen_shots: dict[str, str] = {}
     for i, scene in enumerate(project.scenes):
+        problems += _scene_music_problems(project, scene, file, f"scenes[{i}].music")
         if scene.id in seen_scenes:
             problems.append(Problem(file, f"scenes[{i}].id", "a scene id used once",
                                     repr(scene.id), hint=f"also used by scenes[{seen_scenes[scene.id]}]"))
@@ -341,6 +376,19 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
 
 
 _ID = re.compile(r"^[A-Za-z0-9_\-.]+$")
+
+
+def _scene_music_problems(project: Project, scene: Scene, file: Path, path: str) -> list[Problem]:
+    own = scene.music
+    if own is None:
+        return []
+    if own.file is not None:
+        problem = check_inside(project.root, own.file, file, f"{path}.file")
+        return [problem] if problem else []
+    if project.music is None and own.volume != 0:
+        return [Problem(file, f"{path}.file", "a music file (the drama has no [music] to take it from)",
+                        "nothing", hint='add file = "music/…", or write music = "none"')]
+    return []
 
 
 def check_inside(root: Path, relative: str, file: Path, path: str) -> Problem | None:

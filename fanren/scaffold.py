@@ -63,6 +63,7 @@ voice = "xiaoman"              # a [voices.*] id; the engine's default voice whe
 id = "stream"                  # letters, digits, '_', '-' or '.', used once in the drama
 setting = "a clear mountain stream at the foot of a green hill at dawn, mist over the water, smooth pebbles"
 characters = ["xiaoman"]       # drawn in every shot of the scene that lists no characters of its own
+# music = { file = "music/theme.mp3", volume = 0.1 }  # this scene's own music (see [music]), or "none"
 
 [[scenes.shots]]
 id = "pebble"                  # unique in the drama; its seed is derived from it, not its position

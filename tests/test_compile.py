@@ -62,3 +62,22 @@ def test_status_does_not_import_torch(tmp_path: Path) -> None:
             "print('HEAVY', sorted(m for m in ('torch', 'diffusers', 'transformers', 'rich') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_each_scene_gives_the_episode_its_music_and_shots(tmp_path: Path) -> None:
+    (tmp_path / "music").mkdir(parents=True)
+    for name in ("theme.ogg", "hall.ogg"):
+        (tmp_path / "music" / name).write_bytes(b"a tune")
+    text = SMALL_DRAMA + '\n[music]\nfile = "music/theme.ogg"\nvolume = 0.3\n'
+    hall = text.replace('setting = "a candle-lit hall"', 'setting = "a candle-lit hall"\nmusic = { file = "music/hall.ogg" }')
+    quiet = text.replace('setting = "a candle-lit hall"', 'setting = "a candle-lit hall"\nmusic = "none"')
+    softer = text.replace('setting = "a candle-lit hall"', 'setting = "a candle-lit hall"\nmusic = { volume = 0.1 }')
+    assert graph_of(tmp_path, SMALL_DRAMA)["episode"].params["music"] == []
+    episode = graph_of(tmp_path, hall)["episode"]
+    assert episode.params["music"] == [{"shots": ["s1", "s2"], "file": "music/theme.ogg", "volume": 0.3},
+                                       {"shots": ["s3"], "file": "music/hall.ogg", "volume": 0.3}]
+    assert episode.sources == ("music/hall.ogg", "music/theme.ogg")
+    assert graph_of(tmp_path, quiet)["episode"].params["music"] == [
+        {"shots": ["s1", "s2"], "file": "music/theme.ogg", "volume": 0.3}]
+    assert graph_of(tmp_path, softer)["episode"].params["music"][1] == {
+        "shots": ["s3"], "file": "music/theme.ogg", "volume": 0.1}

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from viewer import mono_samples, tone_db
 
 from fanren.engines.base import Request
-from fanren.engines.mux import LINE_GAP, MuxEngine
+from fanren.engines.mux import CUE_ROOM, LINE_GAP, MuxEngine
 from fanren.engines.mux_subtitles import MIN_CUE, ass_style, wrap
 from fanren.engines.voice import SENTENCE_GAP, join_wavs
 from fanren.errors import EngineError
@@ -44,12 +45,13 @@ def clip(media: Path) -> Path:
     return out
 
 
-def speak(folder: Path, name: str, sentences: list[str]) -> dict[str, Path]:
+def speak(folder: Path, name: str, sentences: list[str], words_per_minute: int = 175) -> dict[str, Path]:
     """A line node's outputs made the way the voice engines make them: one WAV per sentence, joined."""
     pieces = []
     for i, sentence in enumerate(sentences):
         piece = folder / f"{name}-{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-w", str(piece), sentence], check=True)
+        subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-s", str(words_per_minute), "-w", str(piece),
+                        sentence], check=True)
         pieces.append(piece)
     speech = folder / f"{name}.wav"
     cues = join_wavs(pieces, sentences, speech, SENTENCE_GAP)
@@ -184,6 +186,29 @@ def test_speech_starts_after_the_lead_in(tmp_path: Path, clip: Path, first_line:
     outputs = MuxEngine().run(shot_request(tmp_path, clip, [("narrator", "你好。", first_line)]))
 
     assert first_sound(outputs["shot.mp4"]) == pytest.approx(LEAD_IN, abs=0.03)
+
+
+def test_a_line_ending_in_a_short_sentence_keeps_its_cue_up_0_7_s(tmp_path: Path, clip: Path, media: Path,
+                                                                  second_line: dict[str, Path]) -> None:
+    short = speak(media, "short", ["好。"], words_per_minute=400)
+    short_seconds = wav_duration(short["speech.wav"])
+    assert short_seconds + LINE_GAP < CUE_ROOM  # the rule is needed: LINE_GAP alone would be too soon
+    lines = [("lin", "好。", short), ("elder", "我们走吧。", second_line)]
+    outputs = MuxEngine().run(shot_request(tmp_path / "two", clip, lines))
+    alone = MuxEngine().run(shot_request(tmp_path / "one", clip, [("lin", "好。", short)]))
+
+    cues = json.loads(outputs["timing.json"].read_text(encoding="utf-8"))["cues"]
+    assert cues[1]["start"] - cues[0]["start"] == pytest.approx(CUE_ROOM, abs=1e-3)
+    # the speech is where the timing says: the second line starts after the longer gap
+    assert first_sound(outputs["shot.mp4"], after=LEAD_IN + short_seconds + 0.02) == pytest.approx(
+        LEAD_IN + CUE_ROOM, abs=0.03)
+    # a shot ending in a short sentence lasts until its cue has been up 0.7 s, if the pause is shorter
+    assert probe(alone["shot.mp4"]).frames == math.ceil(
+        max(LEAD_IN + CUE_ROOM, LEAD_IN + short_seconds + PAUSE) * FPS - 1e-6)
+    srt = parse_srt(MuxEngine().run(subtitles_request(tmp_path / "subtitles", [outputs["timing.json"],
+                                                                                 alone["timing.json"]]))[
+        "episode.srt"].read_text(encoding="utf-8"))
+    assert [round(end - start, 3) >= 0.7 for start, end, _ in srt] == [True, True, True]
 
 
 def test_slow_hold_and_loop_fill_a_long_shot_differently(tmp_path: Path, clip: Path) -> None:
@@ -392,14 +417,17 @@ def test_a_sentence_too_long_for_two_rows_still_gets_two() -> None:
     assert (len(rows[0]), len(rows[1])) == (25, 25)
 
 
-def test_a_short_cue_never_runs_into_the_next(tmp_path: Path) -> None:
-    timing = write_timing(tmp_path, "a", 2.0, [(0.1, 0.3, "好。", "lin"), (0.5, 1.0, "走吧。", "lin"),
-                                               (1.6, 1.7, "嗯。", "lin")])
+def test_a_short_sentence_shares_the_cue_of_the_same_speakers_next(tmp_path: Path) -> None:
+    timing = write_timing(tmp_path, "a", 4.0, [(0.1, 0.3, "好。", "lin"), (0.5, 1.0, "走吧。", "lin"),
+                                               (1.2, 1.4, "Yes.", "elder"), (1.6, 2.0, "Go now.", "elder"),
+                                               (2.5, 2.7, "嗯。", "elder"), (3.0, 3.5, "嗯？", "lin")])
     outputs = MuxEngine().run(subtitles_request(tmp_path / "out", [timing]))
 
     cues = parse_srt(outputs["episode.srt"].read_text(encoding="utf-8"))
-    # the first stops where the second starts, the last where the episode ends
-    assert [(start, end) for start, end, _ in cues] == [(0.1, 0.5), (0.5, 1.2), (1.6, 2.0)]
+    # one speaker's quick sentences share a cue (a space only between Latin text); another
+    # speaker's next cue is never run into: the short cue stops where that one starts
+    assert cues == [(0.1, 1.0, ["好。走吧。"]), (1.2, 2.0, ["Yes. Go now."]), (2.5, 3.0, ["嗯。"]),
+                    (3.0, 3.7, ["嗯？"])]
 
 
 def test_a_short_cue_never_runs_past_its_shot(tmp_path: Path) -> None:
@@ -484,10 +512,10 @@ def burned_inputs(media: Path, clip: Path, first_line: dict[str, Path],
 
 
 def episode_request(out: Path, inputs: dict[str, dict[str, Path]], subtitles: str,
-                    music: dict[str, Any] | None = None, sources: dict[str, Path] | None = None) -> Request:
+                    music: list[dict[str, Any]] | None = None, sources: dict[str, Path] | None = None) -> Request:
     out.mkdir(parents=True, exist_ok=True)
     return Request(node_id="episode", kind="episode",
-                   params={"fps": FPS, "subtitles": subtitles, "loudness": LOUDNESS, "music": music},
+                   params={"fps": FPS, "subtitles": subtitles, "loudness": LOUDNESS, "music": music or []},
                    inputs=inputs, out_dir=out, sources=sources or {})
 
 
@@ -617,25 +645,112 @@ def test_soft_subtitles_add_a_text_track(media: Path, episode_inputs: dict[str, 
     assert texts == ["你好。", "今天天气很好。", "我们走吧。"]
 
 
-def loudest_at_end(video: Path, seconds: float) -> int:
-    pcm = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-sseof", f"-{seconds}",
-                          "-i", str(video), "-map", "0:a", "-ac", "1", "-f", "s16le", "-"],
-                         check=True, capture_output=True).stdout
-    return max(abs(int.from_bytes(pcm[i:i + 2], "little", signed=True)) for i in range(0, len(pcm), 2))
+# ── music ──────────────────────────────────────────────────────────────────
+
+THEME, OTHER = 55.0, 40.0  # Hz: low tones, where speech has next to no energy (see tests/viewer.py)
 
 
-def test_music_plays_under_the_speech(media: Path, plain_episode: Path,
-                                      episode_inputs: dict[str, dict[str, Path]]) -> None:
-    music = media / "music.wav"
+def tone_file(path: Path, frequency: float, seconds: float) -> Path:
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
-                    "-i", "sine=frequency=440:duration=1", str(music)], check=True)
-    episode = MuxEngine().run(episode_request(media / "music", episode_inputs, "none",
-                                              music={"file": "music.wav", "volume": 0.25},
-                                              sources={"music.wav": music}))["episode.mp4"]
+                    "-i", f"sine=frequency={frequency}:duration={seconds}", "-af", "volume=4", str(path)],
+                   check=True)
+    return path
 
-    # the end of shot 2 is silence after its line: silent without music, the (looped) tone with it
-    assert loudest_at_end(plain_episode, 0.3) < 100
-    assert loudest_at_end(episode, 0.3) > 1000
+
+@pytest.fixture(scope="module")
+def music_files(media: Path) -> dict[str, Path]:
+    # the theme lasts 1 s, so it has to loop under every shot
+    return {"music/theme.wav": tone_file(media / "theme.wav", THEME, 1.0),
+            "music/other.wav": tone_file(media / "other.wav", OTHER, 20.0)}
+
+
+def under(shots: list[str], file: str, volume: float = 0.25) -> dict[str, Any]:
+    """The music of one scene, as the compiler writes it into the episode's params."""
+    return {"shots": shots, "file": file, "volume": volume}
+
+
+def test_music_ducks_under_speech_and_leaves_the_video_alone(
+        media: Path, plain_episode: Path, episode_inputs: dict[str, dict[str, Path]],
+        first_line: dict[str, Path], second_line: dict[str, Path], music_files: dict[str, Path]) -> None:
+    episode = MuxEngine().run(episode_request(media / "ducked", episode_inputs, "none",
+                                              music=[under(["s1", "s2"], "music/theme.wav")],
+                                              sources=music_files))["episode.mp4"]
+    second_shot = (probe(episode_inputs["shot:s1"]["shot.mp4"]).frames or 0) / FPS
+    speaking = (LEAD_IN + 0.1, LEAD_IN + wav_duration(first_line["speech.wav"]) - 0.05)
+    # after the second shot's line, once the ducking has let go, and before the music fades out
+    quiet = (second_shot + LEAD_IN + wav_duration(second_line["speech.wav"]) + 0.7, second_shot + 3.0 - 0.6)
+    assert quiet[1] - quiet[0] >= 0.3
+    music, speech_alone = mono_samples(episode), mono_samples(plain_episode)
+
+    between_lines = tone_db(music, THEME, *quiet)
+    assert between_lines > -30
+    assert tone_db(music, THEME, *speaking) <= between_lines - 8
+    assert tone_db(speech_alone, THEME, *speaking) <= tone_db(music, THEME, *speaking) - 10
+    shots = [episode_inputs[s]["shot.mp4"] for s in ("shot:s1", "shot:s2")]
+    assert h264_stream(episode) == h264_stream(shots[0]) + h264_stream(shots[1])
+    integrated, peak = ebur128(episode)
+    # -16.7 LUFS measured: the limiter takes a little more where the music adds to the speech's peaks
+    assert integrated == pytest.approx(LOUDNESS["i"], abs=1.0)
+    assert peak <= LOUDNESS["tp"]
+
+
+@pytest.fixture(scope="module")
+def silent_shots(media: Path, clip: Path) -> dict[str, dict[str, Path]]:
+    """Four 2 s shots without speech (one rendering, four nodes): a, b, c, d."""
+    shot = MuxEngine().run(shot_request(media / "silent", clip, [], min_seconds=2.0, shot_id="q"))
+    return {f"shot:{name}": shot for name in "abcd"}
+
+
+def test_music_plays_on_across_a_cut_and_fades_where_it_changes(
+        media: Path, silent_shots: dict[str, dict[str, Path]], music_files: dict[str, Path]) -> None:
+    # a and b: the theme (two scenes, the same music); c: the other music; d: none
+    music = [under(["a"], "music/theme.wav"), under(["b"], "music/theme.wav"), under(["c"], "music/other.wav")]
+    episode = MuxEngine().run(episode_request(media / "scenes", silent_shots, "none", music=music,
+                                              sources=music_files))["episode.mp4"]
+    samples = mono_samples(episode)
+
+    def theme(start: float, end: float) -> float:
+        return tone_db(samples, THEME, start, end)
+
+    def other(start: float, end: float) -> float:
+        return tone_db(samples, OTHER, start, end)
+
+    steady, steady_other = theme(0.6, 1.4), other(4.6, 5.4)
+    assert steady > -30 and steady_other > -30
+    assert theme(2.6, 3.4) == pytest.approx(steady, abs=1.0)    # looped: a 1 s file under 4 s
+    assert theme(1.75, 2.25) == pytest.approx(steady, abs=1.0)  # no fade where the music goes on
+    assert theme(0.0, 0.3) <= steady - 6                        # fades in as the episode starts
+    assert theme(3.7, 4.0) <= steady - 6                        # fades out before the cut to c
+    assert other(4.0, 4.3) <= steady_other - 6                  # the next music fades in after it
+    assert other(5.7, 6.0) <= steady_other - 6                  # and out before d, which has none
+    assert theme(4.6, 5.4) <= steady - 40
+    assert max(theme(6.2, 7.8), other(6.2, 7.8)) <= steady - 40
+    assert probe(episode).frames == 4 * 48
+
+
+def test_soft_subtitles_with_music_still_add_their_track(
+        media: Path, episode_inputs: dict[str, dict[str, Path]], music_files: dict[str, Path]) -> None:
+    music = [under(["s1"], "music/theme.wav"), under(["s2"], "music/other.wav")]
+    soft = MuxEngine().run(episode_request(media / "soft-music", episode_inputs, "soft", music=music,
+                                           sources=music_files))["episode.mp4"]
+
+    codecs = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of",
+                             "csv=p=0", str(soft)], check=True, capture_output=True, text=True).stdout.split()
+    assert codecs == ["h264", "aac", "mov_text"]
+
+
+def test_music_under_shots_apart_is_an_engine_error(
+        tmp_path: Path, silent_shots: dict[str, dict[str, Path]], music_files: dict[str, Path]) -> None:
+    with pytest.raises(EngineError, match="do not follow each other in the episode: shot:a, shot:c"):
+        MuxEngine().run(episode_request(tmp_path, silent_shots, "none", sources=music_files,
+                                        music=[under(["a", "c"], "music/theme.wav")]))
+
+
+def test_music_not_given_as_a_source_is_an_engine_error(
+        tmp_path: Path, silent_shots: dict[str, dict[str, Path]]) -> None:
+    with pytest.raises(EngineError, match="the music file music/theme.wav was not given to the episode"):
+        MuxEngine().run(episode_request(tmp_path, silent_shots, "none",
+                                        music=[under(["a"], "music/theme.wav")]))
 
 
 def test_unknown_kind_is_an_engine_error(tmp_path: Path) -> None:

@@ -156,3 +156,20 @@ def test_blank_line_text(tmp_path: Path) -> None:
     with pytest.raises(DramaError) as err:
         parse_project(text, tmp_path)
     assert "scenes[0].shots[0].lines[0].text: expected text to speak, got only spaces" in err.value.show()
+
+
+def test_scene_music_is_a_table_or_none(small_drama: Path) -> None:
+    replace(small_drama, 'setting = "a candle-lit hall"', 'setting = "a candle-lit hall"\nmusic = "off"')
+    build_fails(small_drama, "scenes[1].music: expected a table or \"none\", got 'off'")
+
+
+def test_scene_music_without_a_file_needs_a_drama_music(small_drama: Path) -> None:
+    replace(small_drama, 'setting = "a candle-lit hall"', 'setting = "a candle-lit hall"\nmusic = { volume = 0.1 }')
+    build_fails(small_drama, "scenes[1].music.file: expected a music file (the drama has no [music] to take it "
+                "from), got nothing")
+
+
+def test_scene_music_file_must_exist_inside_the_drama(small_drama: Path) -> None:
+    replace(small_drama, 'setting = "a candle-lit hall"',
+            'setting = "a candle-lit hall"\nmusic = { file = "../theme.ogg" }')
+    build_fails(small_drama, "scenes[1].music.file: expected a path inside the drama folder, got '../theme.ogg'")

@@ -33,12 +33,15 @@ subtitles (mux)    params: size, language, font
                    inputs:  shot:<id> → {timing.json} for every shot, in episode order
                    outputs: episode.srt, episode.ass (the cues burned into the shots, at their places
                             in the episode)
-episode   (mux)    params: fps, subtitles (burn|soft|none), loudness {i, tp}, music {file, volume} | null
+episode   (mux)    params: fps, subtitles (burn|soft|none), loudness {i, tp},
+                   music [{shots [shot id], file, volume}] (one entry per scene with music, in
+                   episode order; empty for none)
                    inputs:  shot:<id> → {shot.mp4, timing.json} in order; subtitles → {episode.srt, ...}
-                   sources: the music file
+                   sources: every music file the entries name
                    outputs: episode.mp4 (the shots' video packets copied, not re-encoded; their audio
-                            joined, music mixed, normalised to loudness and encoded once; a mov_text
-                            track from episode.srt when subtitles is "soft")
+                            joined, each scene's music mixed under the speech, ducked and faded where
+                            it changes, normalised to loudness and encoded once; a mov_text track
+                            from episode.srt when subtitles is "soft")
 storyboard(report) params: title, language, shots [{id, scene, action, camera, narration, lines}]
                    inputs:  keyframe:<id> → {image.png}; shot:<id> → {timing.json}
                    outputs: storyboard.html (self-contained; statuses come from report.js beside it)

@@ -26,10 +26,14 @@ from ..errors import EngineError
 from ..fonts import cjk_font
 from ..media import probe, run_ffmpeg, wav_duration
 from .base import Engine, Request
-from .mux_subtitles import Cue, episode_cues, shot_cues, write_ass, write_srt
+from .mux_subtitles import MIN_CUE, Cue, episode_cues, shot_cues, write_ass, write_srt
 
-LINE_GAP = 0.25       # seconds of silence between two lines of one shot
+LINE_GAP = 0.25       # seconds of silence between two lines of one shot (at least)
+# A line's last cue stays up this long before the next line's first cue (or the cut) takes its
+# place: 0.7 s to be read, and a centisecond for the rounding of the SRT and ASS times.
+CUE_ROOM = MIN_CUE / 100 + 0.01
 AUDIO_RATE = 48000
+MUSIC_FADE = 0.5      # seconds: music fades in where it starts and out where it stops or changes
 
 SUBTITLE_MODES = ("burn", "soft", "none")
 
@@ -43,6 +47,14 @@ AUDIO_CODEC = ["-c:a", "aac", "-aac_coder", "fast", "-aac_ms", "0", "-b:a", "160
 # dB kept below the true-peak ceiling: the limiter sees samples, not the peaks between them, and
 # AAC adds its own overshoot (measured: a -2 dB limit came out at -2.0 to -1.7 dBTP)
 LIMITER_HEADROOM = 0.5
+# Music ducks under speech: a compressor on the music, keyed by the speech. The key is levelled
+# first (30 dB up, then limited) so that the ducking is about as deep whatever the voice engine's
+# level: measured on espeak-ng speech at -19, -39 and -49 LUFS, the music under the words drops
+# 16, 15 and 13 dB (keyed by the speech as it is: 15, 1 and 0 dB). It falls within 20 ms of a word
+# and is back within 1 dB 0.4 to 0.5 s after the speech stops, so it stays down through the
+# 0.12 s between sentences and comes up in the pause between shots.
+DUCKING_KEY = "volume=30dB,alimiter=limit=0.25:level=false"
+DUCKING = "sidechaincompress=threshold=0.02:ratio=6:attack=20:release=400"
 
 
 def shot_video_codec(fps: int) -> list[str]:
@@ -64,7 +76,9 @@ def shot_video_codec(fps: int) -> list[str]:
 class MuxEngine(Engine):
     family = "mux"
     name = "mux"
-    version = "2"  # 2: shots burn their own subtitles, the episode copies their video
+    # 2: shots burn their own subtitles, the episode copies their video
+    # 3: music per scene, ducked under speech and faded at scene changes; a line's last cue gets 0.7 s
+    version = "3"
     kinds = frozenset({"shot", "subtitles", "episode"})
 
     def run(self, request: Request) -> dict[str, Path]:
@@ -134,7 +148,8 @@ def render_shot(request: Request) -> dict[str, Path]:
 
 def place_lines(lines: list[Mapping[str, Any]], inputs: Mapping[str, Mapping[str, Path]],
                 lead_in: float) -> list[PlacedLine]:
-    """Lines one after another: lead_in of silence, then each line's speech with LINE_GAP between."""
+    """Lines one after another: lead_in of silence, then each line's speech with LINE_GAP between,
+    or more after a line whose last sentence is too short to be read before the next line starts."""
     placed: list[PlacedLine] = []
     start = lead_in
     for line in lines:
@@ -146,8 +161,13 @@ def place_lines(lines: list[Mapping[str, Any]], inputs: Mapping[str, Mapping[str
         duration = wav_duration(speech)
         placed.append(PlacedLine(who=str(line["who"]), speech=speech, cues=cues, start=start,
                                  duration=duration))
-        start += duration + LINE_GAP
+        start = max(start + duration + LINE_GAP, last_cue_start(placed[-1]) + CUE_ROOM)
     return placed
+
+
+def last_cue_start(line: PlacedLine) -> float:
+    """Seconds into the shot where the line's last sentence starts (its start if it has no cues)."""
+    return line.start + (float(line.cues[-1]["start"]) if line.cues else 0.0)
 
 
 def clip_duration(clip: Path) -> float:
@@ -163,14 +183,15 @@ def clip_duration(clip: Path) -> float:
 
 def shot_frames(lines: list[PlacedLine], pause: float, min_seconds: float | None,
                 clip_seconds: float, fps: int) -> int:
-    """Frames in the shot: its speech plus the pause, at least min_seconds; the clip if silent.
+    """Frames in the shot: its speech plus the pause (and time to read its last cue), at least
+    min_seconds; the clip if silent.
 
     The duration is rounded up to whole frames so that audio and video end together and the
     episode's concatenated timeline (and every subtitle after it) stays exact.
     """
     if lines:
         speech_end = lines[-1].start + lines[-1].duration
-        seconds = max(speech_end + pause, min_seconds or 0.0)
+        seconds = max(speech_end + pause, last_cue_start(lines[-1]) + CUE_ROOM, min_seconds or 0.0)
     else:
         seconds = min_seconds or clip_seconds
     return max(1, math.ceil(seconds * fps - 1e-6))
@@ -212,17 +233,18 @@ def burn_filter(ass: Path) -> str:
 
 
 def speech_track(lines: list[PlacedLine], lead_in: float, total_samples: int) -> str:
-    """Filter graph ending in [a]: stereo 48 kHz, lead_in of silence, the lines, padded to the end."""
+    """Filter graph ending in [a]: stereo 48 kHz, lead_in of silence, each line at its start,
+    padded to the end."""
     chains: list[str] = []
     labels: list[str] = []
     lead_samples = round(lead_in * AUDIO_RATE)
     if lines and lead_samples > 0:
         chains.append(f"anullsrc=r={AUDIO_RATE}:cl=stereo,atrim=end_sample={lead_samples}[lead]")
         labels.append("[lead]")
-    for i, _ in enumerate(lines):
+    for i, line in enumerate(lines):
         chain = f"[{i + 1}:a]aresample={AUDIO_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo"
-        if i < len(lines) - 1:
-            chain += f",apad=pad_len={round(LINE_GAP * AUDIO_RATE)}"
+        if i < len(lines) - 1:  # the line and the silence up to the next one's start
+            chain += "," + _exact_length(round((lines[i + 1].start - line.start) * AUDIO_RATE))
         chains.append(chain + f"[line{i}]")
         labels.append(f"[line{i}]")
     end = f"{_exact_length(total_samples)}[a]"
@@ -268,24 +290,35 @@ class Segment:
     samples: int
 
 
+@dataclass(frozen=True)
+class MusicRun:
+    """One stretch of music: a file played from its start (looped) over [start, end) samples of
+    the episode, fading in and out at its ends."""
+
+    file: Path
+    volume: float
+    start: int
+    end: int
+
+
 def render_episode(request: Request) -> dict[str, Path]:
-    """episode.mp4: the shots' video joined as it is, their audio loudness-normalised, and the
-    subtitles as a text track when the mode is "soft" (in "burn" the shots carry them already)."""
+    """episode.mp4: the shots' video joined as it is, their audio with the music ducked under it,
+    loudness-normalised, and the subtitles as a text track when the mode is "soft" (in "burn" the
+    shots carry them already)."""
     params = request.params
     fps = int(params["fps"])
     mode = _subtitle_mode(params)
-    segments = [_segment(node, files, fps) for node, files in request.inputs_of_kind("shot")]
+    shots = request.inputs_of_kind("shot")
+    segments = [_segment(node, files, fps) for node, files in shots]
     if not segments:
         raise EngineError("the episode has no shots")
     total_samples = sum(s.samples for s in segments)
-    music = _music(request)
+    runs = music_runs(params.get("music") or [], [node for node, _ in shots], segments, request.sources)
 
-    # Each shot again as an input for its audio (see episode_audio), then the music if any.
+    # Each shot again as an input for its audio (see episode_audio), then each stretch of music.
     audio_inputs = [arg for s in segments for arg in ("-i", str(s.file))]
-    if music is not None:
-        audio_inputs += ["-stream_loop", "-1", "-i", str(music[0])]
-    volume = music[1] if music else None
-    measured = measure_loudness(audio_inputs, episode_audio(segments, volume, total_samples, 0))
+    audio_inputs += [arg for run in runs for arg in ("-stream_loop", "-1", "-i", str(run.file))]
+    measured = measure_loudness(audio_inputs, episode_audio(segments, runs, total_samples, 0))
     loudness = loudness_filter(params["loudness"], measured)
 
     # Input 0: the shots' video packets through the concat demuxer, copied without a decode. The
@@ -293,13 +326,13 @@ def render_episode(request: Request) -> dict[str, Path]:
     playlist = request.out_dir / "shots.ffconcat"
     playlist.write_text(concat_playlist(segments, fps), encoding="utf-8")
     graph = ";".join([
-        episode_audio(segments, volume, total_samples, first_input=1),
+        episode_audio(segments, runs, total_samples, first_input=1),
         f"[mix]{loudness},{_exact_length(total_samples)}[a]",
     ])
     subtitle_args: list[str] = []
     if mode == "soft":
         audio_inputs += ["-i", str(_subtitle_file(request, "episode.srt"))]
-        subtitle_args = ["-map", f"{len(segments) + (2 if music else 1)}:s", "-c:s", "mov_text"]
+        subtitle_args = ["-map", f"{1 + len(segments) + len(runs)}:s", "-c:s", "mov_text"]
     out = request.out_dir / "episode.mp4"
     # auto_convert 0: the packets stay as the shots hold them (length-prefixed, headers in the
     # stream's extradata) instead of being rewritten to Annex B on the way through
@@ -337,37 +370,94 @@ def _segment(node: str, files: Mapping[str, Path], fps: int) -> Segment:
     return Segment(file=shot, frames=round(duration * fps), samples=round(duration * AUDIO_RATE))
 
 
-def _music(request: Request) -> tuple[Path, float] | None:
-    music = request.params.get("music")
-    if not music:
-        return None
-    file = request.sources.get(str(music["file"]))
-    if file is None:
-        raise EngineError(f"the music file {music['file']} was not given to the episode")
-    return Path(file), float(music["volume"])
+def music_runs(music: list[Mapping[str, Any]], shot_nodes: list[str], segments: list[Segment],
+               sources: Mapping[str, Path]) -> list[MusicRun]:
+    """The stretches of music in the episode, from the music of each scene (its shots, file and
+    volume). Scenes that follow each other with the same file at the same volume are one stretch:
+    the music plays on across the cut instead of starting again."""
+    offsets = [0]
+    for segment in segments:
+        offsets.append(offsets[-1] + segment.samples)
+    position = {node: i for i, node in enumerate(shot_nodes)}
+    runs: list[MusicRun] = []
+    for entry in music:
+        shots = [f"shot:{shot}" for shot in entry["shots"]]
+        missing = [node for node in shots if node not in position]
+        if missing or not shots:
+            raise EngineError(f"the music {entry['file']} is under {', '.join(missing) or 'no shots'}, "
+                              "which the episode was not given")
+        first = position[shots[0]]
+        if [position[node] for node in shots] != list(range(first, first + len(shots))):
+            raise EngineError(f"the music {entry['file']} is under shots that do not follow each other "
+                              f"in the episode: {', '.join(shots)}")
+        file = sources.get(str(entry["file"]))
+        if file is None:
+            raise EngineError(f"the music file {entry['file']} was not given to the episode")
+        volume = float(entry["volume"])
+        start, end = offsets[first], offsets[first + len(shots)]
+        if volume <= 0 or end <= start:
+            continue
+        if runs and (runs[-1].file, runs[-1].volume, runs[-1].end) == (Path(file), volume, start):
+            runs[-1] = MusicRun(runs[-1].file, volume, runs[-1].start, end)
+        else:
+            runs.append(MusicRun(Path(file), volume, start, end))
+    return runs
 
 
-def episode_audio(segments: list[Segment], music_volume: float | None, total_samples: int,
+def episode_audio(segments: list[Segment], runs: list[MusicRun], total_samples: int,
                   first_input: int) -> str:
-    """Filter graph ending in [mix]: the shots' audio end to end, with the music under it if any.
+    """Filter graph ending in [mix]: the shots' audio end to end, with the music ducked under it.
 
-    Each shot is its own input (numbered from first_input) so that its audio can be cut to the
-    exact sample: its AAC decodes to a little more than its length, as the encoder pads the last
-    frame, and those extra samples would push every later shot (and subtitle) a little late.
+    Each shot is its own input (numbered from first_input, the music's inputs after them) so that
+    its audio can be cut to the exact sample: its AAC decodes to a little more than its length, as
+    the encoder pads the last frame, and those extra samples would push every later shot (and
+    subtitle) a little late.
     """
     chains = [f"[{first_input + i}:a]{_exact_length(s.samples)},asetpts=PTS-STARTPTS[a{i}]"
               for i, s in enumerate(segments)]
     joined = "".join(f"[a{i}]" for i in range(len(segments)))
-    if music_volume is None:
-        return ";".join([*chains, f"{joined}concat=n={len(segments)}:v=0:a=1[mix]"])
-    music_input = first_input + len(segments)
+    concat = f"{joined}concat=n={len(segments)}:v=0:a=1"
+    if not runs:
+        return ";".join([*chains, f"{concat}[mix]"])
     return ";".join([
         *chains,
-        f"{joined}concat=n={len(segments)}:v=0:a=1[speech]",
-        (f"[{music_input}:a]aresample={AUDIO_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo,"
-        f"volume={music_volume},atrim=end_sample={total_samples}[music]"),
-        "[speech][music]amix=inputs=2:duration=first:normalize=0[mix]",
+        f"{concat},asplit=2[speech][key]",
+        music_track(runs, total_samples, first_input + len(segments)),
+        f"[key]{DUCKING_KEY}[levelled]",
+        f"[music][levelled]{DUCKING}[ducked]",
+        "[speech][ducked]amix=inputs=2:duration=first:normalize=0[mix]",
     ])
+
+
+def music_track(runs: list[MusicRun], total_samples: int, first_input: int) -> str:
+    """Filter graph ending in [music]: each stretch of music at its place, faded in and out at its
+    ends, and silence where there is none; exactly total_samples long."""
+    chains: list[str] = []
+    labels: list[str] = []
+    position = 0
+
+    def silence(samples: int) -> None:
+        label = f"[quiet{len(labels)}]"
+        chains.append(f"anullsrc=r={AUDIO_RATE}:cl=stereo,atrim=end_sample={samples}{label}")
+        labels.append(label)
+
+    for k, run in enumerate(runs):
+        if run.start > position:
+            silence(run.start - position)
+        length = run.end - run.start
+        fade = min(round(MUSIC_FADE * AUDIO_RATE), length // 2)
+        chain = (f"[{first_input + k}:a]aresample={AUDIO_RATE},"
+                 f"aformat=sample_fmts=fltp:channel_layouts=stereo,volume={run.volume},"
+                 f"atrim=end_sample={length},asetpts=PTS-STARTPTS")
+        if fade > 0:
+            chain += f",afade=t=in:ns={fade},afade=t=out:ss={length - fade}:ns={fade}"
+        label = f"[run{k}]"
+        chains.append(chain + label)
+        labels.append(label)
+        position = run.end
+    if position < total_samples:
+        silence(total_samples - position)
+    return ";".join([*chains, f"{''.join(labels)}concat=n={len(labels)}:v=0:a=1[music]"])
 
 
 @dataclass(frozen=True)

@@ -35,18 +35,25 @@ class Cue:
 def shot_cues(timing: Mapping[str, Any]) -> list[Cue]:
     """One cue per sentence of one shot, in centiseconds from the shot's start, each ≥ 0.7 s if it can.
 
-    A short cue is extended up to 0.7 s but never past the start of the next cue or the end of the
-    shot: two overlapping cues would stack two rows of different lines on screen, and a cue that
-    outlived its shot could not be burned into that shot's picture (nor should text hang over a
-    cut). When the next sentence starts sooner than that, the cue ends where the next one starts
-    and stays shorter than 0.7 s; a sentence spoken that quickly leaves no better choice.
+    A sentence followed by the same speaker's next one less than 0.7 s after it starts shares that
+    one's cue (both texts, from the first's start): a subtitle gone before it is read helps nobody,
+    and one cue with two short sentences is what a subtitler would write. A short cue is extended
+    up to 0.7 s but never past the start of the next cue or the end of the shot: two overlapping
+    cues would stack two rows of different lines on screen, and a cue that outlived its shot could
+    not be burned into that shot's picture (nor should text hang over a cut). The mux engine spaces
+    lines and ends shots so that neither limit cuts a cue short; a timing from elsewhere may.
     """
     spoken: list[tuple[int, int, str, str]] = []
     for cue in timing["cues"]:
         text = " ".join(str(cue["text"]).split())
-        if text:
-            spoken.append((round(float(cue["start"]) * 100), round(float(cue["end"]) * 100), text,
-                           str(cue.get("who", ""))))
+        if not text:
+            continue
+        start, end = round(float(cue["start"]) * 100), round(float(cue["end"]) * 100)
+        who = str(cue.get("who", ""))
+        if spoken and spoken[-1][3] == who and start - spoken[-1][0] < MIN_CUE:
+            first_start, _, first_text, _ = spoken.pop()
+            start, text = first_start, join_sentences(first_text, text)
+        spoken.append((start, end, text, who))
     shot_end = round(float(timing["duration"]) * 100)
 
     cues: list[Cue] = []
@@ -55,6 +62,11 @@ def shot_cues(timing: Mapping[str, Any]) -> list[Cue]:
         end = min(max(end, start + MIN_CUE), max(limit, start + 1))
         cues.append(Cue(start=start, end=end, rows=tuple(wrap(text)), who=who))
     return cues
+
+
+def join_sentences(first: str, second: str) -> str:
+    """Two sentences as one text: a space between them unless both sides are CJK."""
+    return first + second if is_wide(first[-1]) and is_wide(second[0]) else f"{first} {second}"
 
 
 def episode_cues(timings: list[Mapping[str, Any]]) -> list[Cue]:
