@@ -70,7 +70,7 @@ def open_session(root: Path, profile: str = "draft", cache_dir: Path | None = No
     engines = engines or resolve_engines(project, profile)
     graph = graph or compile_project(project, engines)
     cache = cache or Cache(cache_root(project.root, cache_dir))
-    lock = read_lock(project.root)
+    lock = read_lock(project.root, memo=cache.root / "lockmemo.json")
     decisions = plan(graph, cache, project.root, lock.get(engines.profile, {}))
     return Session(project, engines, graph, cache, lock, decisions)
 
@@ -167,7 +167,7 @@ def _update_lock(session: Session, results: dict[str, NodeResult]) -> None:
                                          {n: o.digest for n, o in result.record.outputs.items()})
     lock = dict(session.lock)
     lock[session.profile] = entries
-    write_lock(session.root, lock)
+    write_lock(session.root, lock, previous=session.lock, memo=session.cache.root / "lockmemo.json")
 
 
 def report_dict(session: Session, results: dict[str, NodeResult], seconds: float) -> dict[str, object]:

@@ -164,3 +164,18 @@ def _shot_digests(drama: Path) -> list[str]:
 
     lock = tomllib.loads((drama / "drama.lock").read_text(encoding="utf-8"))["draft"]
     return [lock[f"shot:{s}"]["outputs"]["shot.mp4"] for s in ("s1", "s2", "s3")]
+
+
+def test_noop_build_leaves_drama_lock_untouched_and_memoizes_it(small_drama: Path) -> None:
+    lock = small_drama / "drama.lock"
+    before = lock.stat().st_mtime_ns
+    rebuild(small_drama)
+    assert lock.stat().st_mtime_ns == before
+    assert (small_drama / ".fanren-cache" / "lockmemo.json").is_file()
+    # a drama.lock edited by hand (or by git) is read again, not taken from the memo
+    text = lock.read_text(encoding="utf-8")
+    lock.write_text(text.replace('[draft."keyframe:s1"]', '[draft."keyframe:old"]'), encoding="utf-8")
+    result = fanren("status", small_drama, "--json")
+    assert json.loads(result.stdout)["stale"] == []
+    rebuild(small_drama)
+    assert "keyframe:old" not in lock.read_text(encoding="utf-8")
