@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import EngineError
 
+
 def require(tool: str, package: str) -> str:
     path = shutil.which(tool)
     if path is None:

@@ -155,37 +155,39 @@ def run_graph(graph: Graph, decisions: list[Decision], engines: EnginePool, cach
 
     gpu_thread = threading.Thread(target=gpu_worker, name="fanren-gpu", daemon=True)
     gpu_thread.start()
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fanren-cpu") as pool:
-        with done:
-            while True:
-                blocked = [n for n in waiting
-                           if any(results.get(i) is not None and results[i].status in (FAILED, SKIPPED)
-                                  for i in n.inputs)]
-                for node in blocked:
-                    waiting.remove(node)
-                    bad = next(i for i in node.inputs if results.get(i) is not None
-                               and results[i].status in (FAILED, SKIPPED))
-                    results[node.id] = NodeResult(node, SKIPPED, error=f"input {bad} did not build")
-                if state["stop"] or cancelled():
-                    for node in waiting:
-                        results[node.id] = NodeResult(node, SKIPPED, error="build stopped")
-                    waiting.clear()
-                    gpu_ready.clear()
-                ready = [n for n in waiting if all(i in outputs for i in n.inputs)]
-                for node in ready:
-                    waiting.remove(node)
-                    running.add(node.id)
-                    if node.gpu:
-                        gpu_ready.append(node)
-                    else:
-                        pool.submit(execute, node)
-                if ready:
-                    done.notify_all()
-                if not waiting and not running and not gpu_ready:
-                    break
-                done.wait(timeout=0.5)
-            state["finished"] = True
-            done.notify_all()
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fanren-cpu") as pool, done:
+        while True:
+            blocked = [n for n in waiting
+                       if any(results.get(i) is not None and results[i].status in (FAILED, SKIPPED)
+                              for i in n.inputs)]
+            for node in blocked:
+                waiting.remove(node)
+                bad = next(i for i in node.inputs if results.get(i) is not None
+                           and results[i].status in (FAILED, SKIPPED))
+                results[node.id] = NodeResult(node, SKIPPED, error=f"input {bad} did not build")
+            if state["stop"] or cancelled():
+                for node in waiting:
+                    results[node.id] = NodeResult(node, SKIPPED, error="build stopped")
+                waiting.clear()
+                for node in gpu_ready:  # queued for the GPU but not started: skipped too
+                    running.discard(node.id)
+                    results[node.id] = NodeResult(node, SKIPPED, error="build stopped")
+                gpu_ready.clear()
+            ready = [n for n in waiting if all(i in outputs for i in n.inputs)]
+            for node in ready:
+                waiting.remove(node)
+                running.add(node.id)
+                if node.gpu:
+                    gpu_ready.append(node)
+                else:
+                    pool.submit(execute, node)
+            if ready:
+                done.notify_all()
+            if not waiting and not running and not gpu_ready:
+                break
+            done.wait(timeout=0.5)
+        state["finished"] = True
+        done.notify_all()
     gpu_thread.join()
     cache.save_timings(timings)
     reporter.end()

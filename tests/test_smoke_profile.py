@@ -57,3 +57,16 @@ def test_smoke_renders_the_example_on_cpu(tmp_path: Path) -> None:
     assert {n["engine"] for n in nodes if n["kind"] == "clip"} == {"cogvideox"}
     episode = probe(drama / "out" / "smoke" / "episode.mp4")
     assert episode.size == (1280, 720) and episode.audio is not None
+
+
+def test_a_failure_stops_queued_gpu_work_without_hanging(tmp_path: Path) -> None:
+    # A bad option fails every keyframe at load; the clips queued behind them end as skipped.
+    text = (write_drama(tmp_path / "d") / "drama.toml").read_text(encoding="utf-8")
+    (tmp_path / "d" / "drama.toml").write_text(
+        text + '\n[profiles.smoke]\nimage = { engine = "flux", model = "fanren-tiny:flux", '
+        'attention = "cudnn" }\n', encoding="utf-8")
+    result = fanren("build", tmp_path / "d", "--profile", "smoke", timeout=300)
+    assert result.code == 1, result.stderr
+    statuses = {n["id"]: n["status"] for n in report(tmp_path / "d", "smoke")["nodes"]}
+    assert "failed" in statuses.values()
+    assert statuses["episode"] == "skipped"

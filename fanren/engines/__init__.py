@@ -10,7 +10,7 @@ import importlib
 from ..errors import UsageError
 from .base import Engine, Request, Resources, VideoEngine
 
-__all__ = ["Engine", "Request", "Resources", "VideoEngine", "engine_class", "available_engines"]
+__all__ = ["Engine", "Request", "Resources", "VideoEngine", "available_engines", "engine_class"]
 
 BUILTIN: dict[str, str] = {
     "card": "fanren.engines.image.card:CardEngine",
