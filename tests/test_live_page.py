@@ -205,9 +205,11 @@ def test_page_follows_edits_live(small_drama: Path) -> None:
 
                 # The player plays the new episode, served with byte ranges.
                 episode = digest_of(outcome, "episode", "episode.mp4")
+                # the build's outcome can reach the test before the page's SSE event: wait for the page
+                page.wait_for_function(
+                    f"document.querySelector('video').getAttribute('src') === "
+                    f"'/out/draft/episode.mp4?v={episode[:16]}'", timeout=20_000)
                 page.wait_for_function("document.querySelector('video').readyState >= 1", timeout=20_000)
-                assert page.get_attribute("video", "src") == \
-                    f"/out/draft/episode.mp4?v={episode[:16]}"
                 duration = page.evaluate("document.querySelector('video').duration")
                 assert duration == pytest.approx(probe(small_drama / "out" / "draft" / "episode.mp4").duration,
                                                  abs=0.1)

@@ -66,10 +66,14 @@ def digest_of(outcome: Outcome, node_id: str, output: str) -> str:
 
 
 def edit(drama: Path, old: str, new: str) -> None:
+    """Save the way most editors do: write a temp file, then rename it over drama.toml. (A plain
+    truncate-and-write can be seen half-written under load, which makes the count of builds flaky.)"""
     file = drama / "drama.toml"
     text = file.read_text(encoding="utf-8")
     assert old in text, old
-    file.write_text(text.replace(old, new), encoding="utf-8")
+    tmp = drama / ".drama.toml.swp"
+    tmp.write_text(text.replace(old, new), encoding="utf-8")
+    os.replace(tmp, file)
 
 
 @contextmanager
