@@ -138,7 +138,7 @@ class StatMemo:
         with self._lock:
             # drop entries of files that no longer exist, so the memo does not grow forever
             entries = {k: v for k, v in self._entries.items() if os.path.exists(k)}
-            _atomic_write(self.file, json.dumps(entries, separators=(",", ":")))
+            atomic_write(self.file, json.dumps(entries, separators=(",", ":")))
             self._dirty = False
 
 
@@ -243,7 +243,7 @@ class Cache:
                               time=round(time.time(), 3))
         path = self.record_path(key)
         path.parent.mkdir(exist_ok=True)
-        _atomic_write(path, record.to_json())
+        atomic_write(path, record.to_json())
         return record
 
     # ── temp dirs, logs, locks ───────────────────────────────────────────────
@@ -297,7 +297,7 @@ class Cache:
             return {}
 
     def save_timings(self, timings: Mapping[str, float]) -> None:
-        _atomic_write(self.root / "timings.json", json.dumps(dict(sorted(timings.items())), indent=1))
+        atomic_write(self.root / "timings.json", json.dumps(dict(sorted(timings.items())), indent=1))
 
     # ── gc ───────────────────────────────────────────────────────────────────
 
@@ -406,18 +406,14 @@ def validate_output(name: str, file: Path) -> None:
 # ── small file-system helpers ────────────────────────────────────────────────
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a part."""
-    _atomic_write(path, text)
 
 
 def _fsync_dir(path: Path) -> None:
