@@ -1,13 +1,15 @@
 """ffmpeg and ffprobe as subprocesses: running them with useful errors, and reading what they made.
 
-ffmpeg-python is unmaintained; fanren builds filter graphs with typed-ffmpeg (module `typed_ffmpeg`)
-where a graph is non-trivial and calls the binaries directly for simple commands. Both paths end in
-`run_ffmpeg`, which turns a failure into an EngineError carrying the tail of ffmpeg's log.
+Every ffmpeg run goes through `run_ffmpeg`, which pins the CPU features the encoders may use (so a
+key gives the same bytes on every run and every machine of one platform) and turns a failure into
+an EngineError carrying the tail of ffmpeg's log.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import platform
 import shutil
 import subprocess
 import wave
@@ -25,12 +27,57 @@ def require(tool: str, package: str) -> str:
     return path
 
 
+# ffmpeg and x264 choose their SIMD code by the CPU they run on, and the bytes they write differ
+# between those paths. Worse, x264's AVX-512 functions read uninitialised memory: on a Xeon with
+# AVX-512 (ffmpeg 5.1, x264 core 164) one 320x180 shot with burned subtitles encoded to two to
+# four different streams over ten runs, depending on what malloc handed back (MALLOC_PERTURB_
+# changes the bytes; with x264 held to AVX2, or to no assembly at all, every run is identical).
+# So every encode runs on one pinned feature set, x86-64-v3 (AVX2, FMA, BMI2: every x86 CPU
+# since 2013), and engines that encode put `encoder_platform()` in their identity: a machine
+# that cannot run the set encodes natively under keys of its own instead of sharing other bytes.
+X86_64_V3_CPUINFO = {"sse2", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "fma", "bmi1", "bmi2", "abm"}
+X86_64_V3_X264 = "MMX2,SSE,SSE2,SSE2Fast,LZCNT,SSE3,SSSE3,SSE4.1,SSE4.2,AVX,FMA3,BMI1,BMI2,AVX2"
+X86_64_V3_FFMPEG = "mmx+mmxext+sse+sse2+sse3+ssse3+sse4.1+sse4.2+avx+avx2+fma3+bmi1+bmi2+cmov"
+
+
+@functools.cache
+def encoder_platform() -> str:
+    """The CPU feature set every ffmpeg and x264 run is held to: "x86-64-v3", or, on a machine
+    without it, "native-<os>-<arch>" (its own SIMD choices, so its own keys)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        cpuinfo = ""
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                  if line.startswith("flags")), [])
+    if platform.machine() in ("x86_64", "AMD64") and X86_64_V3_CPUINFO <= set(flags):
+        return "x86-64-v3"
+    return f"native-{platform.system().lower()}-{platform.machine().lower()}"
+
+
+def pinned_cpu(args: list[str]) -> list[str]:
+    """`args` with ffmpeg's and x264's CPU features held to encoder_platform()'s set."""
+    if encoder_platform() != "x86-64-v3":
+        return list(args)
+    pinned = ["-cpuflags", X86_64_V3_FFMPEG, *args]
+    if "libx264" not in args:
+        return pinned
+    if "-x264-params" in pinned:
+        at = pinned.index("-x264-params") + 1
+        pinned[at] = f"{pinned[at]}:asm={X86_64_V3_X264}"
+    else:
+        at = pinned.index("libx264") + 1
+        pinned[at:at] = ["-x264-params", f"asm={X86_64_V3_X264}"]
+    return pinned
+
+
 def run_ffmpeg(args: list[str], what: str, loglevel: str = "error") -> str:
     """Run `ffmpeg <args>` and return its log; on failure raise EngineError naming `what` with
-    ffmpeg's last lines. Some filters (loudnorm's measurement) print what we need at `info`."""
+    ffmpeg's last lines. Some filters (loudnorm's measurement) print what we need at `info`.
+    Every run has its CPU features pinned (see encoder_platform)."""
     ffmpeg = require("ffmpeg", "ffmpeg")
     flags = ["-hide_banner", "-nostdin", "-loglevel", loglevel, "-y"]
-    proc = subprocess.run([ffmpeg, *flags, *args], capture_output=True, text=True)
+    proc = subprocess.run([ffmpeg, *flags, *pinned_cpu(args)], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
         raise EngineError(f"ffmpeg failed while {what} (exit {proc.returncode}):\n{tail}")

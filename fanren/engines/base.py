@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..media import encoder_platform
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -92,6 +94,9 @@ class Engine:
     name: ClassVar[str]
     version: ClassVar[str] = "1"     # bump whenever the same request would give other bytes
     kinds: ClassVar[frozenset[str]]  # node kinds this engine renders
+    # True for engines that encode with ffmpeg/x264: their bytes depend on the CPU features the
+    # encoders may use, so the pinned set (media.encoder_platform) is part of their identity
+    encodes: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = dict(options or {})
@@ -99,7 +104,10 @@ class Engine:
 
     def identity(self) -> dict[str, Any]:
         """Everything about the engine that changes output bytes. Goes into every key it renders."""
-        return {"name": self.name, "version": self.version, "options": self.options}
+        identity = {"name": self.name, "version": self.version, "options": self.options}
+        if self.encodes:
+            identity["encoder"] = encoder_platform()
+        return identity
 
     def resources(self) -> Resources:
         return Resources()
@@ -117,6 +125,7 @@ class Engine:
 class VideoEngine(Engine):
     family = "video"
     kinds = frozenset({"clip"})
+    encodes = True
 
     def native_size(self, aspect: str) -> tuple[int, int]:
         """The frame size clips come out at; keyframes are rendered at this size."""

@@ -80,6 +80,7 @@ class MuxEngine(Engine):
     # 3: music per scene, ducked under speech and faded at scene changes; a line's last cue gets 0.7 s
     version = "3"
     kinds = frozenset({"shot", "subtitles", "episode"})
+    encodes = True
 
     def run(self, request: Request) -> dict[str, Path]:
         if request.kind == "shot":
