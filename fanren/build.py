@@ -10,10 +10,11 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import Cache, atomic_write
+from .check import Mismatch, check_nodes
 from .compile import Engines, compile_project, resolve_engines
 from .errors import BuildFailed, NodeFailure
 from .graph import Graph
@@ -81,6 +82,8 @@ class BuildResult:
     results: dict[str, NodeResult]
     seconds: float
     out_dir: Path
+    checked: int = 0                                         # nodes rendered again by --check
+    mismatches: list[Mismatch] = field(default_factory=list)  # ... whose bytes differed
 
     @property
     def episode(self) -> Path:
@@ -94,11 +97,14 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
           keep_going: bool = False, reporter: Reporter | None = None,
           on_wait: Callable[[], None] | None = None, pool: EnginePool | None = None,
           project: Project | None = None, engines: Engines | None = None,
-          cancelled: Callable[[], bool] = lambda: False) -> BuildResult:
+          cancelled: Callable[[], bool] = lambda: False, check: bool = False,
+          on_check: Callable[[int, int, str], None] | None = None) -> BuildResult:
     """Build the episode of the drama in `root`. Raises DramaError (bad input) or BuildFailed.
 
     A caller's `pool` keeps its engines loaded after the build (`fanren watch`); once `cancelled()`
-    is true, queued nodes are skipped and the running ones finish (a node boundary).
+    is true, queued nodes are skipped and the running ones finish (a node boundary). With `check`,
+    every node is then rendered again and compared with the cache (see fanren.check); the result
+    lists the nodes whose bytes differ.
     """
     started = time.monotonic()
     project = project or load_project(Path(root))
@@ -109,26 +115,28 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     # One build of a drama at a time; a second one waits, then finds the first one's work cached.
     with cache.lock(project_lock, blocking=False) as taken:
         if taken:
-            results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool,
-                                             cancelled)
+            results, session, checked = _build_locked(project, engines, graph, cache, jobs, keep_going,
+                                                      reporter, pool, cancelled, check, on_check)
     if not taken:
         if on_wait:
             on_wait()
         with cache.lock(project_lock):
-            results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool,
-                                             cancelled)
+            results, session, checked = _build_locked(project, engines, graph, cache, jobs, keep_going,
+                                                      reporter, pool, cancelled, check, on_check)
     seconds = time.monotonic() - started
     out_dir = project.root / "out" / engines.profile
     failures = [NodeFailure(r.node.id, r.error or "failed", r.log)
                 for r in results.values() if r.status == FAILED]
     if failures:
         raise BuildFailed(failures)
-    return BuildResult(session, results, seconds, out_dir)
+    return BuildResult(session, results, seconds, out_dir, *checked)
 
 
 def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache, jobs: int, keep_going: bool,
                   reporter: Reporter | None, pool: EnginePool | None,
-                  cancelled: Callable[[], bool]) -> tuple[dict[str, NodeResult], Session]:
+                  cancelled: Callable[[], bool], check: bool = False,
+                  on_check: Callable[[int, int, str], None] | None = None,
+                  ) -> tuple[dict[str, NodeResult], Session, tuple[int, list[Mismatch]]]:
     started = time.monotonic()
     cache.clean_tmp()
     session = open_session(project.root, engines.profile, project=project, engines=engines, cache=cache,
@@ -138,6 +146,12 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
     try:
         results = run_graph(session.graph, session.decisions, pool, cache, project.root, jobs=jobs,
                             keep_going=keep_going, reporter=reporter, cancelled=cancelled)
+        checked: tuple[int, list[Mismatch]] = (0, [])
+        if check and not any(r.status == FAILED for r in results.values()):
+            records = {i: r.record for i, r in results.items() if r.record is not None}
+            checked = (len(records), check_nodes(
+                session.graph, records, pool, cache, project.root,
+                on_node=lambda done, total, node: on_check(done, total, node.id) if on_check else None))
     finally:
         if own_pool:
             pool.unload_all()
@@ -146,7 +160,7 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
     write_report(out_dir, session, results, time.monotonic() - started)
     _export(out_dir, session, results)
     cache.memo.save()
-    return results, session
+    return results, session, checked
 
 
 def _slug(root: Path) -> str:

@@ -130,9 +130,12 @@ def init(directory: Path, title: str | None) -> None:
               help="CPU nodes (speech, mux) run at once; GPU nodes always run one at a time per GPU.")
 @cache_option
 @click.option("--quiet", "-q", is_flag=True, help="Print only the result line.")
+@click.option("--check", is_flag=True,
+              help="Then render every node again and compare its bytes with the cache; exit 1 naming "
+                   "each node (and engine) that gave other bytes. Commits nothing.")
 @handles_errors
 def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir: Path | None,
-          quiet: bool) -> None:
+          quiet: bool, check: bool) -> None:
     """Render the drama in DIRECTORY into out/PROFILE/episode.mp4, running only stale nodes.
 
     \b
@@ -140,6 +143,7 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
       fanren build examples/xianxia                 draft profile: cards, Ken Burns, espeak-ng
       fanren build . --profile final                FLUX + CogVideoX + CosyVoice on a GPU
       fanren build . -j 4 --keep-going
+      fanren build . --check                        prove same key, same bytes on this machine
 
     Writes out/PROFILE/ (episode.mp4, episode.srt/.ass, storyboard.html, report.json) and drama.lock.
     Exit code 0 when everything built, 1 when a node failed (its log is named), 2 for bad input.
@@ -150,11 +154,21 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
     def waiting() -> None:
         click.echo("another build of this drama is running; waiting for it to finish...", err=True)
 
+    def checking(done: int, total: int, node_id: str) -> None:
+        if not quiet:
+            click.echo(f"check {done + 1}/{total}: {node_id}", err=True)
+
     result = run_build(directory, profile=profile, cache_dir=cache_dir, jobs=jobs, keep_going=keep_going,
-                       reporter=make_reporter(quiet=quiet), on_wait=waiting)
+                       reporter=make_reporter(quiet=quiet), on_wait=waiting, check=check, on_check=checking)
     ran, cached = result.count("ran"), result.count("cached")
     click.echo(f"built {len(result.results)} nodes ({ran} ran, {cached} cached) in {result.seconds:.1f} s")
     click.echo(f"episode: {result.episode}")
+    if check:
+        if result.mismatches:
+            from .check import CheckFailed
+
+            raise CheckFailed(result.mismatches, result.checked)
+        click.echo(f"checked {result.checked} nodes: every one gave the same bytes again")
 
 
 @main.command()
