@@ -258,3 +258,11 @@ def test_a_page_answered_with_200_is_not_audio_and_not_retried(
         engine(server.base_url).speak("Hello.", {"openai": "alloy"}, "en", tmp_path / "s.wav", {})
     assert len(server.received) == 1
     assert "): the server answered text/html, not audio: <html><body><h1>Welcome to nginx!" in str(error.value)
+
+
+def test_a_password_in_the_base_url_is_masked_too(keyed: str, tmp_path: Path) -> None:
+    base_url = closed_port_url().replace("http://", "http://me:url-pass-1234@") + "/v1"
+    with pytest.raises(EngineError) as error:
+        engine(base_url, retries=0).speak("Anyone?", {"openai": "alloy"}, "en", tmp_path / "s.wav", {})
+    assert "url-pass-1234" not in str(error.value)
+    assert str(error.value).startswith("the speech server at http://me:***@127.0.0.1:")

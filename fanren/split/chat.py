@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EngineError
-from ..http import HTTPFailure, TransientError, mask, post, with_retries
+from ..http import HTTPFailure, TransientError, mask, post, request_secrets, with_retries
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -94,7 +94,7 @@ class ChatClient:
     def _error(self, message: str) -> EngineError:
         # fanren.http masks the key in what it reports; a server can also echo it in a 200 answer
         # or one this client quotes, so every message leaves through the same mask.
-        return EngineError(mask(message, [self.endpoint.api_key or ""]))
+        return EngineError(mask(message, [self.endpoint.api_key or "", *request_secrets(self.endpoint.url, {})]))
 
     def _unreachable(self, failure: HTTPFailure) -> str:
         url = self.endpoint.url

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ...errors import EngineError
-from ...http import PermanentError, TransientError, post, with_retries
+from ...http import PermanentError, TransientError, mask, post, request_secrets, with_retries
 from ...media import run_ffmpeg
 from . import SpeechEngine
 from .http import (
@@ -224,7 +224,7 @@ class CosyVoiceEngine(SpeechEngine):
         elif settings.mode == "sft" and isinstance(error, TransientError):
             message += (f"; if it keeps failing, check that the server runs an SFT model that knows "
                         f"{settings.spk_id!r} (CosyVoice-300M-SFT: {SFT_SPEAKERS})")
-        return message
+        return mask(message, request_secrets(self.url, {}))  # a password in the URL
 
 
 def _check_mode(mode: object, where: str, error: type[Exception]) -> str:

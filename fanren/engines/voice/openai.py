@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ...errors import EngineError
-from ...http import PermanentError, TransientError, mask, post, with_retries
+from ...http import PermanentError, TransientError, mask, post, request_secrets, with_retries
 from . import SpeechEngine
 from .http import (
     PAUSE_SECONDS,
@@ -125,7 +125,7 @@ class OpenAISpeechEngine(SpeechEngine):
                         f"(now {self.policy.timeout:g} s)")
         # post() masked the key in what the server said; the text of the line is ours, but the
         # same helper makes sure no path carries the key on.
-        return mask(message, [os.environ.get(self.api_key_env, "")])
+        return mask(message, [os.environ.get(self.api_key_env, ""), *request_secrets(self.base_url, {})])
 
 
 def _quote(text: str) -> str:
