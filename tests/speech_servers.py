@@ -7,13 +7,15 @@ with no header. `OpenAISpeechServer` answers POST /v1/audio/speech with a WAV, b
 the streaming header OpenAI sends (RIFF and data sizes of 0xFFFFFFFF).
 
 Both record every request as it arrived and can be told to fail the next requests the ways real
-servers fail: `server.fail_next("500", "hang", "empty", "odd", "cut", "short")`.
+servers fail: `server.fail_next("500", "hang", "empty", "odd", "cut", "short", "truncated", "noise",
+"trickle")` (each worth another attempt) or `server.fail_next("html")` (not).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import socket
 import struct
 import threading
@@ -30,7 +32,13 @@ from typing import Any, Self
 SECONDS_PER_CHARACTER = 0.08  # how long the fake voices take per character of text
 CHUNK = 4096                  # bytes per chunk of the streamed reply
 HANG_SECONDS = 5.0            # a hanging request gives up after this (or when the server stops)
-FAULTS = ("500", "hang", "empty", "odd", "cut", "short")
+TRICKLE_BYTES_PER_SECOND = 2  # how fast a trickling server sends its whole reply, headers included
+# Faults a client should retry: a 500, no answer, an empty stream, a stream ending mid-sample, a
+# chunked stream cut off, a complete but far too short one, a body shorter than its Content-Length,
+# random bytes instead of speech, and a reply sent two bytes a second.
+FAULTS = ("500", "hang", "empty", "odd", "cut", "short", "truncated", "noise", "trickle")
+# Faults that asking again cannot fix: a 200 answer that is an HTML page, not audio.
+PERMANENT_FAULTS = ("html",)
 
 
 @dataclass
@@ -81,9 +89,9 @@ class SpeechServer:
         return f"http://{host!s}:{port}"
 
     def fail_next(self, *faults: str) -> None:
-        unknown = set(faults) - set(FAULTS)
+        unknown = set(faults) - set(FAULTS) - set(PERMANENT_FAULTS)
         if unknown:
-            raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {FAULTS}")
+            raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {FAULTS + PERMANENT_FAULTS}")
         with self._lock:
             self._faults.extend(faults)
 
@@ -117,13 +125,48 @@ class SpeechServer:
         if fault == "500":
             send_body(request, 500, b"Internal Server Error", "text/plain; charset=utf-8")
             return
-        if fault == "empty":
+        if fault == "html":
+            send_body(request, 200, b"<html><body><h1>Welcome to nginx!</h1></body></html>",
+                      "text/html; charset=utf-8")
+            return
+        if fault == "truncated":
+            # Content-Length promises the whole audio; the connection closes after half of it.
+            request.send_response(200)
+            request.send_header("Content-Type", content_type)
+            request.send_header("Content-Length", str(len(audio)))
+            request.end_headers()
+            request.wfile.write(audio[:len(audio) // 2])
+            request.close_connection = True
+            return
+        if fault == "trickle":
+            self._trickle(request, audio, content_type)
+            return
+        if fault == "noise":
+            # Random bytes where the samples should be (a WAV keeps its header).
+            keep = audio.index(b"data") + 8 if audio.startswith(b"RIFF") else 0
+            audio = audio[:keep] + random.Random(len(audio)).randbytes(len(audio) - keep)
+        elif fault == "empty":
             audio = b""
         elif fault == "odd":
             audio += b"\x01"
         elif fault == "short":
             audio = audio[:20]
         stream(request, audio, content_type, headers, cut=fault == "cut")
+
+
+    def _trickle(self, request: BaseHTTPRequestHandler, audio: bytes, content_type: str) -> None:
+        """The whole reply, status line first, at TRICKLE_BYTES_PER_SECOND until the client leaves."""
+        reply = (b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type.encode("ascii")
+                 + b"\r\nContent-Length: " + str(len(audio)).encode("ascii") + b"\r\n\r\n" + audio)
+        request.close_connection = True
+        for start in range(0, len(reply), 2):
+            try:
+                request.wfile.write(reply[start:start + 2])
+                request.wfile.flush()
+            except OSError:
+                return  # the client gave up
+            if self._stopping.wait(2 / TRICKLE_BYTES_PER_SECOND):
+                return
 
 
 def send_body(request: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str) -> None:

@@ -55,11 +55,14 @@ def test_prompt_comes_from_the_drama_template_override(tmp_path: Path) -> None:
     assert g["clip:s1"].params["prompt"].startswith("Lin Qing climbs the stone steps, camera: wide shot.")
 
 
-def test_status_does_not_import_torch(tmp_path: Path) -> None:
+def test_status_does_not_import_torch_or_httpx(tmp_path: Path) -> None:
     folder = write_drama(tmp_path / "d")
     code = ("import sys\nfrom fanren.cli import main\nsys.argv = ['fanren', 'status', sys.argv[1]]\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('HEAVY', sorted(m for m in ('torch', 'diffusers', 'transformers', 'rich') if m in sys.modules))")
+            # the HTTP engines' modules load for their identity; httpx waits for a request
+            "import fanren.engines.voice.cosyvoice, fanren.engines.voice.openai, fanren.split.command\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'diffusers', 'transformers', 'rich', 'httpx')\n"
+            "                    if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import random
+import subprocess
 import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_DRAMA, fanren, write_drama
 from speech_servers import FAULTS, CosyVoiceServer, closed_port_url, tone
 
 from fanren.engines.base import Request
 from fanren.engines.voice import SENTENCE_GAP
-from fanren.engines.voice.cosyvoice import CosyVoiceEngine
-from fanren.engines.voice.http import PAUSE_SECONDS
+from fanren.engines.voice.cosyvoice import SFT_SPEAKERS, CosyVoiceEngine
+from fanren.engines.voice.http import PAUSE_SECONDS, Audio, check_sound
 from fanren.errors import EngineError
+from fanren.http import TransientError
 
 FAST = {"timeout": 0.5, "retries": 3, "backoff": 0.001}  # keep failing cases well under a second
 
@@ -347,3 +351,86 @@ def test_a_server_announcing_another_rate_says_which_to_set(tmp_path: Path) -> N
         assert len(server.received) == 1
     assert "the server's model speaks at 24000 Hz but the profile says sample_rate = 22050; " \
            "set sample_rate = 24000" in str(error.value)
+
+
+@pytest.mark.timeout(60)
+def test_a_trickling_server_fails_the_line_naming_the_server_and_the_timeout(
+        server: CosyVoiceServer, tmp_path: Path) -> None:
+    # Two bytes a second: every read arrives within the timeout, the whole reply would take minutes.
+    server.fail_next("trickle", "trickle")
+    with pytest.raises(EngineError) as error:
+        engine(server.url, timeout=1, retries=1).speak("慢慢说。", {"cosyvoice": "中文女"}, "zh",
+                                                       tmp_path / "x.wav", {})
+    assert str(error.value).startswith(f"the CosyVoice server at {server.url} gave no usable audio for "
+                                       "'慢慢说。' (sft, speaker '中文女'): no answer within 1 s (2 attempts)")
+    assert not (tmp_path / "x.wav").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_trickling_server_fails_the_build_naming_the_server_and_the_timeout(
+        server: CosyVoiceServer, tmp_path: Path) -> None:
+    server.fail_next(*["trickle"] * 20)
+    folder = write_drama(tmp_path / "d", SMALL_DRAMA + (
+        "\n[profiles.server]\n"
+        'video = { engine = "kenburns", seconds = 1.0 }\n'
+        f'voice = {{ engine = "cosyvoice", url = "{server.url}", timeout = 1, retries = 0 }}\n'))
+    result = fanren("build", folder, "--profile", "server")
+    assert result.code == 1, result.stdout + result.stderr
+    assert f"the CosyVoice server at {server.url} gave no usable audio for " in result.stderr
+    assert "no answer within 1 s (1 attempt)" in result.stderr
+    assert not list(folder.glob("out/server/episode.mp4"))
+
+
+# ── what is not speech is not cached as speech ──────────────────────────────
+
+
+def test_random_bytes_are_not_taken_for_speech(server: CosyVoiceServer, tmp_path: Path) -> None:
+    server.fail_next("noise", "noise")
+    with pytest.raises(EngineError) as error:
+        engine(server.url, retries=1).speak("噪声。", {"cosyvoice": "中文女"}, "zh", tmp_path / "x.wav", {})
+    assert "the audio is noise, not speech (RMS 0.58 of full scale, neighbouring samples correlate " \
+           in str(error.value)
+    assert str(error.value).endswith("the reply holds random bytes (2 attempts); if it keeps failing, check "
+                                     "that the server runs an SFT model that knows '中文女' "
+                                     f"(CosyVoice-300M-SFT: {SFT_SPEAKERS})")
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_a_body_shorter_than_its_content_length_is_not_taken_for_speech(
+        server: CosyVoiceServer, tmp_path: Path) -> None:
+    server.fail_next("truncated", "truncated")
+    with pytest.raises(EngineError) as error:
+        engine(server.url, retries=1).speak("半截话。", {"cosyvoice": "中文女"}, "zh", tmp_path / "x.wav", {})
+    half = len(server.pcm_for("半截话。")) // 2
+    assert f"the reply broke off after {half} bytes (" in str(error.value)
+    assert "(2 attempts)" in str(error.value)
+
+
+def test_a_reply_that_is_not_audio_is_refused_at_once(server: CosyVoiceServer, tmp_path: Path) -> None:
+    server.fail_next("html")
+    with pytest.raises(EngineError) as error:
+        engine(server.url).speak("你好。", {"cosyvoice": "中文女"}, "zh", tmp_path / "x.wav", {})
+    assert len(server.received) == 1
+    assert ("the server answered text/html, not audio: <html><body><h1>Welcome to nginx!</h1></body></html>"
+            in str(error.value))
+
+
+def test_real_speech_sounds_like_sound_and_garbage_does_not(tmp_path: Path) -> None:
+    spoken = tmp_path / "espeak.wav"
+    subprocess.run(["espeak-ng", "-v", "cmn", "-w", str(spoken), "山门在雾中。"], check=True)
+    rate, _, _, pcm = read_wav(spoken)
+    check_sound(Audio(rate, pcm))  # real speech passes, and so does the fake servers' tone
+    check_sound(Audio(22050, tone("他来了。", 22050, 0.5)))
+    refused = {
+        "noise": random.Random(1).randbytes(len(pcm)),
+        "text": ("这不是声音，是一段文字。" * 400).encode("utf-8")[:len(pcm) // 2 * 2],
+        "json": json.dumps({"error": "x" * 20000}).encode()[:20000],
+        "silence": bytes(len(pcm)),
+    }
+    messages = {}
+    for name, data in refused.items():
+        with pytest.raises(TransientError) as error:
+            check_sound(Audio(rate, data))
+        messages[name] = str(error.value).split(":")[0].split(" (")[0]
+    assert messages == {"noise": "the audio is noise, not speech", "text": "the audio is not sound",
+                        "json": "the audio is not sound", "silence": f"the server sent {len(pcm) / 2 / rate:.2f} s of silence"}

@@ -219,3 +219,50 @@ def test_a_wrong_base_url_hints_at_v1(server: OpenAISpeechServer, keyed: str, tm
         engine(server.url).speak("Where?", {"openai": "alloy"}, "en", tmp_path / "s.wav", {})
     assert server.received[0].path == "/audio/speech"
     assert str(error.value).endswith("; check base_url (it usually ends in /v1) and the model name")
+
+
+@pytest.mark.timeout(60)
+def test_a_trickling_server_fails_naming_the_server_and_the_timeout(
+        server: OpenAISpeechServer, keyed: str, tmp_path: Path) -> None:
+    server.fail_next("trickle", "trickle")
+    with pytest.raises(EngineError) as error:
+        engine(server.base_url, timeout=1, retries=1).speak("Slowly.", {"openai": "alloy"}, "en",
+                                                            tmp_path / "s.wav", {})
+    assert str(error.value) == (f"the speech server at {server.base_url} gave no usable audio for 'Slowly.' "
+                                "(model 'tts-1', voice 'alloy'): no answer within 1 s (2 attempts); a slow server "
+                                "may need a longer timeout in the profile's voice options (now 1 s)")
+    assert not (tmp_path / "s.wav").exists()
+
+
+def test_a_wav_of_random_bytes_is_not_taken_for_speech(
+        server: OpenAISpeechServer, keyed: str, tmp_path: Path) -> None:
+    server.fail_next("noise", "noise")
+    with pytest.raises(EngineError) as error:
+        engine(server.base_url, retries=1).speak("Static.", {"openai": "alloy"}, "en", tmp_path / "s.wav", {})
+    assert "the audio is noise, not speech (RMS 0.58 of full scale" in str(error.value)
+    assert str(error.value).endswith("the reply holds random bytes (2 attempts)")
+
+
+def test_a_wav_shorter_than_its_content_length_is_not_taken_for_speech(
+        server: OpenAISpeechServer, keyed: str, tmp_path: Path) -> None:
+    server.fail_next("truncated", "truncated")
+    with pytest.raises(EngineError) as error:
+        engine(server.base_url, retries=1).speak("Cut short.", {"openai": "alloy"}, "en", tmp_path / "s.wav", {})
+    assert "the reply broke off after " in str(error.value) and "(2 attempts)" in str(error.value)
+
+
+def test_a_page_answered_with_200_is_not_audio_and_not_retried(
+        server: OpenAISpeechServer, keyed: str, tmp_path: Path) -> None:
+    server.fail_next("html")
+    with pytest.raises(EngineError) as error:
+        engine(server.base_url).speak("Hello.", {"openai": "alloy"}, "en", tmp_path / "s.wav", {})
+    assert len(server.received) == 1
+    assert "): the server answered text/html, not audio: <html><body><h1>Welcome to nginx!" in str(error.value)
+
+
+def test_a_password_in_the_base_url_is_masked_too(keyed: str, tmp_path: Path) -> None:
+    base_url = closed_port_url().replace("http://", "http://me:url-pass-1234@") + "/v1"
+    with pytest.raises(EngineError) as error:
+        engine(base_url, retries=0).speak("Anyone?", {"openai": "alloy"}, "en", tmp_path / "s.wav", {})
+    assert "url-pass-1234" not in str(error.value)
+    assert str(error.value).startswith("the speech server at http://me:***@127.0.0.1:")

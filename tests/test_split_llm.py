@@ -8,6 +8,7 @@ feedback after a bad answer, and how it falls back when a server rejects a respo
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 from collections import deque
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import fanren
 
 from fanren.errors import EngineError
 from fanren.project import NARRATOR, load_project
@@ -368,3 +370,102 @@ def test_transient_errors_are_retried_and_others_explained(server: ChatServer) -
         ChatClient(closed).complete([], ANSWER_SCHEMA, "storyboard")
     assert str(unreachable.value) == (f"could not reach http://127.0.0.1:{port}/v1/chat/completions: "
                                       "[Errno 111] Connection refused (is the server running? check --base-url)")
+
+
+# ── secrets and deadlines ───────────────────────────────────────────────────
+
+KEY = "sk-split-0123456789abcdefSECRET"
+
+
+def echoing_the_key(server: ChatServer, status: int) -> Reply:
+    """An answer that repeats the Authorization header the request came with, as some servers do."""
+    def reply(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        sent = server.received[-1].headers.get("authorization", "")
+        if status == 200:  # a 200 that is not a chat completion: quoted in the error
+            return 200, {"detail": f"proxy saw {sent}"}
+        return status, {"error": {"message": f"Incorrect API key provided: {sent}"}}
+    return reply
+
+
+@pytest.mark.parametrize("status", [401, 500, 200])
+def test_a_server_echoing_the_key_never_gets_it_printed(server: ChatServer, tmp_path: Path, status: int) -> None:
+    for _ in range(3):  # a 500 is asked three times
+        server.then(echoing_the_key(server, status))
+    chapter = tmp_path / "well.txt"
+    chapter.write_text(WELL, encoding="utf-8")
+    result = fanren("split", chapter, "-o", tmp_path / "drama", "--engine", "openai", "--base-url", server.url,
+                    "--model", "test-model", "--api-key-env", "FANREN_TEST_KEY", env={"FANREN_TEST_KEY": KEY})
+    assert result.code == 1
+    assert server.received[0].headers["authorization"] == f"Bearer {KEY}"  # the key was sent …
+    assert KEY not in result.stdout + result.stderr  # … and never shown
+    assert "***" in result.stderr
+    assert result.stderr.startswith(f"error: the server at {server.url}/chat/completions ")
+
+
+def test_the_key_is_in_no_log_either(server: ChatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, httpx's and httpcore's included
+    server.then(echoing_the_key(server, 401))
+    chapter = tmp_path / "well.txt"
+    chapter.write_text(WELL, encoding="utf-8")
+    result = CliRunner(env={"FANREN_TEST_KEY": KEY}).invoke(split_command, [
+        str(chapter), "-o", str(tmp_path / "drama"), "--engine", "openai", "--base-url", server.url,
+        "--api-key-env", "FANREN_TEST_KEY"])
+    assert result.exit_code == 1
+    assert "Incorrect API key provided: ***" in result.output
+    assert caplog.records  # httpx did log the exchange
+    assert KEY not in result.output + caplog.text
+
+
+class TricklingServer:
+    """Sends a whole chat completion, status line first, two bytes every half second."""
+
+    def __init__(self) -> None:
+        stopping = self.stopping = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                data = json.dumps(completion(GOOD)[1]).encode("utf-8")
+                reply = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+                for start in range(0, len(reply), 2):
+                    try:
+                        self.wfile.write(reply[start:start + 2])
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    if stopping.wait(0.5):
+                        return
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/v1"
+        threading.Thread(target=self.http.serve_forever, args=(0.02,), daemon=True).start()
+
+
+@pytest.mark.timeout(60)
+def test_a_trickling_server_is_cut_off_at_the_timeout(tmp_path: Path) -> None:
+    trickling = TricklingServer()
+    chapter = tmp_path / "well.txt"
+    chapter.write_text(WELL, encoding="utf-8")
+    try:
+        result = CliRunner().invoke(split_command, [
+            str(chapter), "-o", str(tmp_path / "drama"), "--engine", "openai", "--base-url", trickling.url,
+            "--timeout", "1.5"])
+    finally:
+        trickling.stopping.set()
+        trickling.http.shutdown()
+        trickling.http.server_close()
+    assert result.exit_code == 1
+    assert result.output == (f"error: the server at {trickling.url}/chat/completions sent no complete answer "
+                             "within 1.5 s (a slow model may need a longer --timeout)\n")
+
+
+def test_timeout_must_be_positive(tmp_path: Path) -> None:
+    chapter = tmp_path / "well.txt"
+    chapter.write_text(WELL, encoding="utf-8")
+    result = CliRunner().invoke(split_command, [str(chapter), "--engine", "openai", "--timeout", "0"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--timeout': 0.0 is not in the range x>0." in result.output

@@ -1,23 +1,21 @@
 """A client for any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp, …).
 
-Standard library only. It asks for JSON the strictest way the server accepts: a `json_schema`
-response format, else `json_object`, else none (the prompt still asks for JSON); a server that
-rejects one is asked the next way and remembered. Rate limits and 5xx answers are retried a few
-times; anything else becomes an EngineError that says what to fix.
+Requests go through fanren.http, like the speech engines'. It asks for JSON the strictest way the
+server accepts: a `json_schema` response format, else `json_object`, else none (the prompt still
+asks for JSON); a server that rejects one is asked the next way and remembered. Rate limits, 5xx
+answers and dropped connections are retried a few times (after Retry-After when the server sends
+one); anything else becomes an EngineError that says what to fix and never holds the API key.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EngineError
+from ..http import HTTPFailure, TransientError, mask, post, request_secrets, with_retries
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -25,7 +23,7 @@ DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 _TRANSIENT = {429, 500, 502, 503, 504}
-_RETRY_AFTER_MAX = 30.0
+DEFAULT_TIMEOUT = 300.0  # seconds for a whole answer: a large model writing 30 shots takes minutes
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class ChatEndpoint:
     model: str = DEFAULT_MODEL
     api_key: str | None = None
     api_key_env: str = DEFAULT_KEY_ENV  # named in messages about the key
-    timeout: float = 300.0
+    timeout: float = DEFAULT_TIMEOUT     # seconds for one whole answer, however the server sends it
     attempts: int = 3                   # answers asked for per chunk before giving up
     chunk_chars: int | None = None      # characters of text per request; default 30 shots' worth
 
@@ -72,35 +70,42 @@ class ChatClient:
             if status in (400, 422) and self.response_format != "none" and _about_format(payload):
                 self.response_format = RESPONSE_FORMATS[RESPONSE_FORMATS.index(self.response_format) + 1]
                 continue
-            raise EngineError(self._refusal(status, payload))
+            raise self._error(self._refusal(status, payload))
 
     def _post(self, body: dict[str, Any]) -> tuple[int, bytes]:
+        """The status and body of the server's answer, after retrying what is worth retrying."""
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.endpoint.api_key:
             headers["Authorization"] = f"Bearer {self.endpoint.api_key}"
-        for attempt in range(self.transient_retries + 1):
-            request = urllib.request.Request(self.endpoint.url, data=data, headers=headers, method="POST")
+
+        def attempt() -> tuple[int, bytes]:
             self.requests += 1
-            try:
-                with urllib.request.urlopen(request, timeout=self.endpoint.timeout) as response:
-                    return response.status, response.read()
-            except urllib.error.HTTPError as exc:
-                status, payload, retry_after = exc.code, exc.read(), exc.headers.get("Retry-After")
-                if status not in _TRANSIENT or attempt == self.transient_retries:
-                    return status, payload
-                time.sleep(_wait(retry_after, self.backoff * 2 ** attempt))
-            except (http.client.RemoteDisconnected, ConnectionResetError) as exc:
-                if attempt == self.transient_retries:
-                    raise EngineError(f"the server at {self.endpoint.url} closed the connection: {exc}") from None
-                time.sleep(self.backoff * 2 ** attempt)
-            except TimeoutError:
-                raise EngineError(f"the server at {self.endpoint.url} did not answer within "
-                                  f"{self.endpoint.timeout:.0f} s") from None
-            except urllib.error.URLError as exc:
-                raise EngineError(f"could not reach {self.endpoint.url}: {exc.reason} "
-                                  "(is the server running? check --base-url)") from None
-        raise AssertionError("unreachable")
+            reply = post(self.endpoint.url, data, headers, self.endpoint.timeout)
+            return reply.status, reply.body
+
+        try:
+            return with_retries(attempt, self.transient_retries, self.backoff, retry_if=_worth_retrying)
+        except HTTPFailure as failure:
+            if failure.status is not None:
+                return failure.status, failure.body  # the answer is explained by complete()
+            raise self._error(self._unreachable(failure)) from None
+
+    def _error(self, message: str) -> EngineError:
+        # fanren.http masks the key in what it reports; a server can also echo it in a 200 answer
+        # or one this client quotes, so every message leaves through the same mask.
+        return EngineError(mask(message, [self.endpoint.api_key or "", *request_secrets(self.endpoint.url, {})]))
+
+    def _unreachable(self, failure: HTTPFailure) -> str:
+        url = self.endpoint.url
+        if failure.kind == "unreachable":
+            return f"could not reach {url}: {failure.detail} (is the server running? check --base-url)"
+        if failure.kind == "timeout":
+            return (f"the server at {url} sent no complete answer within {self.endpoint.timeout:g} s "
+                    "(a slow model may need a longer --timeout)")
+        if failure.kind == "broken":
+            return f"the server at {url} closed the connection: {failure}"
+        return f"the request to {url} failed: {failure}"
 
     def _completion(self, payload: bytes) -> Completion:
         try:
@@ -108,7 +113,7 @@ class ChatClient:
             choice = answer["choices"][0]
             content = choice["message"].get("content") or ""
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise EngineError(f"the server at {self.endpoint.url} did not answer in the chat-completions "
+            raise self._error(f"the server at {self.endpoint.url} did not answer in the chat-completions "
                               f"format: {_excerpt(payload)}") from None
         return Completion(str(content), choice.get("finish_reason") == "length")
 
@@ -147,8 +152,7 @@ def _excerpt(payload: bytes, limit: int = 300) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
-def _wait(retry_after: str | None, default: float) -> float:
-    try:
-        return min(float(retry_after), _RETRY_AFTER_MAX) if retry_after else default
-    except ValueError:
-        return default
+def _worth_retrying(failure: TransientError) -> bool:
+    """Rate limits, 5xx and dropped connections. Not a refused connection (nothing is listening at
+    --base-url) nor a timeout (the same request would take as long again)."""
+    return failure.status in _TRANSIENT or failure.kind == "broken"

@@ -10,7 +10,7 @@ import click
 
 from ..errors import FanrenError
 from .chapter import ENGINES, SplitSettings, split_chapter
-from .chat import DEFAULT_BASE_URL, DEFAULT_KEY_ENV, DEFAULT_MODEL, ChatEndpoint
+from .chat import DEFAULT_BASE_URL, DEFAULT_KEY_ENV, DEFAULT_MODEL, DEFAULT_TIMEOUT, ChatEndpoint
 from .writer import Written
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -41,9 +41,13 @@ BASE_URL_ENV = "OPENAI_BASE_URL"
                    "(a local server may need none).")
 @click.option("--chunk-chars", type=click.IntRange(min=100), default=None, metavar="N",
               help="openai engine: characters of text per request. Default: 30 shots' worth.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT,
+              show_default=True, metavar="SECONDS",
+              help="openai engine: the longest one answer may take, from sending the request to its "
+                   "last byte (a server that sends slowly is cut off too). Raise it for a slow local model.")
 def split_command(chapter: Path, output: Path | None, engine: str, characters: str | None,
                   max_shot_chars: int | None, language: str | None, force: bool, base_url: str | None,
-                  model: str, api_key_env: str, chunk_chars: int | None) -> None:
+                  model: str, api_key_env: str, chunk_chars: int | None, timeout: float) -> None:
     """Turn a novel chapter (a .txt file) into a drama folder that `fanren build` renders as it is.
 
     \b
@@ -71,7 +75,7 @@ def split_command(chapter: Path, output: Path | None, engine: str, characters: s
     if engine == "openai":
         endpoint = ChatEndpoint(base_url=base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
                                 model=model, api_key=os.environ.get(api_key_env) or None,
-                                api_key_env=api_key_env, chunk_chars=chunk_chars)
+                                api_key_env=api_key_env, chunk_chars=chunk_chars, timeout=timeout)
     settings = SplitSettings(engine=engine, characters=characters, max_shot_chars=max_shot_chars,
                              language=language, endpoint=endpoint)
     try:

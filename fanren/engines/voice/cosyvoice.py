@@ -25,23 +25,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ...errors import EngineError
+from ...http import PermanentError, TransientError, mask, post, request_secrets, with_retries
 from ...media import run_ffmpeg
 from . import SpeechEngine
 from .http import (
     PAUSE_SECONDS,
     Audio,
     FilePart,
-    PermanentError,
     RetryPolicy,
-    TransientError,
+    check_audio_type,
     check_option_names,
-    check_plausible,
+    check_speech,
     check_url,
     encode_multipart,
-    post,
     silence,
     spoken_characters,
-    with_retries,
 )
 
 DEFAULT_URL = "http://127.0.0.1:50000"
@@ -122,12 +120,16 @@ class CosyVoiceEngine(SpeechEngine):
         url = self.url + ENDPOINTS[settings.mode]
 
         def attempt() -> Audio:
+            # The server streams headerless 16-bit PCM: what can be checked is that it says it is
+            # audio, ends on a whole sample, lasts long enough for the text and sounds like sound.
+            # (A body shorter than its Content-Length, or a chunked stream cut off, fails in post().)
             reply = post(url, body, {"Content-Type": content_type}, self.policy.timeout)
+            check_audio_type(reply)
             self._check_announced_rate(reply.headers)
             if len(reply.body) % 2:
                 raise TransientError(f"the audio stream ends mid-sample ({len(reply.body)} bytes)")
             audio = Audio(self.sample_rate, reply.body)
-            check_plausible(audio, text, 1.0)
+            check_speech(audio, text, 1.0)
             return audio
 
         try:
@@ -216,10 +218,13 @@ class CosyVoiceEngine(SpeechEngine):
         elif status in (404, 405):
             message += (f"; is this CosyVoice's FastAPI server (runtime/python/fastapi/server.py)? "
                         f"It should answer {ENDPOINTS[settings.mode]}")
+        elif isinstance(error, TransientError) and error.kind == "timeout":
+            message += (f"; a slow server may need a longer timeout in the profile's voice options "
+                        f"(now {self.policy.timeout:g} s)")
         elif settings.mode == "sft" and isinstance(error, TransientError):
             message += (f"; if it keeps failing, check that the server runs an SFT model that knows "
                         f"{settings.spk_id!r} (CosyVoice-300M-SFT: {SFT_SPEAKERS})")
-        return message
+        return mask(message, request_secrets(self.url, {}))  # a password in the URL
 
 
 def _check_mode(mode: object, where: str, error: type[Exception]) -> str:

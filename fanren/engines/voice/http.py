@@ -1,34 +1,38 @@
-"""What the speech-server clients share: one POST with a whole-request deadline, multipart forms,
-retries, and the checks on the audio a server sends back.
+"""What the speech-server clients share: profile options for timeouts and retries, multipart forms,
+and the checks on the audio a server sends back.
 
-Standard library only (urllib): a speech client needs nothing more, and fanren's core stays light.
-Failures come out as one of two exceptions so an engine decides nothing about sockets:
+The requests themselves go through fanren.http (one httpx client for all of fanren, with a
+whole-reply deadline, retries and secret masking). Failures come out as its two exceptions:
 `TransientError` (worth another attempt: refused connection, timeout, 5xx, a stream cut off, audio
-that fails the engine's checks) and `PermanentError` (asking again cannot help: 4xx, a reply of the
-wrong kind). `with_retries` runs an attempt until it succeeds or the retries are spent.
+that fails the checks below) and `PermanentError` (asking again cannot help: 4xx, a reply of the
+wrong kind).
+
+What is checked in the audio, before it is written and cached as speech (`check_speech`):
+- the reply says it is audio: `audio/*`, `application/octet-stream` or no Content-Type (CosyVoice's
+  server sends none); JSON, HTML or text answered with 200 is a PermanentError;
+- its length: not empty, whole 16-bit samples (CosyVoice), a complete WAV (OpenAI), and at least
+  MIN_SECONDS_PER_CHARACTER per spoken character (a cut or empty stream);
+- that it can be sound at all: not digital silence, not far off centre (text or other bytes read as
+  samples), and not loud white noise (random bytes: near full-scale level with no correlation
+  between neighbouring samples, where speech at 16 kHz or more has a lag-one correlation well over
+  0.5). These catch garbage, not a voice that says the wrong thing.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import http.client
-import ipaddress
-import time
-import urllib.error
+import itertools
+import sys
 import urllib.parse
-import urllib.request
 import wave
-from collections.abc import Callable, Mapping
+from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
-T = TypeVar("T")
+from ...http import PermanentError, Reply, TransientError, excerpt
 
-MAX_BACKOFF = 30.0      # seconds: the longest wait between two attempts
-READ_CHUNK = 1 << 16
-DETAIL_CHARS = 300      # how much of a server's error body goes into a message
 # A reply shorter than this per spoken character is a cut stream, not speech: the fastest voices
 # at speed 4 still take ~0.03 s per Latin letter and ~0.05 s per CJK character.
 MIN_SECONDS_PER_CHARACTER = 0.015
@@ -80,25 +84,6 @@ def check_option_names(options: Mapping[str, object], known: frozenset[str]) -> 
         raise ValueError(f"unknown option {name!r} ({hint})")
 
 
-class TransientError(Exception):
-    """A failure another attempt may not repeat."""
-
-
-class PermanentError(Exception):
-    """A failure that asking again cannot fix."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: Mapping[str, str]  # names in lower case
-    body: bytes
-
-
 @dataclass(frozen=True)
 class FilePart:
     filename: str
@@ -135,112 +120,6 @@ def _quote(name: str) -> str:
     return name.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Reply:
-    """POST `body` and read the whole reply within `timeout` seconds.
-
-    A 2xx reply is returned; anything else raises TransientError or PermanentError with a message
-    that can be shown to a user (it never contains the request headers).
-    """
-    deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
-    try:
-        with _opener(url).open(request, timeout=timeout) as response:
-            data = _read_until(response, deadline, timeout)
-            return Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, data)
-    except urllib.error.HTTPError as error:
-        raise _status_error(error) from None
-    except urllib.error.URLError as error:
-        raise _connection_error(error.reason, timeout) from None
-    except (OSError, http.client.HTTPException) as error:
-        raise _connection_error(error, timeout) from None
-
-
-def _read_until(response: http.client.HTTPResponse, deadline: float, timeout: float) -> bytes:
-    """The whole body, or TransientError if it is cut off or takes longer than the deadline.
-
-    The socket timeout only bounds each read; a server that trickles bytes needs the deadline.
-    """
-    chunks: list[bytes] = []
-    received = 0
-    while True:
-        try:
-            chunk = response.read(READ_CHUNK)
-        except http.client.IncompleteRead as error:
-            raise TransientError(f"the reply broke off after {received + len(error.partial)} bytes") from None
-        except TimeoutError:
-            raise TransientError(f"the reply stalled for more than {timeout:g} s "
-                                 f"after {received} bytes") from None
-        except OSError as error:
-            raise TransientError(f"the reply broke off after {received} bytes ({_reason(error)})") from None
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        received += len(chunk)
-        if time.monotonic() > deadline:
-            raise TransientError(f"the reply took longer than {timeout:g} s ({received} bytes so far)")
-
-
-def _status_error(error: urllib.error.HTTPError) -> Exception:
-    try:
-        detail = error.read(DETAIL_CHARS * 4).decode("utf-8", errors="replace").strip()
-    except (OSError, http.client.HTTPException):
-        detail = ""
-    message = f"HTTP {error.code} {error.reason}"
-    if detail:
-        message += f": {' '.join(detail.split())[:DETAIL_CHARS]}"
-    if error.code >= 500 or error.code in (408, 429):
-        return TransientError(message)
-    return PermanentError(message, error.code)
-
-
-def _connection_error(reason: object, timeout: float) -> TransientError:
-    if isinstance(reason, TimeoutError):
-        return TransientError(f"no answer within {timeout:g} s")
-    if isinstance(reason, ConnectionRefusedError):
-        return TransientError("connection refused (is the server running?)")
-    return TransientError(_reason(reason))
-
-
-def _reason(reason: object) -> str:
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror.lower()
-    return str(reason) or type(reason).__name__
-
-
-def _opener(url: str) -> urllib.request.OpenerDirector:
-    # A speech server on this machine must not go through http_proxy: proxies set for package
-    # registries would otherwise swallow requests to 127.0.0.1 unless no_proxy lists it.
-    if _is_loopback(urllib.parse.urlsplit(url).hostname or ""):
-        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    return urllib.request.build_opener()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def with_retries(attempt: Callable[[], T], retries: int, backoff: float,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
-    """Run `attempt` until it succeeds; after a TransientError wait backoff, 2·backoff, … (capped).
-
-    After `retries` retries the last TransientError is raised again, with the number of attempts.
-    PermanentError is raised at once.
-    """
-    for n in range(retries + 1):
-        try:
-            return attempt()
-        except TransientError as error:
-            if n == retries:
-                raise TransientError(f"{error} ({n + 1} attempt{'s' if n else ''})") from None
-            sleep(min(backoff * 2 ** n, MAX_BACKOFF))
-    raise AssertionError("unreachable")
-
-
 # ── the audio that comes back ────────────────────────────────────────────────
 
 
@@ -267,8 +146,29 @@ def silence(seconds: float, rate: int) -> Audio:
     return Audio(rate, b"\x00\x00" * round(seconds * rate))
 
 
-def check_plausible(audio: Audio, text: str, speed: float) -> None:
-    """TransientError when the audio is too short to be `text` spoken (an empty or cut stream)."""
+# Content types a speech server labels its audio with. CosyVoice's FastAPI server sends none at all.
+AUDIO_TYPES = ("audio/", "application/octet-stream")
+FULL_SCALE = 32768.0
+# Random bytes read as 16-bit samples are white noise at ~0.58 of full scale (uniform RMS) with a
+# lag-one correlation of ~0; speech sits far below that level and above 0.5 correlation.
+NOISE_LEVEL = 0.3
+NOISE_CORRELATION = 0.2
+# A mean this close to the RMS is a signal that is mostly offset: text or other bytes read as
+# samples (ASCII letters are all positive samples around 0.6 of full scale). Speech is centred.
+OFFSET_RATIO = 0.7
+SOUND_SAMPLES = 1 << 19  # enough to judge: ~22 s at 24 kHz; longer replies are judged on their start
+
+
+def check_audio_type(reply: Reply) -> None:
+    """PermanentError when the reply says it is not audio: a JSON error or an HTML page answered with 200."""
+    kind = reply.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind and not kind.startswith(AUDIO_TYPES):
+        raise PermanentError(f"the server answered {kind}, not audio: {excerpt(reply.body) or 'an empty body'}")
+
+
+def check_speech(audio: Audio, text: str, speed: float) -> None:
+    """TransientError when the audio cannot be `text` spoken: empty, too short (a cut stream), or not
+    sound at all (silence, bytes that are not samples, random noise)."""
     if not audio.pcm:
         raise TransientError("the server sent no audio")
     characters = spoken_characters(text)
@@ -276,6 +176,27 @@ def check_plausible(audio: Audio, text: str, speed: float) -> None:
     if audio.seconds < minimum:
         raise TransientError(f"only {audio.seconds:.3f} s of audio for {characters} spoken characters "
                              f"(at least {minimum:.2f} s expected; was the stream cut off?)")
+    check_sound(audio)
+
+
+def check_sound(audio: Audio) -> None:
+    """TransientError when 16-bit samples cannot be speech (see the module's docstring)."""
+    samples = array("h", audio.pcm[:SOUND_SAMPLES * 2])
+    if sys.byteorder == "big":
+        samples.byteswap()
+    n = len(samples)
+    if n < 2 or not any(samples):
+        raise TransientError(f"the server sent {audio.seconds:.2f} s of silence")
+    energy = sum(s * s for s in samples)
+    rms = (energy / n) ** 0.5
+    mean = sum(samples) / n
+    if abs(mean) > OFFSET_RATIO * rms:
+        raise TransientError(f"the audio is not sound: its samples sit off centre (mean {mean / FULL_SCALE:+.2f}, "
+                             f"RMS {rms / FULL_SCALE:.2f} of full scale); the reply holds other bytes")
+    correlation = sum(a * b for a, b in itertools.pairwise(samples)) / energy
+    if rms > NOISE_LEVEL * FULL_SCALE and abs(correlation) < NOISE_CORRELATION:
+        raise TransientError(f"the audio is noise, not speech (RMS {rms / FULL_SCALE:.2f} of full scale, "
+                             f"neighbouring samples correlate {correlation:+.2f}); the reply holds random bytes")
 
 
 def spoken_characters(text: str) -> int:

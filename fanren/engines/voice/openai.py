@@ -21,20 +21,18 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ...errors import EngineError
+from ...http import PermanentError, TransientError, mask, post, request_secrets, with_retries
 from . import SpeechEngine
 from .http import (
     PAUSE_SECONDS,
     Audio,
-    PermanentError,
     RetryPolicy,
-    TransientError,
+    check_audio_type,
     check_option_names,
-    check_plausible,
+    check_speech,
     check_url,
-    post,
     silence,
     spoken_characters,
-    with_retries,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -80,8 +78,9 @@ class OpenAISpeechEngine(SpeechEngine):
 
         def attempt() -> Audio:
             reply = post(url, body, self._headers(), self.policy.timeout)
+            check_audio_type(reply)
             audio = decode_wav(reply.body, reply.headers.get("content-type", ""))
-            check_plausible(audio, text, float(request["speed"]))
+            check_speech(audio, text, float(request["speed"]))
             return audio
 
         try:
@@ -121,12 +120,12 @@ class OpenAISpeechEngine(SpeechEngine):
             message += f"; check the API key in the environment variable {self.api_key_env}"
         elif status == 404:
             message += "; check base_url (it usually ends in /v1) and the model name"
-        return _redact(message, os.environ.get(self.api_key_env, ""))
-
-
-def _redact(message: str, secret: str) -> str:
-    # A server may echo the key it refused; the message must not carry it on.
-    return message.replace(secret, "***") if len(secret) >= 4 else message
+        elif isinstance(error, TransientError) and error.kind == "timeout":
+            message += (f"; a slow server may need a longer timeout in the profile's voice options "
+                        f"(now {self.policy.timeout:g} s)")
+        # post() masked the key in what the server said; the text of the line is ours, but the
+        # same helper makes sure no path carries the key on.
+        return mask(message, [os.environ.get(self.api_key_env, ""), *request_secrets(self.base_url, {})])
 
 
 def _quote(text: str) -> str:
