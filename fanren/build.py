@@ -6,6 +6,7 @@ Used by `fanren build` and `fanren watch`. Bad input raises DramaError before an
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -21,6 +22,8 @@ from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
 from .project import Project, load_project
 from .run import FAILED, EnginePool, NodeResult, Reporter, run_graph
+
+log = logging.getLogger("fanren")
 
 CACHE_DIR = ".fanren-cache"
 
@@ -105,18 +108,22 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     engines = engines or resolve_engines(project, profile)
     graph = compile_project(project, engines)  # bad input (a template error) fails before any write
     cache = Cache(cache_root(project.root, cache_dir))
+    cache.register_root(project.root)
     project_lock = "project-" + _slug(project.root)
-    # One build of a drama at a time; a second one waits, then finds the first one's work cached.
-    with cache.lock(project_lock, blocking=False) as taken:
-        if taken:
-            results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool,
-                                             cancelled)
-    if not taken:
-        if on_wait:
-            on_wait()
-        with cache.lock(project_lock):
-            results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool,
-                                             cancelled)
+    # gc waits for every build using the cache (and a build for a running gc); one build of a drama
+    # at a time: a second one waits, then finds the first one's work cached.
+    with cache.in_use(on_wait=lambda: log.warning("cache %s: gc or verify is running; waiting for it to "
+                                                  "finish", cache.root)):
+        with cache.lock(project_lock, blocking=False) as taken:
+            if taken:
+                results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter,
+                                                 pool, cancelled)
+        if not taken:
+            if on_wait:
+                on_wait()
+            with cache.lock(project_lock):
+                results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter,
+                                                 pool, cancelled)
     seconds = time.monotonic() - started
     out_dir = project.root / "out" / engines.profile
     failures = [NodeFailure(r.node.id, r.error or "failed", r.log)
@@ -195,7 +202,7 @@ def _export(out_dir: Path, session: Session, results: dict[str, NodeResult]) -> 
         result = results.get(node_id)
         if result is None or result.record is None or output not in result.record.outputs:
             continue
-        source = session.cache.object_path(result.record.outputs[output].digest)
+        source = session.cache.object_for_use(result.record, output)
         target = out_dir / name
         try:
             if target.exists() and os.path.samefile(source, target):

@@ -288,7 +288,11 @@ def _parse_size(text: str | None) -> int | None:
                                  "size (e.g. 20G).")
 @handles_errors
 def gc(directory: Path, cache_dir: Path | None, max_size: str | None) -> None:
-    """Remove cached results the current drama.toml and drama.lock no longer reach.
+    """Remove cached results that no drama using the cache reaches any more.
+
+    A cache shared through --cache-dir keeps what every drama that builds into it reaches (their
+    drama.toml and drama.lock, all profiles). gc waits for running builds to finish, and builds
+    started meanwhile wait for gc.
 
     \b
     Example:
@@ -296,25 +300,65 @@ def gc(directory: Path, cache_dir: Path | None, max_size: str | None) -> None:
     """
     from .build import cache_root
     from .cache import Cache
-    from .compile import profile_names
-    from .lockfile import read_lock
+    from .gc import collect_garbage
     from .project import load_project
 
     project = load_project(directory)
     cache = Cache(cache_root(project.root, cache_dir))
-    keep = {entry.key for entries in read_lock(project.root).values() for entry in entries.values()}
-    for profile in profile_names(project):
-        try:
-            from .build import open_session
-
-            session = open_session(project.root, profile, cache_dir, project=project, cache=cache)
-        except FanrenError:
-            continue  # a profile whose engines are not installed here reaches nothing now
-        keep |= {d.key for d in session.decisions if d.key}
-    with cache.lock("project-gc"):
-        result = cache.gc(keep, _parse_size(max_size))
+    result, reached = collect_garbage(
+        cache, project.root, _parse_size(max_size),
+        on_wait=lambda: click.echo("builds are using this cache; gc waits for them to finish...", err=True))
+    for note in reached.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"removed {result.records_removed} records and {result.objects_removed} objects "
-               f"({result.bytes_freed / 1e6:.1f} MB); {result.bytes_kept / 1e6:.1f} MB kept")
+               f"({result.bytes_freed / 1e6:.1f} MB); {result.bytes_kept / 1e6:.1f} MB kept "
+               f"for {len(reached.dramas)} drama(s)")
+
+
+@main.group()
+def cache() -> None:
+    """Look after the cache: `fanren cache verify`."""
+
+
+@cache.command()
+@drama_dir
+@cache_option
+@handles_errors
+def verify(directory: Path, cache_dir: Path | None) -> None:
+    """Re-hash every cached object and drop the ones whose bytes no longer match their digest.
+
+    A normal build checks an object's size on every use and its digest when its file stat changed;
+    this reads every byte, so it also finds an object overwritten with its size and mtime restored.
+    Records naming a dropped object are removed: the next build re-renders exactly those nodes.
+    Exit code 1 when something corrupt was found (and removed), 0 when everything matched.
+
+    \b
+    Example:
+      fanren cache verify . && fanren build .
+    """
+    import time
+
+    from .build import cache_root
+    from .cache import Cache
+
+    root = cache_root(directory.resolve(), cache_dir)
+    if not (root / "objects").is_dir():
+        raise UsageError(f"no cache at {root} (build first, or name it with --cache-dir)")
+    store = Cache(root)
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= 1.0:
+            last[0] = now
+            click.echo(f"verified {done}/{total} objects", err=True)
+
+    with store.exclusive(on_wait=lambda: click.echo("builds are using this cache; waiting for them to "
+                                                    "finish...", err=True)):
+        result = store.verify(progress)
+    click.echo(f"checked {result.objects_checked} objects: {result.objects_removed} corrupt removed, "
+               f"{result.records_removed} action records removed")
+    sys.exit(1 if result.objects_removed else 0)
 
 
 @main.command()
