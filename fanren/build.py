@@ -21,7 +21,7 @@ from .graph import Graph
 from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
 from .project import Project, load_project
-from .run import FAILED, EnginePool, NodeResult, Reporter, run_graph
+from .run import CACHED, FAILED, RAN, SKIPPED, EnginePool, NodeResult, Reporter, run_graph
 
 log = logging.getLogger("fanren")
 
@@ -92,22 +92,37 @@ class BuildResult:
     def count(self, status: str) -> int:
         return sum(1 for r in self.results.values() if r.status == status)
 
+    @property
+    def remote_hits(self) -> int:
+        return len(_pulled(self.session, self.results))
+
+
+def _pulled(session: Session, results: dict[str, NodeResult]) -> set[str]:
+    """The cached nodes whose result this build pulled from the remote cache."""
+    return {nid for nid, r in results.items()
+            if r.status == CACHED and r.record is not None and r.record.key in session.cache.remote_hits}
+
 
 def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, jobs: int = 2,
           keep_going: bool = False, reporter: Reporter | None = None,
           on_wait: Callable[[], None] | None = None, pool: EnginePool | None = None,
           project: Project | None = None, engines: Engines | None = None,
-          cancelled: Callable[[], bool] = lambda: False) -> BuildResult:
+          cancelled: Callable[[], bool] = lambda: False, remote_read_only: bool = False) -> BuildResult:
     """Build the episode of the drama in `root`. Raises DramaError (bad input) or BuildFailed.
 
     A caller's `pool` keeps its engines loaded after the build (`fanren watch`); once `cancelled()`
-    is true, queued nodes are skipped and the running ones finish (a node boundary).
+    is true, queued nodes are skipped and the running ones finish (a node boundary). With a remote
+    cache (`[cache] remote` or FANREN_REMOTE_CACHE), a local miss is pulled from it and every node
+    that runs is uploaded, unless `remote_read_only`.
     """
     started = time.monotonic()
     project = project or load_project(Path(root))
     engines = engines or resolve_engines(project, profile)
     graph = compile_project(project, engines)  # bad input (a template error) fails before any write
-    cache = Cache(cache_root(project.root, cache_dir))
+    from .remote import open_remote
+
+    cache = Cache(cache_root(project.root, cache_dir),
+                  remote=open_remote(project.cache.remote, project.file, read_only=remote_read_only))
     cache.register_root(project.root)
     project_lock = "project-" + _slug(project.root)
     # gc waits for every build using the cache (and a build for a running gc); one build of a drama
@@ -178,10 +193,17 @@ def _update_lock(session: Session, results: dict[str, NodeResult]) -> None:
 
 
 def report_dict(session: Session, results: dict[str, NodeResult], seconds: float) -> dict[str, object]:
+    pulled = _pulled(session, results)
     return {
         "profile": session.profile,
+        "counts": {"ran": sum(1 for r in results.values() if r.status == RAN),
+                   "local_hits": sum(1 for r in results.values() if r.status == CACHED) - len(pulled),
+                   "remote_hits": len(pulled),
+                   "failed": sum(1 for r in results.values() if r.status == FAILED),
+                   "skipped": sum(1 for r in results.values() if r.status == SKIPPED)},
         "nodes": [{"id": nid, "kind": r.node.kind, "engine": r.node.engine, "status": r.status,
-                   "seconds": round(r.seconds, 3), **({"error": r.error} if r.error else {})}
+                   "seconds": round(r.seconds, 3), **({"error": r.error} if r.error else {}),
+                   **({"from": "remote"} if nid in pulled else {})}
                   for nid, r in ((n, results[n]) for n in session.graph.nodes)],
         "seconds": round(seconds, 3),
     }

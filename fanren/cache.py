@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -38,11 +39,14 @@ import wave
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
 from .errors import CacheCorrupt, EngineError
+
+if TYPE_CHECKING:
+    from .remote import RemoteCache
 
 log = logging.getLogger("fanren")
 
@@ -69,8 +73,19 @@ def canonical_json(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Output:
-    digest: str
+    digest: str                 # xxh3-128: names the object locally and goes into keys
     size: int
+    sha256: str | None = None   # names the object in a remote cache, where trust crosses people
+
+
+def digest_file_sha256(path: Path) -> tuple[str, str]:
+    """(xxh3-128, sha256) of a file, read once."""
+    fast, strong = xxhash.xxh3_128(), hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            fast.update(chunk)
+            strong.update(chunk)
+    return fast.hexdigest(), strong.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -165,7 +180,7 @@ class ContentStore:
 
     def put(self, file: Path) -> Output:
         """Move a validated file in under its digest (read-only, fsynced); the file is consumed."""
-        digest = digest_file(file)
+        digest, sha256 = digest_file_sha256(file)
         target = self.path(digest)
         size = file.stat().st_size
         if not (target.exists() and target.stat().st_size == size):
@@ -176,7 +191,7 @@ class ContentStore:
             os.replace(file, target)
             _fsync_dir(target.parent)
         self.memo.remember(target, digest)
-        return Output(digest=digest, size=size)
+        return Output(digest=digest, size=size, sha256=sha256)
 
     def has(self, output: Output) -> bool:
         """The object exists with the recorded size and (through the stat memo) the recorded digest.
@@ -291,8 +306,10 @@ class Cache:
     used when every object it names is intact.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, remote: RemoteCache | None = None) -> None:
         self.root = Path(root)
+        self.remote = remote              # the remote tier behind this one (fanren/remote.py)
+        self.remote_hits: set[str] = set()  # keys this process pulled from the remote
         self.tmp = self.root / "tmp"
         self.locks = self.root / "locks"
         self.logs = self.root / "logs"
@@ -311,17 +328,43 @@ class Cache:
         return self.store.path(digest)
 
     def lookup(self, key: str) -> ActionRecord | None:
-        """The record of `key` if it and all its objects are intact; a corrupt one is removed."""
+        """The record of `key` if it and all its objects are intact; a corrupt one is removed.
+        On a local miss, the remote tier (if any) is asked: read-through, every object verified."""
         record = self.actions.get(key)
+        if record is not None:
+            for name, output in record.outputs.items():
+                if not self.store.has(output):
+                    log.warning("cache: object %s (%s of %s) is missing or corrupt; removed, "
+                                "the node will be rebuilt", output.digest, name, record.node)
+                    self.store.remove(output.digest)
+                    self.actions.remove(key)
+                    record = None
+                    break
+        if record is None and self.remote is not None:
+            record = self._pull(key)
+        return record
+
+    def _pull(self, key: str) -> ActionRecord | None:
+        """Copy `key`'s record and objects from the remote tier, each object checked byte for byte
+        before it enters the content store; the record is written last, as in `commit`."""
+        assert self.remote is not None
+        record = self.remote.record(key)
         if record is None:
             return None
-        for name, output in record.outputs.items():
-            if not self.store.has(output):
-                log.warning("cache: object %s (%s of %s) is missing or corrupt; removed, "
-                            "the node will be rebuilt", output.digest, name, record.node)
-                self.store.remove(output.digest)
-                self.actions.remove(key)
-                return None
+        tmp = self.new_tmp()
+        try:
+            for name, output in sorted(record.outputs.items()):
+                if self.store.has(output):
+                    continue
+                file = tmp / "object"
+                if not self.remote.fetch(record.node, name, output, file):
+                    return None
+                self.store.put(file)
+            self.actions.put(record)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        with self._tmp_lock:
+            self.remote_hits.add(key)
         return record
 
     def peek(self, key: str) -> ActionRecord | None:
@@ -352,6 +395,8 @@ class Cache:
                               outputs=outputs, seconds=round(seconds, 3), host=socket.gethostname(),
                               time=round(time.time(), 3))
         self.actions.put(record)
+        if self.remote is not None:  # write-back; a failure is a warning, the local result stands
+            self.remote.upload(record, {name: self.store.path(o.digest) for name, o in outputs.items()})
         return record
 
     # ── temp dirs, logs, locks ───────────────────────────────────────────────

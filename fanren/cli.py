@@ -129,10 +129,13 @@ def init(directory: Path, title: str | None) -> None:
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=2, show_default=True,
               help="CPU nodes (speech, mux) run at once; GPU nodes always run one at a time per GPU.")
 @cache_option
+@click.option("--remote-read-only", is_flag=True, envvar="FANREN_REMOTE_READ_ONLY",
+              help="Pull from the remote cache but never upload (untrusted runners, pull requests; "
+                   "env FANREN_REMOTE_READ_ONLY=1).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the result line.")
 @handles_errors
 def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir: Path | None,
-          quiet: bool) -> None:
+          remote_read_only: bool, quiet: bool) -> None:
     """Render the drama in DIRECTORY into out/PROFILE/episode.mp4, running only stale nodes.
 
     \b
@@ -151,9 +154,11 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
         click.echo("another build of this drama is running; waiting for it to finish...", err=True)
 
     result = run_build(directory, profile=profile, cache_dir=cache_dir, jobs=jobs, keep_going=keep_going,
-                       reporter=make_reporter(quiet=quiet), on_wait=waiting)
+                       reporter=make_reporter(quiet=quiet), on_wait=waiting,
+                       remote_read_only=remote_read_only)
     ran, cached = result.count("ran"), result.count("cached")
-    click.echo(f"built {len(result.results)} nodes ({ran} ran, {cached} cached) in {result.seconds:.1f} s")
+    remote = f", {result.remote_hits} of them from the remote cache" if result.remote_hits else ""
+    click.echo(f"built {len(result.results)} nodes ({ran} ran, {cached} cached{remote}) in {result.seconds:.1f} s")
     click.echo(f"episode: {result.episode}")
 
 
@@ -177,17 +182,26 @@ def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool)
       changed        its inputs, params or engine differ from drama.lock (see `fanren explain`)
       not-cached     same key as drama.lock, but the cache lost it (gc, corruption, new machine)
       input-changed  an input will re-render first; it may still be cached afterwards (early cutoff)
+
+    With a remote cache, each stale node also says whether the remote holds it ("remote has it": the
+    build pulls it instead of running it). A node behind inputs that will really run cannot be told
+    until they have run.
     """
     from .build import open_session
+    from .remote import open_remote, remote_holdings
 
     session = open_session(directory, profile, cache_dir)
     stale = [d for d in session.decisions if d.stale]
+    remote = open_remote(session.project.cache.remote, session.project.file, read_only=True)
+    held = remote_holdings(session.decisions, remote, session.root, session.cache) if remote else {}
     if as_json:
         click.echo(json.dumps({
             "profile": session.profile,
             "nodes": len(session.decisions),
+            **({"remote": remote.url} if remote else {}),
             "stale": [{"id": d.node.id, "kind": d.node.kind, "engine": d.node.engine, "reason": d.reason,
-                       **({"inputs": list(d.stale_inputs)} if d.stale_inputs else {})} for d in stale],
+                       **({"inputs": list(d.stale_inputs)} if d.stale_inputs else {}),
+                       **({"remote": held[d.node.id]} if remote else {})} for d in stale],
         }, ensure_ascii=False, indent=1))
         return
     if not stale:
@@ -196,7 +210,11 @@ def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool)
     click.echo(f"{len(stale)} of {len(session.decisions)} nodes would run (profile {session.profile}):")
     for d in stale:
         detail = f" (after {', '.join(d.stale_inputs)})" if d.stale_inputs else ""
-        click.echo(f"  {d.reason:<14} {d.node.id} [{d.node.engine}]{detail}")
+        where = ""
+        if remote:
+            where = {True: "  (remote has it)", False: "  (not in remote)",
+                     None: "  (remote: cannot tell)"}[held[d.node.id]]
+        click.echo(f"  {d.reason:<14} {d.node.id} [{d.node.engine}]{detail}{where}")
 
 
 @main.command()
@@ -317,7 +335,12 @@ def gc(directory: Path, cache_dir: Path | None, max_size: str | None) -> None:
 
 @main.group()
 def cache() -> None:
-    """Look after the cache: `fanren cache verify`."""
+    """Look after the cache.
+
+    \b
+    Example:
+      fanren cache verify my-drama     re-hash every object, drop the corrupt ones
+    """
 
 
 @cache.command()
