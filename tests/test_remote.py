@@ -295,3 +295,31 @@ def test_no_remote_means_no_remote_lines(small_drama: Path) -> None:
     shutil.rmtree(small_drama / ".fanren-cache" / "actions")
     result = fanren("status", small_drama, env={"FANREN_REMOTE_CACHE": ""})
     assert result.code == 0 and "remote" not in result.stdout
+
+
+def test_a_runner_without_torch_renders_an_episode_whose_gpu_nodes_are_in_the_remote(tmp_path: Path) -> None:
+    """The CI story: a GPU machine rendered the smoke profile (the real flux and cogvideox engine code)
+    and uploaded it; a runner where torch cannot even be imported changes the subtitles mode and
+    renders the episode, pulling every GPU node."""
+    shared = tmp_path / "team-cache"
+    shared.mkdir()
+    env = {"FANREN_REMOTE_CACHE": f"file://{shared}"}
+    gpu_box, cache = machine(tmp_path, "gpu")
+    result = fanren("build", gpu_box, "--profile", "smoke", "--cache-dir", cache, env=env)
+    assert result.code == 0, result.stderr
+
+    no_torch = tmp_path / "no-torch" / "torch"
+    no_torch.mkdir(parents=True)
+    (no_torch / "__init__.py").write_text('raise ImportError("torch is not installed on this runner")\n')
+    runner, cache2 = machine(tmp_path, "runner")
+    (runner / "drama.toml").write_text(SMALL_DRAMA.replace('seed = 7', 'seed = 7\nsubtitles = "soft"'),
+                                       encoding="utf-8")
+    result = fanren("build", runner, "--profile", "smoke", "--cache-dir", cache2,
+                    env={**env, "PYTHONPATH": str(no_torch.parent)})
+    assert result.code == 0, result.stderr
+    nodes = {n["id"]: n for n in report(runner, "smoke")["nodes"]}
+    ran_here = {nid for nid, n in nodes.items() if n["status"] == "ran"}
+    assert ran_here == {"shot:s1", "shot:s2", "shot:s3", "episode"}
+    gpu_nodes = {nid for nid in nodes if nid.startswith(("character:", "keyframe:", "clip:"))}
+    assert len(gpu_nodes) == 8
+    assert {nid for nid, n in nodes.items() if n.get("from") == "remote"} == set(nodes) - ran_here
