@@ -177,8 +177,7 @@ class S3Transport:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"]
             with open(target, "wb") as f:
-                for chunk in body.iter_chunks(1 << 20):
-                    f.write(chunk)
+                f.writelines(body.iter_chunks(1 << 20))
             return True
         except self._errors as exc:
             if self._absent(exc):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
-
-import tomllib
-
 from conftest import fanren, ran
 
 from fanren.cache import ActionCache, Cache, ContentStore, StatMemo, canonical_json, digest_file
@@ -184,8 +182,8 @@ def test_cache_verify_drops_a_same_size_corruption_and_the_build_rerenders_that_
     assert ran(small_drama) == {"keyframe:s2"}
     assert obj.read_bytes() == original
     again = fanren("cache", "verify", small_drama)
-    assert (again.code, again.stdout) == (0, f"checked {objects} objects: 0 corrupt removed, "
-                                             "0 action records removed\n")
+    assert (again.code, again.stdout) == (0, (f"checked {objects} objects: 0 corrupt removed, "
+                                              "0 action records removed\n"))
 
 
 def test_a_truncated_object_is_found_by_size_and_rebuilt(small_drama: Path) -> None:

@@ -97,7 +97,7 @@ def test_a_build_waits_for_a_running_gc(small_drama: Path) -> None:
     with cache.exclusive():
         build = start("build", small_drama)
         time.sleep(2)  # long enough for the no-op build to reach the lock; its message proves it waited
-    out, err = build.communicate(timeout=120)
+    _, err = build.communicate(timeout=120)
     assert build.returncode == 0, err
     assert f"warning: cache {small_drama / '.fanren-cache'}: gc or verify is running; waiting for it to finish\n" \
         in err

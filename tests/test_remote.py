@@ -169,7 +169,7 @@ def boto_record(endpoint: str, prefix: str, key: str) -> dict:
 
 def test_remote_read_only_pulls_but_never_uploads(uploaded: tuple[Path, str], s3_endpoint: str,
                                                   tmp_path: Path) -> None:
-    first, base = uploaded
+    _, base = uploaded
     copy_prefix(s3_endpoint, base, "readonly")
     before = keys_under(s3_endpoint, "readonly")
     second, cache = machine(tmp_path, "pr")
