@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import threading
 from collections.abc import Mapping
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fanren")
 
+_HEX = re.compile(r"[0-9a-f]+")
+
 REMOTE_ENV = "FANREN_REMOTE_CACHE"
 TIMEOUT_ENV = "FANREN_REMOTE_TIMEOUT"  # seconds to connect and per read; default 10
 
@@ -57,7 +60,7 @@ class Transport(Protocol):
     url: str
 
     def read(self, name: str) -> bytes | None: ...
-    def download(self, name: str, target: Path) -> bool: ...
+    def download(self, name: str, target: Path, limit: int) -> bool: ...
     def write(self, name: str, data: bytes) -> None: ...
     def upload(self, name: str, source: Path) -> None: ...
     def exists(self, name: str) -> bool: ...
@@ -86,10 +89,15 @@ class FolderTransport:
         except OSError as exc:
             raise RemoteUnavailable(str(exc)) from exc
 
-    def download(self, name: str, target: Path) -> bool:
+    def download(self, name: str, target: Path, limit: int) -> bool:
+        """Copies at most `limit` + 1 bytes: enough to see that a bigger object is wrong."""
         self._check()
         try:
-            shutil.copyfile(self._path(name), target)
+            with open(self._path(name), "rb") as source, open(target, "wb") as f:
+                left = limit + 1
+                while left > 0 and (chunk := source.read(min(left, 1 << 20))):
+                    f.write(chunk)
+                    left -= len(chunk)
             return True
         except FileNotFoundError:
             return False
@@ -173,11 +181,18 @@ class S3Transport:
                 return None
             raise self._unavailable(exc) from exc
 
-    def download(self, name: str, target: Path) -> bool:
+    def download(self, name: str, target: Path, limit: int) -> bool:
+        """Reads at most `limit` + 1 bytes: enough to see that a bigger object is wrong."""
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"]
+            written = 0
             with open(target, "wb") as f:
-                f.writelines(body.iter_chunks(1 << 20))
+                for chunk in body.iter_chunks(1 << 20):
+                    f.write(chunk[: limit + 1 - written])
+                    written += len(chunk)
+                    if written > limit:
+                        break
+            body.close()
             return True
         except self._errors as exc:
             if self._absent(exc):
@@ -254,8 +269,12 @@ class RemoteCache:
             record = ActionRecord.from_json(data.decode("utf-8"))
             if record.key != key:
                 raise ValueError("it holds another key")
-            if any(not o.sha256 for o in record.outputs.values()):
-                raise ValueError("an output has no sha256")
+            for output in record.outputs.values():
+                # names that become paths: hex of the right length only (no "../", no other digest)
+                if not (_HEX.fullmatch(output.digest or "") and len(output.digest) == 32):
+                    raise ValueError("an output's digest is not an xxh3-128 hex digest")
+                if not (_HEX.fullmatch(output.sha256 or "") and len(output.sha256 or "") == 64):
+                    raise ValueError("an output has no sha256 hex digest")
         except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
             log.warning("remote cache %s: action record %s is unusable (%s); treated as a miss",
                         self.url, key, exc)
@@ -277,7 +296,7 @@ class RemoteCache:
         there, not whole, or not what the record says."""
         assert output.sha256 is not None
         try:
-            found = self.available and self.transport.download(f"cas/{output.sha256}", target)
+            found = self.available and self.transport.download(f"cas/{output.sha256}", target, output.size)
         except RemoteUnavailable as exc:
             self._failed(exc)
             found = False

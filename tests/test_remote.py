@@ -323,3 +323,24 @@ def test_a_runner_without_torch_renders_an_episode_whose_gpu_nodes_are_in_the_re
     gpu_nodes = {nid for nid in nodes if nid.startswith(("character:", "keyframe:", "clip:"))}
     assert len(gpu_nodes) == 8
     assert {nid for nid, n in nodes.items() if n.get("from") == "remote"} == set(nodes) - ran_here
+
+
+def test_a_remote_record_naming_paths_instead_of_digests_is_a_miss(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from fanren.cache import Cache
+    from fanren.remote import FolderTransport, RemoteCache
+
+    shared = tmp_path / "shared"
+    (shared / "ac").mkdir(parents=True)
+    secret = tmp_path / "elsewhere.txt"
+    secret.write_text("not for the cache")
+    key = "e" * 32
+    record = {"key": key, "node": "line:s1:0", "kind": "line", "engine": "espeak", "fields": {},
+              "outputs": {"cues.json": {"digest": "0" * 32, "size": 17, "sha256": f"../../{secret.name}"}},
+              "seconds": 1.0, "host": "x", "time": 0.0, "version": 1}
+    (shared / "ac" / f"{key}.json").write_text(json.dumps(record))
+    cache = Cache(tmp_path / "cache", remote=RemoteCache(FolderTransport(f"file://{shared}", shared)))
+    assert cache.lookup(key) is None
+    assert caplog.messages == [f"remote cache file://{shared}: action record {key} is unusable (an output has "
+                               "no sha256 hex digest); treated as a miss"]
+    assert list((tmp_path / "cache" / "objects").glob("*/*")) == []
