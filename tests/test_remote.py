@@ -341,6 +341,6 @@ def test_a_remote_record_naming_paths_instead_of_digests_is_a_miss(tmp_path: Pat
     (shared / "ac" / f"{key}.json").write_text(json.dumps(record))
     cache = Cache(tmp_path / "cache", remote=RemoteCache(FolderTransport(f"file://{shared}", shared)))
     assert cache.lookup(key) is None
-    assert caplog.messages == [f"remote cache file://{shared}: action record {key} is unusable (an output has "
-                               "no sha256 hex digest); treated as a miss"]
+    assert caplog.messages == [(f"remote cache file://{shared}: action record {key} is unusable (an output "
+                                "has no sha256 hex digest); treated as a miss")]
     assert list((tmp_path / "cache" / "objects").glob("*/*")) == []
