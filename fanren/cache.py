@@ -327,6 +327,13 @@ class Cache:
     def object_path(self, digest: str) -> Path:
         return self.store.path(digest)
 
+    def record_path(self, key: str) -> Path:
+        return self.actions.path(key)
+
+    def verify_object(self, output: Output) -> bool:
+        """The object exists with its recorded size and (through the stat memo) its digest."""
+        return self.store.has(output)
+
     def lookup(self, key: str) -> ActionRecord | None:
         """The record of `key` if it and all its objects are intact; a corrupt one is removed.
         On a local miss, the remote tier (if any) is asked: read-through, every object verified."""

@@ -110,6 +110,10 @@ def test_content_store_and_action_cache_are_apart(tmp_path: Path) -> None:
     assert cache.store.path(digest) == tmp_path / "c" / "objects" / digest[:2] / digest[2:]
     assert cache.actions.path("d" * 32) == tmp_path / "c" / "actions" / "dd" / f"{'d' * 32}.json"
     assert list(cache.store.digests()) == [digest]
+    # what the rest of fanren calls (the index, the scheduler, the live page) stays on Cache
+    assert cache.object_path(digest) == cache.store.path(digest)
+    assert cache.record_path("d" * 32) == cache.actions.path("d" * 32)
+    assert cache.verify_object(record.outputs["cues.json"])
     assert cache.actions.get("d" * 32) == record
     # the action cache alone does not look at objects; lookup does
     cache.store.remove(digest)
