@@ -23,8 +23,6 @@ from pathlib import Path
 import pytest
 from conftest import SMALL_DRAMA, fanren, ran, report, write_drama
 
-boto3 = pytest.importorskip("boto3")
-
 SECRET = "s3cr3t-never-printed"
 ALL_NODES = {"character:lin", "character:elder", "keyframe:s1", "keyframe:s2", "keyframe:s3", "clip:s1",
              "clip:s2", "clip:s3", "line:s1:0", "line:s2:0", "line:s2:1", "line:s3:0", "shot:s1", "shot:s2",
@@ -50,6 +48,7 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 60)
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
+    pytest.importorskip("moto.server", reason="the S3 tests need the test extra: moto[server] and boto3")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -64,6 +63,8 @@ def s3_endpoint() -> Iterator[str]:
 
 
 def client(endpoint: str):  # type: ignore[no-untyped-def]
+    import boto3
+
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id="test", aws_secret_access_key=SECRET)
 
@@ -220,6 +221,7 @@ def silent_server() -> Iterator[str]:
 @pytest.mark.parametrize("fault", ["down", "500", "slow"])
 def test_a_remote_that_cannot_answer_is_one_warning_and_a_local_build(fault: str, request: pytest.FixtureRequest,
                                                                       small_drama: Path, tmp_path: Path) -> None:
+    pytest.importorskip("boto3", reason="s3:// needs the remote extra")
     endpoint = {"down": lambda: f"http://127.0.0.1:{free_port()}",
                 "500": lambda: request.getfixturevalue("failing_server"),
                 "slow": lambda: request.getfixturevalue("silent_server")}[fault]()
@@ -344,3 +346,13 @@ def test_a_remote_record_naming_paths_instead_of_digests_is_a_miss(tmp_path: Pat
     assert caplog.messages == [(f"remote cache file://{shared}: action record {key} is unusable (an output "
                                 "has no sha256 hex digest); treated as a miss")]
     assert list((tmp_path / "cache" / "objects").glob("*/*")) == []
+
+
+def test_s3_without_boto3_says_which_extra_to_install(small_drama: Path, tmp_path: Path) -> None:
+    shadow = tmp_path / "no-boto3" / "boto3"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ModuleNotFoundError("No module named \'boto3\'", name="boto3")\n')
+    result = fanren("status", small_drama, env={"FANREN_REMOTE_CACHE": "s3://team/p",
+                                                "PYTHONPATH": str(shadow.parent)})
+    assert result.code == 2
+    assert result.stderr == "error: the remote cache s3://team/p needs boto3: pip install 'fanren[remote]'\n"
