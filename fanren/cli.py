@@ -340,7 +340,48 @@ def cache() -> None:
     \b
     Example:
       fanren cache verify my-drama     re-hash every object, drop the corrupt ones
+      fanren cache push my-drama       upload what drama.lock names to the remote cache
     """
+
+
+@cache.command()
+@drama_dir
+@click.option("--profile", "-p", "profiles", multiple=True,
+              help="Push this profile's results (repeatable; default: every profile in drama.lock).")
+@cache_option
+@handles_errors
+def push(directory: Path, profiles: tuple[str, ...], cache_dir: Path | None) -> None:
+    """Upload what DIRECTORY's drama.lock resolved to, from the local cache to the remote cache.
+
+    A build uploads the nodes it runs; this seeds the remote with results built before it was set
+    up ([cache] remote in drama.toml or FANREN_REMOTE_CACHE). Every object is re-hashed first.
+
+    \b
+    Example:
+      FANREN_REMOTE_CACHE=s3://team/fanren fanren cache push . --profile final
+    """
+    from .build import cache_root
+    from .cache import Cache
+    from .lockfile import read_lock
+    from .project import load_project
+    from .remote import open_remote
+    from .remote import push as push_records
+
+    project = load_project(directory)
+    remote = open_remote(project.cache.remote, project.file)
+    if remote is None:
+        raise UsageError("no remote cache: set [cache] remote in drama.toml or FANREN_REMOTE_CACHE")
+    store = Cache(cache_root(project.root, cache_dir))
+    lock = read_lock(project.root)
+    unknown = [p for p in profiles if p not in lock]
+    if unknown:
+        raise UsageError(f"drama.lock has no profile {unknown[0]!r} (it has: {', '.join(sorted(lock)) or 'none'})")
+    keys = sorted({e.key for p in (profiles or tuple(lock)) for e in lock[p].values()})
+    records = [r for r in (store.actions.get(k) for k in keys) if r is not None]
+    result = push_records(store, records, remote)
+    click.echo(f"pushed {result.records} of {len(keys)} results to {remote.url} ({result.objects} objects "
+               f"uploaded; {len(keys) - len(records)} not in the local cache, {result.skipped} corrupt)")
+    sys.exit(0 if remote.available else 1)
 
 
 @cache.command()

@@ -31,7 +31,8 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlparse
@@ -315,18 +316,22 @@ class RemoteCache:
             return False
         return True
 
-    def upload(self, record: ActionRecord, files: Mapping[str, Path]) -> None:
-        """Objects first, then the record: a record on the remote never names a missing object."""
+    def upload(self, record: ActionRecord, files: Mapping[str, Path]) -> int:
+        """Objects first, then the record: a record on the remote never names a missing object.
+        Returns how many objects were sent (those the remote already holds are not)."""
         if self.read_only or not self.available:
-            return
+            return 0
+        sent = 0
         try:
             for name, output in sorted(record.outputs.items()):
                 remote_name = f"cas/{output.sha256}"
                 if output.sha256 in self._bad_objects or not self.transport.exists(remote_name):
                     self.transport.upload(remote_name, files[name])
+                    sent += 1
             self.transport.write(f"ac/{record.key}.json", record.to_json().encode("utf-8"))
         except RemoteUnavailable as exc:
             self._failed(exc)
+        return sent
 
 
 def open_remote(setting: str | None, drama_file: Path, read_only: bool = False) -> RemoteCache | None:
@@ -370,3 +375,39 @@ def remote_holdings(decisions: list[Decision], remote: RemoteCache, root: Path,
             known[node.id] = record.outputs
         held[node.id] = (record is not None) if key is not None and remote.available else None
     return held
+
+
+@dataclass(frozen=True)
+class PushResult:
+    records: int
+    objects: int
+    skipped: int  # records whose local objects did not verify (left for the next build to repair)
+
+
+def push(cache: Cache, records: Iterable[ActionRecord], remote: RemoteCache) -> PushResult:
+    """Upload results already in the local cache (built before the remote was set up, or on a
+    machine that had it off). Each object is re-read: it must still hash to its name, and a record
+    from before sha256 was recorded gets it now, locally too. Stops at the first remote failure."""
+    pushed = sent = skipped = 0
+    for record in records:
+        outputs: dict[str, Output] = {}
+        for name, output in record.outputs.items():
+            try:
+                digest, sha256 = digest_file_sha256(cache.object_path(output.digest))
+            except OSError:
+                digest, sha256 = "", ""
+            if digest != output.digest:
+                break
+            outputs[name] = replace(output, sha256=sha256)
+        if len(outputs) != len(record.outputs):
+            log.warning("cache: %s (key %s) has a missing or corrupt object; not pushed", record.node, record.key)
+            skipped += 1
+            continue
+        if outputs != record.outputs:
+            record = replace(record, outputs=outputs)
+            cache.actions.put(record)
+        sent += remote.upload(record, {name: cache.object_path(o.digest) for name, o in outputs.items()})
+        if not remote.available:
+            break
+        pushed += 1
+    return PushResult(pushed, sent, skipped)

@@ -356,3 +356,32 @@ def test_s3_without_boto3_says_which_extra_to_install(small_drama: Path, tmp_pat
                                                 "PYTHONPATH": str(shadow.parent)})
     assert result.code == 2
     assert result.stderr == "error: the remote cache s3://team/p needs boto3: pip install 'fanren[remote]'\n"
+
+
+def test_cache_push_seeds_the_remote_with_what_was_built_before(small_drama: Path, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    env = {"FANREN_REMOTE_CACHE": f"file://{shared}"}
+    lock = lock_of(small_drama)
+    # a record written before sha256 was recorded: push re-hashes its object and fills it in
+    old = small_drama / ".fanren-cache" / "actions" / lock["keyframe:s1"]["key"][:2] / \
+        f"{lock['keyframe:s1']['key']}.json"
+    raw = json.loads(old.read_text(encoding="utf-8"))
+    expected_sha = raw["outputs"]["image.png"].pop("sha256")
+    old.write_text(json.dumps(raw), encoding="utf-8")
+
+    result = fanren("cache", "push", small_drama, env=env)
+    objects = len({d for e in lock.values() for d in e["outputs"].values()})
+    assert (result.code, result.stdout) == (0, f"pushed 18 of 18 results to file://{shared} ({objects} objects "
+                                               "uploaded; 0 not in the local cache, 0 corrupt)\n"), result.stderr
+    assert json.loads(old.read_text(encoding="utf-8"))["outputs"]["image.png"]["sha256"] == expected_sha
+    again = fanren("cache", "push", small_drama, env=env)
+    assert again.stdout.startswith("pushed 18 of 18 results") and "(0 objects uploaded;" in again.stdout
+
+    other, cache = machine(tmp_path, "b")
+    build(other, cache, env)
+    assert report(other)["counts"]["remote_hits"] == 18
+
+    no_remote = fanren("cache", "push", small_drama)
+    assert (no_remote.code, no_remote.stderr) == (
+        2, "error: no remote cache: set [cache] remote in drama.toml or FANREN_REMOTE_CACHE\n")
