@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .cache import Cache, atomic_write
 from .compile import Engines, compile_project, resolve_engines
@@ -22,6 +23,9 @@ from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
 from .project import Project, load_project
 from .run import CACHED, FAILED, RAN, SKIPPED, EnginePool, NodeResult, Reporter, run_graph
+
+if TYPE_CHECKING:
+    from .remote import RemoteCache
 
 log = logging.getLogger("fanren")
 
@@ -119,10 +123,7 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     project = project or load_project(Path(root))
     engines = engines or resolve_engines(project, profile)
     graph = compile_project(project, engines)  # bad input (a template error) fails before any write
-    from .remote import open_remote
-
-    cache = Cache(cache_root(project.root, cache_dir),
-                  remote=open_remote(project.cache.remote, project.file, read_only=remote_read_only))
+    cache = Cache(cache_root(project.root, cache_dir), remote=_remote(project, remote_read_only))
     cache.register_root(project.root)
     project_lock = "project-" + _slug(project.root)
     # gc waits for every build using the cache (and a build for a running gc); one build of a drama
@@ -146,6 +147,14 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     if failures:
         raise BuildFailed(failures)
     return BuildResult(session, results, seconds, out_dir)
+
+
+def _remote(project: Project, read_only: bool) -> RemoteCache | None:
+    if project.cache.remote is None and "FANREN_REMOTE_CACHE" not in os.environ:
+        return None  # the common case: not even the remote module is imported (no-op build speed)
+    from .remote import open_remote
+
+    return open_remote(project.cache.remote, project.file, read_only=read_only)
 
 
 def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache, jobs: int, keep_going: bool,
