@@ -20,6 +20,9 @@ with a warning and rebuilt. Killing fanren at any moment leaves only tmp dirs, w
 What is checked when: an object's size on every lookup and every use (the record knows it); its
 digest when its stat changed (the stat memo); every byte of every object by `fanren cache verify`,
 which is what finds an object overwritten with its size and mtime restored.
+
+A remote tier (fanren/remote.py) can stand behind this one: `lookup` asks it on a local miss and
+`commit` uploads to it; nothing it sends enters the content store before its bytes hash right.
 """
 
 from __future__ import annotations
