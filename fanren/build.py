@@ -6,12 +6,14 @@ Used by `fanren build` and `fanren watch`. Bad input raises DramaError before an
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .cache import Cache, atomic_write
 from .check import Mismatch, check_nodes
@@ -21,7 +23,12 @@ from .graph import Graph
 from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
 from .project import Project, load_project
-from .run import FAILED, EnginePool, NodeResult, Reporter, run_graph
+from .run import CACHED, FAILED, RAN, SKIPPED, EnginePool, NodeResult, Reporter, run_graph
+
+if TYPE_CHECKING:
+    from .remote import RemoteCache
+
+log = logging.getLogger("fanren")
 
 CACHE_DIR = ".fanren-cache"
 
@@ -92,37 +99,52 @@ class BuildResult:
     def count(self, status: str) -> int:
         return sum(1 for r in self.results.values() if r.status == status)
 
+    @property
+    def remote_hits(self) -> int:
+        return len(_pulled(self.session, self.results))
+
+
+def _pulled(session: Session, results: dict[str, NodeResult]) -> set[str]:
+    """The cached nodes whose result this build pulled from the remote cache."""
+    return {nid for nid, r in results.items()
+            if r.status == CACHED and r.record is not None and r.record.key in session.cache.remote_hits}
+
 
 def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, jobs: int = 2,
           keep_going: bool = False, reporter: Reporter | None = None,
           on_wait: Callable[[], None] | None = None, pool: EnginePool | None = None,
           project: Project | None = None, engines: Engines | None = None,
-          cancelled: Callable[[], bool] = lambda: False, check: bool = False,
-          on_check: Callable[[int, int, str], None] | None = None) -> BuildResult:
+          cancelled: Callable[[], bool] = lambda: False, remote_read_only: bool = False,
+          check: bool = False, on_check: Callable[[int, int, str], None] | None = None) -> BuildResult:
     """Build the episode of the drama in `root`. Raises DramaError (bad input) or BuildFailed.
 
     A caller's `pool` keeps its engines loaded after the build (`fanren watch`); once `cancelled()`
-    is true, queued nodes are skipped and the running ones finish (a node boundary). With `check`,
-    every node is then rendered again and compared with the cache (see fanren.check); the result
-    lists the nodes whose bytes differ.
+    is true, queued nodes are skipped and the running ones finish (a node boundary). With a remote
+    cache (`[cache] remote` or FANREN_REMOTE_CACHE), a local miss is pulled from it and every node
+    that runs is uploaded, unless `remote_read_only`. With `check`, every node is then rendered again
+    and compared with the cache (see fanren.check); the result lists the nodes whose bytes differ.
     """
     started = time.monotonic()
     project = project or load_project(Path(root))
     engines = engines or resolve_engines(project, profile)
     graph = compile_project(project, engines)  # bad input (a template error) fails before any write
-    cache = Cache(cache_root(project.root, cache_dir))
+    cache = Cache(cache_root(project.root, cache_dir), remote=_remote(project, remote_read_only))
+    cache.register_root(project.root)
     project_lock = "project-" + _slug(project.root)
-    # One build of a drama at a time; a second one waits, then finds the first one's work cached.
-    with cache.lock(project_lock, blocking=False) as taken:
-        if taken:
-            results, session, checked = _build_locked(project, engines, graph, cache, jobs, keep_going,
-                                                      reporter, pool, cancelled, check, on_check)
-    if not taken:
-        if on_wait:
-            on_wait()
-        with cache.lock(project_lock):
-            results, session, checked = _build_locked(project, engines, graph, cache, jobs, keep_going,
-                                                      reporter, pool, cancelled, check, on_check)
+    # gc waits for every build using the cache (and a build for a running gc); one build of a drama
+    # at a time: a second one waits, then finds the first one's work cached.
+    with cache.in_use(on_wait=lambda: log.warning("cache %s: gc or verify is running; waiting for it to "
+                                                  "finish", cache.root)):
+        with cache.lock(project_lock, blocking=False) as taken:
+            if taken:
+                results, session, checked = _build_locked(project, engines, graph, cache, jobs, keep_going,
+                                                          reporter, pool, cancelled, check, on_check)
+        if not taken:
+            if on_wait:
+                on_wait()
+            with cache.lock(project_lock):
+                results, session, checked = _build_locked(project, engines, graph, cache, jobs, keep_going,
+                                                          reporter, pool, cancelled, check, on_check)
     seconds = time.monotonic() - started
     out_dir = project.root / "out" / engines.profile
     failures = [NodeFailure(r.node.id, r.error or "failed", r.log)
@@ -130,6 +152,14 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     if failures:
         raise BuildFailed(failures)
     return BuildResult(session, results, seconds, out_dir, *checked)
+
+
+def _remote(project: Project, read_only: bool) -> RemoteCache | None:
+    if project.cache.remote is None and "FANREN_REMOTE_CACHE" not in os.environ:
+        return None  # the common case: not even the remote module is imported (no-op build speed)
+    from .remote import open_remote
+
+    return open_remote(project.cache.remote, project.file, read_only=read_only)
 
 
 def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache, jobs: int, keep_going: bool,
@@ -185,10 +215,17 @@ def _update_lock(session: Session, results: dict[str, NodeResult]) -> None:
 
 
 def report_dict(session: Session, results: dict[str, NodeResult], seconds: float) -> dict[str, object]:
+    pulled = _pulled(session, results)
     return {
         "profile": session.profile,
+        "counts": {"ran": sum(1 for r in results.values() if r.status == RAN),
+                   "local_hits": sum(1 for r in results.values() if r.status == CACHED) - len(pulled),
+                   "remote_hits": len(pulled),
+                   "failed": sum(1 for r in results.values() if r.status == FAILED),
+                   "skipped": sum(1 for r in results.values() if r.status == SKIPPED)},
         "nodes": [{"id": nid, "kind": r.node.kind, "engine": r.node.engine, "status": r.status,
-                   "seconds": round(r.seconds, 3), **({"error": r.error} if r.error else {})}
+                   "seconds": round(r.seconds, 3), **({"error": r.error} if r.error else {}),
+                   **({"from": "remote"} if nid in pulled else {})}
                   for nid, r in ((n, results[n]) for n in session.graph.nodes)],
         "seconds": round(seconds, 3),
     }
@@ -209,7 +246,7 @@ def _export(out_dir: Path, session: Session, results: dict[str, NodeResult]) -> 
         result = results.get(node_id)
         if result is None or result.record is None or output not in result.record.outputs:
             continue
-        source = session.cache.object_path(result.record.outputs[output].digest)
+        source = session.cache.object_for_use(result.record, output)
         target = out_dir / name
         try:
             if target.exists() and os.path.samefile(source, target):

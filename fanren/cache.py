@@ -1,11 +1,14 @@
-"""The cache: a content store (digest → bytes), an action cache (key → outputs), a stat memo, locks.
+"""The cache: a content store (digest → bytes) and an action cache (key → action record), kept apart
+as in Bazel's remote-execution API and DVC's stage cache, plus what builds share around them.
 
 Layout under the cache root (`.fanren-cache/` in the drama folder by default):
 
-    objects/ab/cdef…        files named by their xxh3-128 digest, read-only
-    actions/ab/<key>.json   one record per finished node
+    objects/ab/cdef…        ContentStore: files named by their xxh3-128 digest, read-only
+    actions/ab/<key>.json   ActionCache: one record per finished node (output digests and sizes)
     tmp/<pid>-<n>/          where engines write; committed by rename, cleaned when the pid is gone
-    locks/                  flock files: one per project build, one per key
+    locks/                  flock files: in-use (builds shared, gc/verify exclusive), one per
+                            drama build, one per key
+    roots/<slug>.json       the drama folders that build into this cache (gc keeps what each reaches)
     logs/<node>.log         the last failure of a node
     statmemo.json           (inode, mtime_ns, size) → digest, so an unchanged file is never re-read
     timings.json            seconds per node for each engine, for ETAs
@@ -13,6 +16,13 @@ Layout under the cache root (`.fanren-cache/` in the drama folder by default):
 Commit protocol: engine writes into tmp → outputs validated → fsync → rename into objects → action
 record written atomically. A record or object that fails to parse or verify is a miss: it is removed
 with a warning and rebuilt. Killing fanren at any moment leaves only tmp dirs, which are cleaned.
+
+What is checked when: an object's size on every lookup and every use (the record knows it); its
+digest when its stat changed (the stat memo); every byte of every object by `fanren cache verify`,
+which is what finds an object overwritten with its size and mtime restored.
+
+A remote tier (fanren/remote.py) can stand behind this one: `lookup` asks it on a local miss and
+`commit` uploads to it; nothing it sends enters the content store before its bytes hash right.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -28,14 +39,17 @@ import socket
 import threading
 import time
 import wave
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from .errors import EngineError
+from .errors import CacheCorrupt, EngineError
+
+if TYPE_CHECKING:
+    from .remote import RemoteCache
 
 log = logging.getLogger("fanren")
 
@@ -62,8 +76,19 @@ def canonical_json(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Output:
-    digest: str
+    digest: str                 # xxh3-128: names the object locally and goes into keys
     size: int
+    sha256: str | None = None   # names the object in a remote cache, where trust crosses people
+
+
+def digest_file_sha256(path: Path) -> tuple[str, str]:
+    """(xxh3-128, sha256) of a file, read once."""
+    fast, strong = xxhash.xxh3_128(), hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            fast.update(chunk)
+            strong.update(chunk)
+    return fast.hexdigest(), strong.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -142,29 +167,24 @@ class StatMemo:
             self._dirty = False
 
 
-class Cache:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.objects = self.root / "objects"
-        self.actions = self.root / "actions"
-        self.tmp = self.root / "tmp"
-        self.locks = self.root / "locks"
-        self.logs = self.root / "logs"
-        for d in (self.objects, self.actions, self.tmp, self.locks, self.logs):
-            d.mkdir(parents=True, exist_ok=True)
-        self.memo = StatMemo(self.root / "statmemo.json")
-        self._tmp_counter = 0
-        self._tmp_lock = threading.Lock()
+class ContentStore:
+    """The content store (CAS): digest → bytes. Files named by their xxh3-128 digest, read-only.
 
-    # ── content store ────────────────────────────────────────────────────────
+    It knows nothing of nodes or keys; an object is kept or dropped by whoever holds the records.
+    """
 
-    def object_path(self, digest: str) -> Path:
-        return self.objects / digest[:2] / digest[2:]
+    def __init__(self, folder: Path, memo: StatMemo) -> None:
+        self.folder = folder
+        self.memo = memo
+        folder.mkdir(parents=True, exist_ok=True)
 
-    def _store(self, file: Path) -> Output:
-        """Move a validated file into the content store under its digest (read-only, fsynced)."""
-        digest = digest_file(file)
-        target = self.object_path(digest)
+    def path(self, digest: str) -> Path:
+        return self.folder / digest[:2] / digest[2:]
+
+    def put(self, file: Path) -> Output:
+        """Move a validated file in under its digest (read-only, fsynced); the file is consumed."""
+        digest, sha256 = digest_file_sha256(file)
+        target = self.path(digest)
         size = file.stat().st_size
         if not (target.exists() and target.stat().st_size == size):
             target.parent.mkdir(exist_ok=True)
@@ -174,11 +194,15 @@ class Cache:
             os.replace(file, target)
             _fsync_dir(target.parent)
         self.memo.remember(target, digest)
-        return Output(digest=digest, size=size)
+        return Output(digest=digest, size=size, sha256=sha256)
 
-    def verify_object(self, output: Output) -> bool:
-        """The object exists with the recorded size and (through the stat memo) the recorded digest."""
-        path = self.object_path(output.digest)
+    def has(self, output: Output) -> bool:
+        """The object exists with the recorded size and (through the stat memo) the recorded digest.
+
+        The size is read from the file system every time; the digest is re-read only when the stat
+        changed, so an object overwritten with its size and mtime restored is found by `verify_all`.
+        """
+        path = self.path(output.digest)
         try:
             if path.stat().st_size != output.size:
                 return False
@@ -186,14 +210,58 @@ class Cache:
         except OSError:
             return False
 
-    # ── action cache ─────────────────────────────────────────────────────────
+    def has_size(self, output: Output) -> bool:
+        """The cheap check made on every use of an object: it exists with the recorded size."""
+        try:
+            return self.path(output.digest).stat().st_size == output.size
+        except OSError:
+            return False
 
-    def record_path(self, key: str) -> Path:
-        return self.actions / key[:2] / f"{key}.json"
+    def rehash(self, digest: str) -> bool:
+        """Read the whole object and compare it with its name (the stat memo is not trusted)."""
+        path = self.path(digest)
+        try:
+            actual = digest_file(path)
+        except OSError:
+            return False
+        if actual != digest:
+            return False
+        self.memo.remember(path, digest)
+        return True
 
-    def lookup(self, key: str) -> ActionRecord | None:
-        """The record of `key` if it and all its objects are intact; a corrupt one is removed."""
-        path = self.record_path(key)
+    def remove(self, digest: str) -> None:
+        path = self.path(digest)
+        self.memo.forget(path)
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o644)
+            path.unlink()
+
+    def digests(self) -> Iterator[str]:
+        for path in self.folder.glob("*/*"):
+            if len(path.parent.name) == 2 and not path.name.startswith("."):
+                yield path.parent.name + path.name
+
+    def size(self) -> int:
+        total = 0
+        for digest in self.digests():
+            with contextlib.suppress(OSError):
+                total += self.path(digest).stat().st_size
+        return total
+
+
+class ActionCache:
+    """The action cache: key → action record (what a finished node produced). One JSON file per key."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> ActionRecord | None:
+        """The record of `key`, or None. A record that does not parse is removed with a warning."""
+        path = self.path(key)
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -207,28 +275,123 @@ class Cache:
                         path.name, exc)
             path.unlink(missing_ok=True)
             return None
-        for name, output in record.outputs.items():
-            if not self.verify_object(output):
-                log.warning("cache: object %s (%s of %s) is missing or corrupt; removed, "
-                            "the node will be rebuilt", output.digest, name, record.node)
-                self._remove_object(output.digest)
-                path.unlink(missing_ok=True)
-                return None
+        return record
+
+    def peek(self, key: str) -> ActionRecord | None:
+        """The record of `key` if it parses; nothing is removed (for explain: fields only)."""
+        try:
+            return ActionRecord.from_json(self.path(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def put(self, record: ActionRecord) -> None:
+        path = self.path(record.key)
+        path.parent.mkdir(exist_ok=True)
+        atomic_write(path, record.to_json())
+
+    def remove(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def records(self) -> Iterator[tuple[Path, ActionRecord | None]]:
+        """Every record file with its parsed record (None when it does not parse)."""
+        for path in self.folder.glob("*/*.json"):
+            try:
+                yield path, ActionRecord.from_json(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, TypeError, KeyError):
+                yield path, None
+
+
+class Cache:
+    """One cache folder: the content store and the action cache, plus what builds share around them
+    (temp dirs, logs, locks, the drama roots that use it, timings) and gc.
+
+    `lookup` and `commit` are the two calls a build makes: both keep the rule that a record is only
+    used when every object it names is intact.
+    """
+
+    def __init__(self, root: Path, remote: RemoteCache | None = None) -> None:
+        self.root = Path(root)
+        self.remote = remote              # the remote tier behind this one (fanren/remote.py)
+        self.remote_hits: set[str] = set()  # keys this process pulled from the remote
+        self.tmp = self.root / "tmp"
+        self.locks = self.root / "locks"
+        self.logs = self.root / "logs"
+        self.roots_dir = self.root / "roots"
+        for d in (self.tmp, self.locks, self.logs, self.roots_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.memo = StatMemo(self.root / "statmemo.json")
+        self.store = ContentStore(self.root / "objects", self.memo)
+        self.actions = ActionCache(self.root / "actions")
+        self._tmp_counter = 0
+        self._tmp_lock = threading.Lock()
+
+    # ── what a build calls ───────────────────────────────────────────────────
+
+    def object_path(self, digest: str) -> Path:
+        return self.store.path(digest)
+
+    def record_path(self, key: str) -> Path:
+        return self.actions.path(key)
+
+    def verify_object(self, output: Output) -> bool:
+        """The object exists with its recorded size and (through the stat memo) its digest."""
+        return self.store.has(output)
+
+    def lookup(self, key: str) -> ActionRecord | None:
+        """The record of `key` if it and all its objects are intact; a corrupt one is removed.
+        On a local miss, the remote tier (if any) is asked: read-through, every object verified."""
+        record = self.actions.get(key)
+        if record is not None:
+            for name, output in record.outputs.items():
+                if not self.store.has(output):
+                    log.warning("cache: object %s (%s of %s) is missing or corrupt; removed, "
+                                "the node will be rebuilt", output.digest, name, record.node)
+                    self.store.remove(output.digest)
+                    self.actions.remove(key)
+                    record = None
+                    break
+        if record is None and self.remote is not None:
+            record = self._pull(key)
+        return record
+
+    def _pull(self, key: str) -> ActionRecord | None:
+        """Copy `key`'s record and objects from the remote tier, each object checked byte for byte
+        before it enters the content store; the record is written last, as in `commit`."""
+        assert self.remote is not None
+        record = self.remote.record(key)
+        if record is None:
+            return None
+        tmp = self.new_tmp()
+        try:
+            for name, output in sorted(record.outputs.items()):
+                if self.store.has(output):
+                    continue
+                file = tmp / "object"
+                if not self.remote.fetch(record.node, name, output, file):
+                    return None
+                self.store.put(file)
+            self.actions.put(record)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        with self._tmp_lock:
+            self.remote_hits.add(key)
         return record
 
     def peek(self, key: str) -> ActionRecord | None:
         """The record of `key` without verifying objects (for explain: fields only)."""
-        try:
-            return ActionRecord.from_json(self.record_path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
+        return self.actions.peek(key)
 
-    def _remove_object(self, digest: str) -> None:
-        path = self.object_path(digest)
-        self.memo.forget(path)
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o644)
-            path.unlink()
+    def object_for_use(self, record: ActionRecord, name: str) -> Path:
+        """The path of one output of `record`, checked to still have its recorded size right before
+        it is read (an engine's input, an export). A truncated object is removed with its record and
+        the build stops with CacheCorrupt; the next build re-renders the node."""
+        output = record.outputs[name]
+        if not self.store.has_size(output):
+            self.store.remove(output.digest)
+            self.actions.remove(record.key)
+            raise CacheCorrupt(f"cache: object {output.digest} ({name} of {record.node}) changed size "
+                               f"after it was checked; removed, run the build again to re-render it")
+        return self.store.path(output.digest)
 
     def commit(self, key: str, node: str, kind: str, engine: str, fields: dict[str, Any],
                files: Mapping[str, Path], seconds: float) -> ActionRecord:
@@ -237,13 +400,13 @@ class Cache:
             raise EngineError(f"{node}: the engine finished without writing any output")
         for name, file in files.items():
             validate_output(name, file)
-        outputs = {name: self._store(file) for name, file in sorted(files.items())}
+        outputs = {name: self.store.put(file) for name, file in sorted(files.items())}
         record = ActionRecord(key=key, node=node, kind=kind, engine=engine, fields=fields,
                               outputs=outputs, seconds=round(seconds, 3), host=socket.gethostname(),
                               time=round(time.time(), 3))
-        path = self.record_path(key)
-        path.parent.mkdir(exist_ok=True)
-        atomic_write(path, record.to_json())
+        self.actions.put(record)
+        if self.remote is not None:  # write-back; a failure is a warning, the local result stands
+            self.remote.upload(record, {name: self.store.path(o.digest) for name, o in outputs.items()})
         return record
 
     # ── temp dirs, logs, locks ───────────────────────────────────────────────
@@ -267,14 +430,18 @@ class Cache:
         return self.logs / (node_id.replace(":", "_").replace("/", "_") + ".log")
 
     @contextlib.contextmanager
-    def lock(self, name: str, blocking: bool = True) -> Iterator[bool]:
-        """An OS advisory lock (flock), released when the process dies. Yields whether it was taken."""
+    def lock(self, name: str, blocking: bool = True, shared: bool = False) -> Iterator[bool]:
+        """An OS advisory lock (flock), released when the process dies. Yields whether it was taken.
+
+        `shared` locks of one name are held together; an exclusive one waits for all of them.
+        """
         path = self.locks / f"{name}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                fcntl.flock(fd, mode)
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EACCES):
                     yield False
@@ -286,6 +453,50 @@ class Cache:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    @contextlib.contextmanager
+    def in_use(self, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """Held (shared) by every build for its whole length, so gc (exclusive) never runs beside one."""
+        with self.lock(USE_LOCK, blocking=False, shared=True) as taken:
+            if taken:
+                yield
+                return
+        if on_wait:
+            on_wait()
+        with self.lock(USE_LOCK, shared=True):
+            yield
+
+    @contextlib.contextmanager
+    def exclusive(self, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """Held by gc and verify: no build runs while objects are being dropped."""
+        with self.lock(USE_LOCK, blocking=False) as taken:
+            if taken:
+                yield
+                return
+        if on_wait:
+            on_wait()
+        with self.lock(USE_LOCK):
+            yield
+
+    # ── the dramas that use this cache ───────────────────────────────────────
+
+    def register_root(self, drama_root: Path) -> None:
+        """Remember that the drama in `drama_root` builds into this cache, so gc keeps what it reaches."""
+        resolved = str(Path(drama_root).resolve())
+        path = self.roots_dir / f"{digest_bytes(resolved.encode())[:16]}.json"
+        if not path.exists():
+            atomic_write(path, canonical_json({"root": resolved}) + "\n")
+
+    def drama_roots(self) -> list[Path]:
+        roots = []
+        for path in sorted(self.roots_dir.glob("*.json")):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                roots.append(Path(json.loads(path.read_text(encoding="utf-8"))["root"]))
+        return roots
+
+    def forget_root(self, drama_root: Path) -> None:
+        resolved = str(Path(drama_root).resolve())
+        (self.roots_dir / f"{digest_bytes(resolved.encode())[:16]}.json").unlink(missing_ok=True)
 
     # ── timings (ETA) ────────────────────────────────────────────────────────
 
@@ -299,14 +510,27 @@ class Cache:
     def save_timings(self, timings: Mapping[str, float]) -> None:
         atomic_write(self.root / "timings.json", json.dumps(dict(sorted(timings.items())), indent=1))
 
-    # ── gc ───────────────────────────────────────────────────────────────────
+    # ── verify and gc (run under `exclusive()`) ──────────────────────────────
 
-    def records(self) -> Iterator[tuple[Path, ActionRecord | None]]:
-        for path in self.actions.glob("*/*.json"):
-            try:
-                yield path, ActionRecord.from_json(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError, TypeError, KeyError):
-                yield path, None
+    def verify(self, progress: Callable[[int, int], None] | None = None) -> VerifyResult:
+        """Re-hash every object against its name, trusting no stat memo; drop the ones that do not
+        match, then every record that names a dropped or missing object (or does not parse)."""
+        digests = sorted(self.store.digests())
+        bad: set[str] = set()
+        for n, digest in enumerate(digests, 1):
+            if not self.store.rehash(digest):
+                log.warning("cache: object %s does not match its digest; removed", digest)
+                self.store.remove(digest)
+                bad.add(digest)
+            if progress:
+                progress(n, len(digests))
+        records_removed = 0
+        for path, record in self.actions.records():
+            if record is None or any(not self.store.has_size(o) for o in record.outputs.values()):
+                path.unlink(missing_ok=True)
+                records_removed += 1
+        self.memo.save()
+        return VerifyResult(len(digests), len(bad), records_removed)
 
     def gc(self, keep_keys: set[str], max_size: int | None) -> GcResult:
         """Remove records not reached by keep_keys and unreferenced objects; then, if the cache is
@@ -314,7 +538,7 @@ class Cache:
         removed_records = 0
         kept: list[tuple[Path, ActionRecord]] = []
         evictable: list[tuple[Path, ActionRecord]] = []
-        for path, record in self.records():
+        for path, record in self.actions.records():
             if record is None:
                 path.unlink(missing_ok=True)
                 removed_records += 1
@@ -335,11 +559,11 @@ class Cache:
                 total = _referenced_size(r for _, r in kept)
         live = {o.digest for _, r in kept for o in r.outputs.values()}
         removed_objects = freed = 0
-        for obj in self.objects.glob("*/*"):
-            digest = obj.parent.name + obj.name
+        for digest in list(self.store.digests()):
             if digest not in live:
-                freed += obj.stat().st_size
-                self._remove_object(digest)
+                with contextlib.suppress(OSError):
+                    freed += self.store.path(digest).stat().st_size
+                self.store.remove(digest)
                 removed_objects += 1
         for lock in self.locks.glob("keys/*.lock"):
             with contextlib.suppress(OSError):
@@ -348,7 +572,17 @@ class Cache:
         return GcResult(removed_records, removed_objects, freed, _referenced_size(r for _, r in kept))
 
     def size(self) -> int:
-        return sum(p.stat().st_size for p in self.objects.glob("*/*"))
+        return self.store.size()
+
+
+USE_LOCK = "in-use"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    objects_checked: int
+    objects_removed: int
+    records_removed: int
 
 
 @dataclass(frozen=True)

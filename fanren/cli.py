@@ -129,13 +129,16 @@ def init(directory: Path, title: str | None) -> None:
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=2, show_default=True,
               help="CPU nodes (speech, mux) run at once; GPU nodes always run one at a time per GPU.")
 @cache_option
+@click.option("--remote-read-only", is_flag=True, envvar="FANREN_REMOTE_READ_ONLY",
+              help="Pull from the remote cache but never upload (untrusted runners, pull requests; "
+                   "env FANREN_REMOTE_READ_ONLY=1).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the result line.")
 @click.option("--check", is_flag=True,
               help="Then render every node again and compare its bytes with the cache; exit 1 naming "
                    "each node (and engine) that gave other bytes. Commits nothing.")
 @handles_errors
 def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir: Path | None,
-          quiet: bool, check: bool) -> None:
+          remote_read_only: bool, quiet: bool, check: bool) -> None:
     """Render the drama in DIRECTORY into out/PROFILE/episode.mp4, running only stale nodes.
 
     \b
@@ -159,9 +162,11 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
             click.echo(f"check {done + 1}/{total}: {node_id}", err=True)
 
     result = run_build(directory, profile=profile, cache_dir=cache_dir, jobs=jobs, keep_going=keep_going,
-                       reporter=make_reporter(quiet=quiet), on_wait=waiting, check=check, on_check=checking)
+                       reporter=make_reporter(quiet=quiet), on_wait=waiting,
+                       remote_read_only=remote_read_only, check=check, on_check=checking)
     ran, cached = result.count("ran"), result.count("cached")
-    click.echo(f"built {len(result.results)} nodes ({ran} ran, {cached} cached) in {result.seconds:.1f} s")
+    remote = f", {result.remote_hits} of them from the remote cache" if result.remote_hits else ""
+    click.echo(f"built {len(result.results)} nodes ({ran} ran, {cached} cached{remote}) in {result.seconds:.1f} s")
     click.echo(f"episode: {result.episode}")
     if check:
         if result.mismatches:
@@ -191,17 +196,26 @@ def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool)
       changed        its inputs, params or engine differ from drama.lock (see `fanren explain`)
       not-cached     same key as drama.lock, but the cache lost it (gc, corruption, new machine)
       input-changed  an input will re-render first; it may still be cached afterwards (early cutoff)
+
+    With a remote cache, each stale node also says whether the remote holds it ("remote has it": the
+    build pulls it instead of running it). A node behind inputs that will really run cannot be told
+    until they have run.
     """
     from .build import open_session
+    from .remote import open_remote, remote_holdings
 
     session = open_session(directory, profile, cache_dir)
     stale = [d for d in session.decisions if d.stale]
+    remote = open_remote(session.project.cache.remote, session.project.file, read_only=True)
+    held = remote_holdings(session.decisions, remote, session.root, session.cache) if remote else {}
     if as_json:
         click.echo(json.dumps({
             "profile": session.profile,
             "nodes": len(session.decisions),
+            **({"remote": remote.url} if remote else {}),
             "stale": [{"id": d.node.id, "kind": d.node.kind, "engine": d.node.engine, "reason": d.reason,
-                       **({"inputs": list(d.stale_inputs)} if d.stale_inputs else {})} for d in stale],
+                       **({"inputs": list(d.stale_inputs)} if d.stale_inputs else {}),
+                       **({"remote": held[d.node.id]} if remote else {})} for d in stale],
         }, ensure_ascii=False, indent=1))
         return
     if not stale:
@@ -210,7 +224,11 @@ def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool)
     click.echo(f"{len(stale)} of {len(session.decisions)} nodes would run (profile {session.profile}):")
     for d in stale:
         detail = f" (after {', '.join(d.stale_inputs)})" if d.stale_inputs else ""
-        click.echo(f"  {d.reason:<14} {d.node.id} [{d.node.engine}]{detail}")
+        where = ""
+        if remote:
+            where = {True: "  (remote has it)", False: "  (not in remote)",
+                     None: "  (remote: cannot tell)"}[held[d.node.id]]
+        click.echo(f"  {d.reason:<14} {d.node.id} [{d.node.engine}]{detail}{where}")
 
 
 @main.command()
@@ -302,7 +320,11 @@ def _parse_size(text: str | None) -> int | None:
                                  "size (e.g. 20G).")
 @handles_errors
 def gc(directory: Path, cache_dir: Path | None, max_size: str | None) -> None:
-    """Remove cached results the current drama.toml and drama.lock no longer reach.
+    """Remove cached results that no drama using the cache reaches any more.
+
+    A cache shared through --cache-dir keeps what every drama that builds into it reaches (their
+    drama.toml and drama.lock, all profiles). gc waits for running builds to finish, and builds
+    started meanwhile wait for gc.
 
     \b
     Example:
@@ -310,25 +332,111 @@ def gc(directory: Path, cache_dir: Path | None, max_size: str | None) -> None:
     """
     from .build import cache_root
     from .cache import Cache
-    from .compile import profile_names
-    from .lockfile import read_lock
+    from .gc import collect_garbage
     from .project import load_project
 
     project = load_project(directory)
     cache = Cache(cache_root(project.root, cache_dir))
-    keep = {entry.key for entries in read_lock(project.root).values() for entry in entries.values()}
-    for profile in profile_names(project):
-        try:
-            from .build import open_session
-
-            session = open_session(project.root, profile, cache_dir, project=project, cache=cache)
-        except FanrenError:
-            continue  # a profile whose engines are not installed here reaches nothing now
-        keep |= {d.key for d in session.decisions if d.key}
-    with cache.lock("project-gc"):
-        result = cache.gc(keep, _parse_size(max_size))
+    result, reached = collect_garbage(
+        cache, project.root, _parse_size(max_size),
+        on_wait=lambda: click.echo("builds are using this cache; gc waits for them to finish...", err=True))
+    for note in reached.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"removed {result.records_removed} records and {result.objects_removed} objects "
-               f"({result.bytes_freed / 1e6:.1f} MB); {result.bytes_kept / 1e6:.1f} MB kept")
+               f"({result.bytes_freed / 1e6:.1f} MB); {result.bytes_kept / 1e6:.1f} MB kept "
+               f"for {len(reached.dramas)} drama(s)")
+
+
+@main.group()
+def cache() -> None:
+    """Look after the cache.
+
+    \b
+    Example:
+      fanren cache verify my-drama     re-hash every object, drop the corrupt ones
+      fanren cache push my-drama       upload what drama.lock names to the remote cache
+    """
+
+
+@cache.command()
+@drama_dir
+@click.option("--profile", "-p", "profiles", multiple=True,
+              help="Push this profile's results (repeatable; default: every profile in drama.lock).")
+@cache_option
+@handles_errors
+def push(directory: Path, profiles: tuple[str, ...], cache_dir: Path | None) -> None:
+    """Upload what DIRECTORY's drama.lock resolved to, from the local cache to the remote cache.
+
+    A build uploads the nodes it runs; this seeds the remote with results built before it was set
+    up ([cache] remote in drama.toml or FANREN_REMOTE_CACHE). Every object is re-hashed first.
+
+    \b
+    Example:
+      FANREN_REMOTE_CACHE=s3://team/fanren fanren cache push . --profile final
+    """
+    from .build import cache_root
+    from .cache import Cache
+    from .lockfile import read_lock
+    from .project import load_project
+    from .remote import open_remote
+    from .remote import push as push_records
+
+    project = load_project(directory)
+    remote = open_remote(project.cache.remote, project.file)
+    if remote is None:
+        raise UsageError("no remote cache: set [cache] remote in drama.toml or FANREN_REMOTE_CACHE")
+    store = Cache(cache_root(project.root, cache_dir))
+    lock = read_lock(project.root)
+    unknown = [p for p in profiles if p not in lock]
+    if unknown:
+        raise UsageError(f"drama.lock has no profile {unknown[0]!r} (it has: {', '.join(sorted(lock)) or 'none'})")
+    keys = sorted({e.key for p in (profiles or tuple(lock)) for e in lock[p].values()})
+    records = [r for r in (store.actions.get(k) for k in keys) if r is not None]
+    result = push_records(store, records, remote)
+    click.echo(f"pushed {result.records} of {len(keys)} results to {remote.url} ({result.objects} objects "
+               f"uploaded; {len(keys) - len(records)} not in the local cache, {result.skipped} corrupt)")
+    sys.exit(0 if remote.available else 1)
+
+
+@cache.command()
+@drama_dir
+@cache_option
+@handles_errors
+def verify(directory: Path, cache_dir: Path | None) -> None:
+    """Re-hash every cached object and drop the ones whose bytes no longer match their digest.
+
+    A normal build checks an object's size on every use and its digest when its file stat changed;
+    this reads every byte, so it also finds an object overwritten with its size and mtime restored.
+    Records naming a dropped object are removed: the next build re-renders exactly those nodes.
+    Exit code 1 when something corrupt was found (and removed), 0 when everything matched.
+
+    \b
+    Example:
+      fanren cache verify . && fanren build .
+    """
+    import time
+
+    from .build import cache_root
+    from .cache import Cache
+
+    root = cache_root(directory.resolve(), cache_dir)
+    if not (root / "objects").is_dir():
+        raise UsageError(f"no cache at {root} (build first, or name it with --cache-dir)")
+    store = Cache(root)
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= 1.0:
+            last[0] = now
+            click.echo(f"verified {done}/{total} objects", err=True)
+
+    with store.exclusive(on_wait=lambda: click.echo("builds are using this cache; waiting for them to "
+                                                    "finish...", err=True)):
+        result = store.verify(progress)
+    click.echo(f"checked {result.objects_checked} objects: {result.objects_removed} corrupt removed, "
+               f"{result.records_removed} action records removed")
+    sys.exit(1 if result.objects_removed else 0)
 
 
 @main.command()

@@ -73,6 +73,10 @@ class EngineError(FanrenError):
     """An engine could not do its work: missing tool, missing weights, a server that did not answer."""
 
 
+class CacheCorrupt(FanrenError):
+    """A cached object changed under a running build (truncated, removed). Exit code 1; rebuilt next time."""
+
+
 @dataclass
 class NodeFailure:
     node_id: str

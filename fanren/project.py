@@ -140,6 +140,12 @@ class Music(_Strict):
     volume: float = Field(default=MUSIC_VOLUME, ge=0, le=1)
 
 
+class CacheSettings(_Strict):
+    """`[cache]`: where finished results are shared between machines (fanren/remote.py)."""
+
+    remote: str | None = None  # s3://bucket/prefix or file:///folder, checked where it is opened
+
+
 class Project(_Strict):
     drama: Drama
     narrator: Narrator = Narrator()
@@ -148,6 +154,7 @@ class Project(_Strict):
     scenes: list[Scene] = []
     profiles: dict[str, Profile] = {}
     music: Music | None = None
+    cache: CacheSettings = CacheSettings()
 
     _root: Path = PrivateAttr(default=Path("."))
 
@@ -245,6 +252,7 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     tables: dict[str, type[BaseModel]] = {
         "drama": Drama, "narrator": Narrator, "characters": Character, "scenes": Scene,
         "shots": Shot, "lines": Line, "profiles": Profile, "music": Music, "voices": Voice,
+        "cache": CacheSettings,
     }
     for name in names:
         nxt = tables.get(name)

@@ -214,8 +214,8 @@ def _run_node(node: Node, outputs: Mapping[str, ActionRecord], engines: EnginePo
             tmp = cache.new_tmp()
             request = Request(
                 node_id=node.id, kind=node.kind, params=node.params,
-                inputs={i: {name: cache.object_path(o.digest)
-                            for name, o in node.read_outputs(i, outputs[i].outputs).items()}
+                inputs={i: {name: cache.object_for_use(outputs[i], name)
+                            for name in node.read_outputs(i, outputs[i].outputs)}
                         for i in node.inputs},
                 sources={s: root / s for s in node.sources},
                 out_dir=tmp,

@@ -1,14 +1,16 @@
-"""The cache on its own: content store, action records, stat memo, validation, locks, gc."""
+"""The cache on its own: content store, action cache, stat memo, validation, locks, verify, gc."""
 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import fanren, ran
 
-from fanren.cache import Cache, StatMemo, canonical_json, digest_file
-from fanren.errors import EngineError
+from fanren.cache import ActionCache, Cache, ContentStore, StatMemo, canonical_json, digest_file
+from fanren.errors import CacheCorrupt, EngineError
 
 
 def test_canonical_json_is_order_independent() -> None:
@@ -79,3 +81,129 @@ def test_gc_keeps_reached_keys_and_removes_the_rest(tmp_path: Path) -> None:
     assert cache.lookup("1" * 32) is not None and cache.lookup("2" * 32) is None
     result = cache.gc({"1" * 32}, max_size=0)
     assert cache.lookup("1" * 32) is None and result.bytes_kept == 0
+
+
+def commit_json(cache: Cache, key: str, text: str, node: str = "n"):
+    work = cache.new_tmp()
+    (work / "cues.json").write_text(text)
+    return cache.commit(key, node, "line", "espeak", {}, {"cues.json": work / "cues.json"}, 1.0)
+
+
+def overwrite_keeping_stat(path: Path, data: bytes) -> None:
+    """Replace a file's bytes in place with its inode, size and mtime kept (what a bit flip does)."""
+    st = path.stat()
+    assert len(data) == st.st_size
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.chmod(path, 0o444)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def test_content_store_and_action_cache_are_apart(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    record = commit_json(cache, "d" * 32, "[1]")
+    assert isinstance(cache.store, ContentStore) and isinstance(cache.actions, ActionCache)
+    digest = record.outputs["cues.json"].digest
+    assert cache.store.path(digest) == tmp_path / "c" / "objects" / digest[:2] / digest[2:]
+    assert cache.actions.path("d" * 32) == tmp_path / "c" / "actions" / "dd" / f"{'d' * 32}.json"
+    assert list(cache.store.digests()) == [digest]
+    # what the rest of fanren calls (the index, the scheduler, the live page) stays on Cache
+    assert cache.object_path(digest) == cache.store.path(digest)
+    assert cache.record_path("d" * 32) == cache.actions.path("d" * 32)
+    assert cache.verify_object(record.outputs["cues.json"])
+    assert cache.actions.get("d" * 32) == record
+    # the action cache alone does not look at objects; lookup does
+    cache.store.remove(digest)
+    assert cache.actions.get("d" * 32) == record
+    assert cache.lookup("d" * 32) is None and cache.actions.get("d" * 32) is None
+
+
+def test_verify_finds_an_object_corrupted_with_its_stat_restored(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    good = commit_json(cache, "1" * 32, "[1, 2, 3]")
+    bad = commit_json(cache, "2" * 32, "[4, 5, 6]")
+    path = cache.object_path(bad.outputs["cues.json"].digest)
+    overwrite_keeping_stat(path, b"[4, 5, 7]")
+    assert cache.lookup("2" * 32) == bad  # the stat memo trusts the unchanged stat: only verify can tell
+    seen: list[tuple[int, int]] = []
+    result = cache.verify(lambda done, total: seen.append((done, total)))
+    assert (result.objects_checked, result.objects_removed, result.records_removed) == (2, 1, 1)
+    assert seen == [(1, 2), (2, 2)]
+    assert not path.exists()
+    assert cache.lookup("2" * 32) is None and cache.lookup("1" * 32) == good
+
+
+def test_a_truncated_object_is_caught_by_size_at_use(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    record = commit_json(cache, "3" * 32, "[1, 2, 3]", node="line:s1:0")
+    path = cache.object_for_use(record, "cues.json")
+    os.chmod(path, 0o644)
+    path.write_bytes(b"[1]")
+    with pytest.raises(CacheCorrupt) as caught:
+        cache.object_for_use(record, "cues.json")
+    assert str(caught.value) == (f"cache: object {record.outputs['cues.json'].digest} (cues.json of line:s1:0) "
+                                 "changed size after it was checked; removed, run the build again to "
+                                 "re-render it")
+    assert not path.exists() and cache.actions.get("3" * 32) is None
+
+
+def test_shared_locks_exclude_an_exclusive_one(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    other = Cache(tmp_path / "c")
+    with cache.lock("in-use", shared=True) as first, other.lock("in-use", shared=True) as second:
+        assert first and second
+        with other.lock("in-use", blocking=False) as exclusive:
+            assert not exclusive
+    with other.lock("in-use", blocking=False) as exclusive:
+        assert exclusive
+
+
+def object_of(drama: Path, node: str, output: str) -> Path:
+    lock = tomllib.loads((drama / "drama.lock").read_text(encoding="utf-8"))["draft"]
+    digest = lock[node]["outputs"][output]
+    return drama / ".fanren-cache" / "objects" / digest[:2] / digest[2:]
+
+
+def test_cache_verify_drops_a_same_size_corruption_and_the_build_rerenders_that_node(small_drama: Path) -> None:
+    assert fanren("build", small_drama).code == 0  # the copy has new inodes: refresh the stat memo
+    assert ran(small_drama) == set()
+    obj = object_of(small_drama, "keyframe:s2", "image.png")
+    original = obj.read_bytes()
+    overwrite_keeping_stat(obj, original[:-8] + bytes(b ^ 0xFF for b in original[-8:]))
+    status = fanren("status", small_drama)
+    assert status.stdout.startswith("up to date")  # what issue 10 reported: nothing can see it
+    objects = len(list((small_drama / ".fanren-cache" / "objects").glob("*/*")))
+    result = fanren("cache", "verify", small_drama)
+    assert result.code == 1, result.stderr
+    assert result.stdout == f"checked {objects} objects: 1 corrupt removed, 1 action records removed\n"
+    assert f"verified {objects}/{objects} objects" in result.stderr
+    build = fanren("build", small_drama)
+    assert build.code == 0, build.stderr
+    # the card engine is deterministic: the keyframe comes back with the same bytes, so nothing else runs
+    assert ran(small_drama) == {"keyframe:s2"}
+    assert obj.read_bytes() == original
+    again = fanren("cache", "verify", small_drama)
+    assert (again.code, again.stdout) == (0, (f"checked {objects} objects: 0 corrupt removed, "
+                                              "0 action records removed\n"))
+
+
+def test_a_truncated_object_is_found_by_size_and_rebuilt(small_drama: Path) -> None:
+    obj = object_of(small_drama, "clip:s1", "clip.mp4")
+    original = obj.read_bytes()
+    os.chmod(obj, 0o644)
+    with open(obj, "r+b") as f:
+        f.truncate(len(original) // 2)
+    build = fanren("build", small_drama)
+    assert build.code == 0, build.stderr
+    assert "is missing or corrupt" in build.stderr and "clip:s1" in build.stderr
+    assert ran(small_drama) == {"clip:s1"}
+    assert obj.read_bytes() == original
+
+
+def test_cache_verify_without_a_cache_is_a_usage_error(tmp_path: Path) -> None:
+    result = fanren("cache", "verify", tmp_path)
+    assert result.code == 2
+    assert result.stderr == f"error: no cache at {tmp_path / '.fanren-cache'} (build first, or name it with --cache-dir)\n"

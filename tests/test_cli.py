@@ -8,7 +8,7 @@ import pytest
 from conftest import fanren
 
 
-@pytest.mark.parametrize("command", ["init", "build", "status", "explain", "graph", "gc", "split", "watch", "doctor"])
+@pytest.mark.parametrize("command", ["init", "build", "status", "explain", "graph", "gc", "cache", "split", "watch", "doctor"])
 def test_every_command_help_has_an_example(command: str) -> None:
     result = fanren(command, "--help")
     assert result.code == 0, result.stderr
