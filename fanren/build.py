@@ -6,6 +6,7 @@ Used by `fanren build` and `fanren watch`. Bad input raises DramaError before an
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -15,12 +16,14 @@ from pathlib import Path
 
 from .cache import Cache, atomic_write
 from .compile import Engines, compile_project, resolve_engines
-from .errors import BuildFailed, NodeFailure
+from .errors import BuildFailed, FanrenError, NodeFailure
 from .graph import Graph
 from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
 from .project import Project, load_project
 from .run import FAILED, EnginePool, NodeResult, Reporter, run_graph
+
+log = logging.getLogger("fanren")
 
 CACHE_DIR = ".fanren-cache"
 
@@ -142,10 +145,18 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
         if own_pool:
             pool.unload_all()
     out_dir = project.root / "out" / engines.profile
-    _update_lock(session, results)
-    write_report(out_dir, session, results, time.monotonic() - started)
-    _export(out_dir, session, results)
-    cache.memo.save()
+    try:
+        _update_lock(session, results)
+        write_report(out_dir, session, results, time.monotonic() - started)
+        _export(out_dir, session, results)
+    except OSError as exc:  # a full disk: say so, naming what could not be written; never a traceback
+        if not any(r.status == FAILED for r in results.values()):
+            raise FanrenError(f"the build finished but its results could not be written: {exc}") from exc
+        log.warning("could not write drama.lock or out/%s/: %s", engines.profile, exc)
+    try:
+        cache.memo.save()
+    except OSError as exc:  # a speed-up only: the next build re-hashes what it cannot find
+        log.warning("could not save the cache's stat memo: %s", exc)
     return results, session
 
 

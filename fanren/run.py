@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import threading
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .cache import ActionRecord, Cache
+from .cache import ActionRecord, Cache, digest_bytes
 from .engines import Engine, Request
 from .errors import FanrenError
 from .graph import Graph, Node
@@ -42,6 +43,7 @@ class NodeResult:
     record: ActionRecord | None = None
     error: str | None = None
     log: Path | None = None
+    fatal: bool = False  # the build cannot go on (the cache's disk is full), even with --keep-going
 
 
 class Reporter(Protocol):
@@ -124,7 +126,10 @@ def run_graph(graph: Graph, decisions: list[Decision], engines: EnginePool, cach
     state = {"stop": False, "finished": False}
 
     def execute(node: Node) -> None:
-        result = _run_node(node, outputs, engines, cache, root, reporter)
+        try:
+            result = _run_node(node, outputs, engines, cache, root, reporter)
+        except BaseException as exc:  # never leave a node `running`: the build would wait forever
+            result = NodeResult(node, FAILED, error=f"{type(exc).__name__}: {exc}")
         with done:
             results[node.id] = result
             running.discard(node.id)
@@ -134,7 +139,7 @@ def run_graph(graph: Graph, decisions: list[Decision], engines: EnginePool, cach
                 k = estimate_key(node)
                 timings[k] = round(result.seconds if k not in timings else
                                    0.5 * timings[k] + 0.5 * result.seconds, 3)
-            if result.status == FAILED and not keep_going:
+            if result.status == FAILED and (result.fatal or not keep_going):
                 state["stop"] = True
             done.notify_all()
         reporter.finish(result)
@@ -189,7 +194,10 @@ def run_graph(graph: Graph, decisions: list[Decision], engines: EnginePool, cach
         state["finished"] = True
         done.notify_all()
     gpu_thread.join()
-    cache.save_timings(timings)
+    try:
+        cache.save_timings(timings)
+    except OSError as exc:  # ETAs only: a full disk must not turn the build's result into a traceback
+        log.warning("could not save timings.json: %s", exc)
     reporter.end()
     return results
 
@@ -226,12 +234,58 @@ def _run_node(node: Node, outputs: Mapping[str, ActionRecord], engines: EnginePo
                                   time.monotonic() - started)
         return NodeResult(node, RAN, seconds=time.monotonic() - started, record=record)
     except Exception as exc:  # a node's failure is reported with its log; the build goes on or stops
-        log_file = cache.log_path(node.id)
-        message = str(exc) if isinstance(exc, FanrenError) else f"{type(exc).__name__}: {exc}"
-        log_file.write_text(f"node {node.id} ({node.engine})\n\n{message}\n\n{traceback.format_exc()}",
-                            encoding="utf-8")
-        first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
-        return NodeResult(node, FAILED, seconds=time.monotonic() - started, error=first_line, log=log_file)
+        return failure(node, exc, cache, time.monotonic() - started)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Log file names are bounded: a node id can be longer than a file name may be (255 bytes).
+LOG_NAME_BYTES = 200
+
+
+def log_file(cache: Cache, node_id: str) -> Path:
+    """Where the log of `node_id` goes: its id, cut to LOG_NAME_BYTES with a digest suffix if longer."""
+    raw = node_id.encode("utf-8")
+    if len(raw) > LOG_NAME_BYTES:
+        node_id = raw[: LOG_NAME_BYTES - 17].decode("utf-8", "ignore") + "-" + digest_bytes(raw)[:16]
+    return cache.log_path(node_id)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says the disk is full or a file may grow no larger."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        if "No space left on device" in str(current):  # a tool's stderr quoted in an EngineError
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def failure(node: Node, exc: BaseException, cache: Cache, seconds: float, trace: str | None = None) -> NodeResult:
+    """The FAILED result of `node`, its log written if it can be. Never raises."""
+    try:
+        message = str(exc) if isinstance(exc, FanrenError) else f"{type(exc).__name__}: {exc}"
+        first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+        fatal = disk_full(exc)
+        if fatal:
+            first_line = (f"no space left on the disk of the cache ({cache.root}) while rendering or "
+                          f"storing this node ({first_line}); free some space (`fanren gc --max-size`) "
+                          f"and build again")
+        trace = trace if trace is not None else "".join(traceback.format_exception(exc))
+        written: Path | None = None
+        try:
+            path = log_file(cache, node.id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"node {node.id} ({node.engine})\n\n{message}\n\n{trace}", encoding="utf-8")
+            written = path
+        except OSError as log_exc:  # the failure is still reported; only its log is lost
+            log.warning("could not write the log of %s: %s", node.id, log_exc)
+            written = None
+        return NodeResult(node, FAILED, seconds=seconds, error=first_line, log=written, fatal=fatal)
+    except Exception as inner:  # noqa: BLE001 - the error path must end in a result, whatever happens
+        return NodeResult(node, FAILED, seconds=seconds, error=f"{type(exc).__name__} ({inner})")
