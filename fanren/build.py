@@ -11,12 +11,13 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import Cache, atomic_write
 from .compile import Engines, compile_project, resolve_engines
 from .errors import BuildFailed, FanrenError, NodeFailure
+from .executors import ExecutorOptions
 from .graph import Graph
 from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
@@ -84,6 +85,7 @@ class BuildResult:
     results: dict[str, NodeResult]
     seconds: float
     out_dir: Path
+    workers: dict[str, dict[str, object]] = field(default_factory=dict)  # per GPU worker: loads, busy
 
     @property
     def episode(self) -> Path:
@@ -97,11 +99,13 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
           keep_going: bool = False, reporter: Reporter | None = None,
           on_wait: Callable[[], None] | None = None, pool: EnginePool | None = None,
           project: Project | None = None, engines: Engines | None = None,
-          cancelled: Callable[[], bool] = lambda: False) -> BuildResult:
+          cancelled: Callable[[], bool] = lambda: False,
+          executor: ExecutorOptions | None = None) -> BuildResult:
     """Build the episode of the drama in `root`. Raises DramaError (bad input) or BuildFailed.
 
     A caller's `pool` keeps its engines loaded after the build (`fanren watch`); once `cancelled()`
-    is true, queued nodes are skipped and the running ones finish (a node boundary).
+    is true, queued nodes are skipped and the running ones finish (a node boundary). `executor`
+    says where nodes run (fanren/executors): default one GPU and `jobs` CPU threads in this process.
     """
     started = time.monotonic()
     project = project or load_project(Path(root))
@@ -112,42 +116,49 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     # One build of a drama at a time; a second one waits, then finds the first one's work cached.
     with cache.lock(project_lock, blocking=False) as taken:
         if taken:
-            results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool,
-                                             cancelled)
+            results, session, workers = _build_locked(project, engines, graph, cache, jobs, keep_going,
+                                                      reporter, pool, cancelled, executor)
     if not taken:
         if on_wait:
             on_wait()
         with cache.lock(project_lock):
-            results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool,
-                                             cancelled)
+            results, session, workers = _build_locked(project, engines, graph, cache, jobs, keep_going,
+                                                      reporter, pool, cancelled, executor)
     seconds = time.monotonic() - started
     out_dir = project.root / "out" / engines.profile
     failures = [NodeFailure(r.node.id, r.error or "failed", r.log)
                 for r in results.values() if r.status == FAILED]
     if failures:
         raise BuildFailed(failures)
-    return BuildResult(session, results, seconds, out_dir)
+    return BuildResult(session, results, seconds, out_dir, workers)
 
 
 def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache, jobs: int, keep_going: bool,
                   reporter: Reporter | None, pool: EnginePool | None,
-                  cancelled: Callable[[], bool]) -> tuple[dict[str, NodeResult], Session]:
+                  cancelled: Callable[[], bool], executor: ExecutorOptions | None = None,
+                  ) -> tuple[dict[str, NodeResult], Session, dict[str, dict[str, object]]]:
     started = time.monotonic()
     cache.clean_tmp()
     session = open_session(project.root, engines.profile, project=project, engines=engines, cache=cache,
                            graph=graph)
     own_pool = pool is None
     pool = pool or EnginePool(engines.by_family())
+    runner = None
+    if executor is not None and (executor.kind != "local" or executor.gpus is not None):
+        from .executors import make_executor
+
+        runner = make_executor(executor, pool, jobs, log_dir=cache.logs)
     try:
         results = run_graph(session.graph, session.decisions, pool, cache, project.root, jobs=jobs,
-                            keep_going=keep_going, reporter=reporter, cancelled=cancelled)
+                            keep_going=keep_going, reporter=reporter, cancelled=cancelled, executor=runner)
+        workers = runner.stats() if runner is not None else {}
     finally:
         if own_pool:
             pool.unload_all()
     out_dir = project.root / "out" / engines.profile
     try:
         _update_lock(session, results)
-        write_report(out_dir, session, results, time.monotonic() - started)
+        write_report(out_dir, session, results, time.monotonic() - started, workers)
         _export(out_dir, session, results)
     except OSError as exc:  # a full disk: say so, naming what could not be written; never a traceback
         if not any(r.status == FAILED for r in results.values()):
@@ -157,7 +168,7 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
         cache.memo.save()
     except OSError as exc:  # a speed-up only: the next build re-hashes what it cannot find
         log.warning("could not save the cache's stat memo: %s", exc)
-    return results, session
+    return results, session, workers
 
 
 def _slug(root: Path) -> str:
@@ -181,20 +192,23 @@ def _update_lock(session: Session, results: dict[str, NodeResult]) -> None:
     write_lock(session.root, lock, previous=session.lock, memo=session.cache.root / "lockmemo.json")
 
 
-def report_dict(session: Session, results: dict[str, NodeResult], seconds: float) -> dict[str, object]:
+def report_dict(session: Session, results: dict[str, NodeResult], seconds: float,
+                workers: dict[str, dict[str, object]] | None = None) -> dict[str, object]:
     return {
         "profile": session.profile,
         "nodes": [{"id": nid, "kind": r.node.kind, "engine": r.node.engine, "status": r.status,
                    "seconds": round(r.seconds, 3), **({"error": r.error} if r.error else {})}
                   for nid, r in ((n, results[n]) for n in session.graph.nodes)],
         "seconds": round(seconds, 3),
+        **({"workers": workers} if workers else {}),
     }
 
 
-def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult], seconds: float) -> None:
+def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult], seconds: float,
+                 workers: dict[str, dict[str, object]] | None = None) -> None:
     """report.json (for tools and CI) and report.js (the same, for storyboard.html opened from disk)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = report_dict(session, results, seconds)
+    report = report_dict(session, results, seconds, workers)
     text = json.dumps(report, ensure_ascii=False, indent=1)
     atomic_write(out_dir / "report.json", text + "\n")
     atomic_write(out_dir / "report.js", f"window.FANREN_REPORT = {text};\n")

@@ -130,9 +130,17 @@ def init(directory: Path, title: str | None) -> None:
               help="CPU nodes (speech, mux) run at once; GPU nodes always run one at a time per GPU.")
 @cache_option
 @click.option("--quiet", "-q", is_flag=True, help="Print only the result line.")
+@click.option("--gpus", metavar="all|0,1,...",
+              help="One worker process per GPU, each keeping its models loaded (default: one GPU, "
+                   "in this process). With --executor ray: how many of the cluster's GPUs to use.")
+@click.option("--executor", "executor_kind", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Where GPU nodes run: this machine, or a Ray cluster "
+                                      "(pip install 'fanren[ray]').")
+@click.option("--address", help="The Ray cluster to join (e.g. ray://head:10001 or auto; "
+                                "default: a local Ray started for this build).")
 @handles_errors
 def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir: Path | None,
-          quiet: bool) -> None:
+          quiet: bool, gpus: str | None, executor_kind: str, address: str | None) -> None:
     """Render the drama in DIRECTORY into out/PROFILE/episode.mp4, running only stale nodes.
 
     \b
@@ -140,6 +148,8 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
       fanren build examples/xianxia                 draft profile: cards, Ken Burns, espeak-ng
       fanren build . --profile final                FLUX + CogVideoX + CosyVoice on a GPU
       fanren build . -j 4 --keep-going
+      fanren build . --profile final --gpus all     one worker per GPU, models stay loaded
+      fanren build . --profile final --executor ray --address auto
 
     Writes out/PROFILE/ (episode.mp4, episode.srt/.ass, storyboard.html, report.json) and drama.lock.
     Exit code 0 when everything built, 1 when a node failed (its log is named), 2 for bad input.
@@ -150,8 +160,11 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
     def waiting() -> None:
         click.echo("another build of this drama is running; waiting for it to finish...", err=True)
 
+    from .executors import ExecutorOptions
+
     result = run_build(directory, profile=profile, cache_dir=cache_dir, jobs=jobs, keep_going=keep_going,
-                       reporter=make_reporter(quiet=quiet), on_wait=waiting)
+                       reporter=make_reporter(quiet=quiet), on_wait=waiting,
+                       executor=ExecutorOptions(executor_kind, gpus, address))
     ran, cached = result.count("ran"), result.count("cached")
     click.echo(f"built {len(result.results)} nodes ({ran} ran, {cached} cached) in {result.seconds:.1f} s")
     click.echo(f"episode: {result.episode}")

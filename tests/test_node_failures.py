@@ -57,7 +57,7 @@ def test_an_unwritable_log_folder_is_reported_not_fatal(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):  # noqa: ANN201
+def small_disk(tmp_path: Path):
     """A 640 KiB tmpfs: a real file system that fills up half-way through the small drama's build."""
     mount = tmp_path / "disk"
     _mount_tmpfs(mount, "size=640k")
