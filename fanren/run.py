@@ -1,13 +1,14 @@
-"""The scheduler: runs stale nodes in dependency order, GPU work grouped by engine, CPU work beside it.
+"""The scheduler: a ready queue fed by completions, in dependency order; executors run the engines.
 
-- A node runs once all its inputs are resolved. Its key is computed then, from its inputs' output
-  digests; if the cache already holds that key (an upstream re-run gave identical bytes) it is
-  `cached` without running: early cutoff.
+- A node becomes ready when its last input resolves. Its key is computed then, from its inputs'
+  output digests; if the cache already holds that key (an upstream re-run gave identical bytes) it
+  is `cached` without running: early cutoff.
 - Around the expensive work a per-key lock is taken and the cache re-checked, so two processes
   sharing a cache never render the same key twice at once.
-- GPU nodes go to one worker that prefers the engine already loaded, so every model loads once per
-  build (all character sheets, then keyframes, then clips) and is unloaded before the next loads.
-- CPU nodes (speech, mux) run on a thread pool of `jobs` workers beside the GPU worker.
+- The node then goes to an executor (fanren/executors/): by default CPU nodes on `jobs` threads and
+  GPU nodes on one GPU of this process, grouped by engine so every model loads once per build;
+  or one worker process per GPU; or Ray actors. The executor reports back, the scheduler commits:
+  the cache has one writer.
 """
 
 from __future__ import annotations

@@ -134,10 +134,12 @@ def test_the_plain_command_line_imports_neither_ray_nor_torch(tmp_path: Path) ->
 
 @pytest.fixture(scope="module")
 def one_gpu_lock(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """drama.lock of the smoke build on one in-process GPU: every key and output digest."""
+    """drama.lock of the smoke build on one (fake) GPU worker: every key and output digest."""
     drama = write_drama(tmp_path_factory.mktemp("one-gpu") / "d")
-    result = fanren("build", drama, "--profile", "smoke")
+    result = fanren("build", drama, "--profile", "smoke", "--gpus", "0", env={"FANREN_FAKE_GPUS": "1"})
     assert result.code == 0, result.stderr
+    stats = check_workers(drama, 1)
+    assert stats["gpu0"]["loads"] == {"image": 1, "video": 1}
     return (drama / "drama.lock").read_text(encoding="utf-8")
 
 
@@ -198,6 +200,7 @@ def local_ray():
 def test_ray_gives_the_same_bytes_and_survives_a_killed_actor(tmp_path: Path, one_gpu_lock: str, local_ray,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     marker = tmp_path / "died"
+    monkeypatch.setenv("FANREN_FAKE_GPUS", "2")  # flux and cogvideox go to the actors, though on the CPU
     monkeypatch.setenv("FANREN_TEST_WORKER_EXIT", f"keyframe:s2={marker}")
     drama = write_drama(tmp_path / "d")
     result = build(drama, profile="smoke", executor=ExecutorOptions("ray"))

@@ -179,18 +179,26 @@ def make_executor(options: ExecutorOptions, engines: Mapping[str, Any], jobs: in
     """The executor `options` ask for, over `engines` (an EnginePool's engines by family)."""
     from .local import EnginePool, LocalExecutor, ProcessSlots
 
+    pool = engines if isinstance(engines, EnginePool) else EnginePool(engines)
+    families = gpu_families(pool.engines, fake=fake_gpus() is not None)
     if options.kind == "local":
-        pool = engines if isinstance(engines, EnginePool) else EnginePool(engines)
         devices = parse_gpus(options.gpus)
         if options.address:
             raise UsageError("--address is for --executor ray")
         if devices is None:
             return LocalExecutor(pool, jobs)
-        return LocalExecutor(pool, jobs, gpu_slots=ProcessSlots(pool.engines, devices, log_dir=log_dir,
-                                                                fake=fake_gpus() is not None))
+        slots = ProcessSlots({f: pool.engines[f] for f in families}, devices, log_dir=log_dir,
+                             fake=fake_gpus() is not None)
+        return LocalExecutor(pool, jobs, gpu_slots=slots, gpu_families=families)
     if options.kind == "ray":
         from .ray_executor import RayExecutor
 
-        pool = engines if isinstance(engines, EnginePool) else EnginePool(engines)
-        return RayExecutor(pool, jobs, address=options.address, gpus=options.gpus)
+        return RayExecutor(pool, jobs, address=options.address, gpus=options.gpus, gpu_families=families)
     raise UsageError(f"--executor: expected local or ray, got {options.kind!r}")
+
+
+def gpu_families(engines: Mapping[str, Any], fake: bool = False) -> set[str]:
+    """Families whose nodes go to GPU workers: engines that ask for a GPU; with fake devices also the
+    device engines (flux, cogvideox, svd) that fall back to the CPU on a machine without CUDA."""
+    return {family for family, engine in engines.items()
+            if engine.resources().gpu or (fake and hasattr(engine, "device_option"))}

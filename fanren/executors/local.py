@@ -77,10 +77,10 @@ def run_engine(pool: EnginePool, family: str, node_id: str, kind: str, params: M
     return dict(engine.run(request))
 
 
-def engine_specs(engines: Mapping[str, Engine], gpu_only: bool = True) -> dict[str, tuple[str, dict[str, Any]]]:
+def engine_specs(engines: Mapping[str, Engine]) -> dict[str, tuple[str, dict[str, Any]]]:
     """How to make the same engines in another process: family → ("module:Class", options)."""
     return {family: (f"{type(e).__module__}:{type(e).__qualname__}", dict(e.options))
-            for family, e in engines.items() if e.resources().gpu or not gpu_only}
+            for family, e in engines.items()}
 
 
 def build_engines(specs: Mapping[str, tuple[str, Mapping[str, Any]]]) -> dict[str, Engine]:
@@ -333,8 +333,11 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, pool: EnginePool, jobs: int = 2, gpu_slots: Any = None) -> None:
+    def __init__(self, pool: EnginePool, jobs: int = 2, gpu_slots: Any = None,
+                 gpu_families: set[str] | None = None) -> None:
         self.pool = pool
+        # nodes of these families go to the GPU slots too (fake devices: GPU engines on the CPU)
+        self.gpu_families = gpu_families or set()
         self.jobs = max(1, jobs)
         self.slots: Slots = gpu_slots if gpu_slots is not None else InProcessSlot(pool)
         self.hooks = Hooks()
@@ -361,7 +364,7 @@ class LocalExecutor:
             thread.start()
 
     def submit(self, job: Job) -> None:
-        if job.node.gpu:
+        if job.node.gpu or job.node.family in self.gpu_families:
             assert self.gpu is not None
             self.gpu.put(job)
         else:

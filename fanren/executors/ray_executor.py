@@ -179,5 +179,8 @@ class RayExecutor(LocalExecutor):
     name = "ray"
 
     def __init__(self, pool: EnginePool, jobs: int = 2, address: str | None = None, gpus: str | None = None,
-                 cpus_per_actor: float = 1.0) -> None:
-        super().__init__(pool, jobs, gpu_slots=RaySlots(pool.engines, address, gpus, cpus_per_actor))
+                 cpus_per_actor: float = 1.0, gpu_families: set[str] | None = None) -> None:
+        families = gpu_families if gpu_families is not None else \
+            {f for f, e in pool.engines.items() if e.resources().gpu}
+        slots = RaySlots({f: pool.engines[f] for f in families}, address, gpus, cpus_per_actor)
+        super().__init__(pool, jobs, gpu_slots=slots, gpu_families=families)
