@@ -94,3 +94,30 @@ def _verified_keys(cache: Path) -> set[str]:
     if not link.exists():
         link.symlink_to(cache)
     return cached_keys(probe)
+
+
+def test_ctrl_c_ends_a_build_whose_voice_server_hangs(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    from speech_servers import CosyVoiceServer
+
+    with CosyVoiceServer() as server:
+        server.fail_next(*["hang"] * 8)  # every line's request hangs (HANG_SECONDS each)
+        text = SMALL_DRAMA + f'voice = {{ engine = "cosyvoice", url = "{server.url}", retries = 0 }}\n'
+        drama = write_drama(tmp_path / "d", text)
+        proc = subprocess.Popen([sys.executable, "-m", "fanren", "build", str(drama)], stderr=subprocess.PIPE,
+                                text=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait until a voice node is running
+            if "run     line:" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("the build ignored Ctrl-C")
+        assert proc.returncode != 0
+        assert time.monotonic() - interrupted < 30

@@ -380,6 +380,9 @@ class LocalExecutor:
         return dropped
 
     def close(self) -> None:
+        # Normally nothing is queued by now; after an interrupt (Ctrl-C) queued jobs are forgotten so
+        # the threads can end once their current job does.
+        self.drop_queued()
         with self.cpu_cond:
             self.closed = True
             self.cpu_cond.notify_all()
