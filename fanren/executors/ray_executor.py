@@ -121,6 +121,7 @@ class RaySlots:
             # Ray picks the devices: "0,1" asks for two of the cluster's GPUs, whichever they are
             wanted = min(len([p for p in self.gpus.split(",") if p.strip()]), total)
         if wanted < 1:
+            self.close()
             raise UsageError("the Ray cluster offers no GPU for the GPU nodes (ray status shows its resources; "
                              "FANREN_FAKE_GPUS=N makes a local Ray with N fake GPUs)")
         self._actor_class = ray.remote(num_gpus=1, num_cpus=self.cpus_per_actor, max_restarts=0)(RayWorker)
