@@ -355,12 +355,22 @@ def disk_full(exc: BaseException) -> bool:
     return False
 
 
+def cache_disk_full(cache: Cache) -> bool:
+    """Whether the cache's file system is (all but) full: a tool that ran out of space may only say
+    that its output is cut short ("moov atom not found"), and it is the disk that failed it."""
+    try:
+        usage = shutil.disk_usage(cache.root)
+    except OSError:
+        return False
+    return usage.free < min(1 << 20, usage.total // 50)
+
+
 def failure(node: Node, exc: BaseException, cache: Cache, seconds: float, trace: str | None = None) -> NodeResult:
     """The FAILED result of `node`, its log written if it can be. Never raises."""
     try:
         message = str(exc) if isinstance(exc, FanrenError) else f"{type(exc).__name__}: {exc}"
         first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
-        fatal = disk_full(exc)
+        fatal = disk_full(exc) or cache_disk_full(cache)
         if fatal:
             first_line = (f"no space left on the disk of the cache ({cache.root}) while rendering or "
                           f"storing this node ({first_line}); free some space (`fanren gc --max-size`) "
