@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from .cache import Cache, atomic_write
 from .check import Mismatch, check_nodes
 from .compile import Engines, compile_project, resolve_engines
-from .errors import BuildFailed, NodeFailure
+from .errors import BuildFailed, FanrenError, NodeFailure
+from .executors import ExecutorOptions
 from .graph import Graph
 from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
@@ -27,6 +28,8 @@ from .run import CACHED, FAILED, RAN, SKIPPED, EnginePool, NodeResult, Reporter,
 
 if TYPE_CHECKING:
     from .remote import RemoteCache
+
+log = logging.getLogger("fanren")
 
 log = logging.getLogger("fanren")
 
@@ -89,6 +92,7 @@ class BuildResult:
     results: dict[str, NodeResult]
     seconds: float
     out_dir: Path
+    workers: dict[str, dict[str, object]] = field(default_factory=dict)  # per GPU worker: loads, busy
     checked: int = 0                                         # nodes rendered again by --check
     mismatches: list[Mismatch] = field(default_factory=list)  # ... whose bytes differed
 
@@ -115,14 +119,17 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
           on_wait: Callable[[], None] | None = None, pool: EnginePool | None = None,
           project: Project | None = None, engines: Engines | None = None,
           cancelled: Callable[[], bool] = lambda: False, remote_read_only: bool = False,
-          check: bool = False, on_check: Callable[[int, int, str], None] | None = None) -> BuildResult:
+          executor: ExecutorOptions | None = None, check: bool = False,
+          on_check: Callable[[int, int, str], None] | None = None) -> BuildResult:
     """Build the episode of the drama in `root`. Raises DramaError (bad input) or BuildFailed.
 
     A caller's `pool` keeps its engines loaded after the build (`fanren watch`); once `cancelled()`
     is true, queued nodes are skipped and the running ones finish (a node boundary). With a remote
     cache (`[cache] remote` or FANREN_REMOTE_CACHE), a local miss is pulled from it and every node
-    that runs is uploaded, unless `remote_read_only`. With `check`, every node is then rendered again
-    and compared with the cache (see fanren.check); the result lists the nodes whose bytes differ.
+    that runs is uploaded, unless `remote_read_only`. `executor` says where nodes run
+    (fanren/executors): default one GPU and `jobs` CPU threads in this process. With `check`, every
+    node is then rendered again and compared with the cache (see fanren.check); the result lists
+    the nodes whose bytes differ.
     """
     started = time.monotonic()
     project = project or load_project(Path(root))
@@ -137,21 +144,23 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
                                                   "finish", cache.root)):
         with cache.lock(project_lock, blocking=False) as taken:
             if taken:
-                results, session, checked = _build_locked(project, engines, graph, cache, jobs, keep_going,
-                                                          reporter, pool, cancelled, check, on_check)
+                results, session, workers, checked = _build_locked(
+                    project, engines, graph, cache, jobs, keep_going, reporter, pool, cancelled, executor,
+                    check, on_check)
         if not taken:
             if on_wait:
                 on_wait()
             with cache.lock(project_lock):
-                results, session, checked = _build_locked(project, engines, graph, cache, jobs, keep_going,
-                                                          reporter, pool, cancelled, check, on_check)
+                results, session, workers, checked = _build_locked(
+                    project, engines, graph, cache, jobs, keep_going, reporter, pool, cancelled, executor,
+                    check, on_check)
     seconds = time.monotonic() - started
     out_dir = project.root / "out" / engines.profile
     failures = [NodeFailure(r.node.id, r.error or "failed", r.log)
                 for r in results.values() if r.status == FAILED]
     if failures:
         raise BuildFailed(failures)
-    return BuildResult(session, results, seconds, out_dir, *checked)
+    return BuildResult(session, results, seconds, out_dir, workers, *checked)
 
 
 def _remote(project: Project, read_only: bool) -> RemoteCache | None:
@@ -164,20 +173,28 @@ def _remote(project: Project, read_only: bool) -> RemoteCache | None:
 
 def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache, jobs: int, keep_going: bool,
                   reporter: Reporter | None, pool: EnginePool | None,
-                  cancelled: Callable[[], bool], check: bool = False,
-                  on_check: Callable[[int, int, str], None] | None = None,
-                  ) -> tuple[dict[str, NodeResult], Session, tuple[int, list[Mismatch]]]:
+                  cancelled: Callable[[], bool], executor: ExecutorOptions | None = None,
+                  check: bool = False, on_check: Callable[[int, int, str], None] | None = None,
+                  ) -> tuple[dict[str, NodeResult], Session, dict[str, dict[str, object]],
+                             tuple[int, list[Mismatch]]]:
     started = time.monotonic()
     cache.clean_tmp()
     session = open_session(project.root, engines.profile, project=project, engines=engines, cache=cache,
                            graph=graph)
     own_pool = pool is None
     pool = pool or EnginePool(engines.by_family())
+    runner = None
+    if executor is not None and (executor.kind != "local" or executor.gpus is not None):
+        from .executors import make_executor
+
+        runner = make_executor(executor, pool, jobs, log_dir=cache.logs)
     try:
         results = run_graph(session.graph, session.decisions, pool, cache, project.root, jobs=jobs,
-                            keep_going=keep_going, reporter=reporter, cancelled=cancelled)
+                            keep_going=keep_going, reporter=reporter, cancelled=cancelled, executor=runner)
+        workers = runner.stats() if runner is not None else {}
         checked: tuple[int, list[Mismatch]] = (0, [])
         if check and not any(r.status == FAILED for r in results.values()):
+            # in this process, whatever executor ran the build: a second opinion from the same place
             records = {i: r.record for i, r in results.items() if r.record is not None}
             checked = (len(records), check_nodes(
                 session.graph, records, pool, cache, project.root,
@@ -186,11 +203,19 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
         if own_pool:
             pool.unload_all()
     out_dir = project.root / "out" / engines.profile
-    _update_lock(session, results)
-    write_report(out_dir, session, results, time.monotonic() - started)
-    _export(out_dir, session, results)
-    cache.memo.save()
-    return results, session, checked
+    try:
+        _update_lock(session, results)
+        write_report(out_dir, session, results, time.monotonic() - started, workers)
+        _export(out_dir, session, results)
+    except OSError as exc:  # a full disk: say so, naming what could not be written; never a traceback
+        if not any(r.status == FAILED for r in results.values()):
+            raise FanrenError(f"the build finished but its results could not be written: {exc}") from exc
+        log.warning("could not write drama.lock or out/%s/: %s", engines.profile, exc)
+    try:
+        cache.memo.save()
+    except OSError as exc:  # a speed-up only: the next build re-hashes what it cannot find
+        log.warning("could not save the cache's stat memo: %s", exc)
+    return results, session, workers, checked
 
 
 def _slug(root: Path) -> str:
@@ -214,7 +239,8 @@ def _update_lock(session: Session, results: dict[str, NodeResult]) -> None:
     write_lock(session.root, lock, previous=session.lock, memo=session.cache.root / "lockmemo.json")
 
 
-def report_dict(session: Session, results: dict[str, NodeResult], seconds: float) -> dict[str, object]:
+def report_dict(session: Session, results: dict[str, NodeResult], seconds: float,
+                workers: dict[str, dict[str, object]] | None = None) -> dict[str, object]:
     pulled = _pulled(session, results)
     return {
         "profile": session.profile,
@@ -228,13 +254,15 @@ def report_dict(session: Session, results: dict[str, NodeResult], seconds: float
                    **({"from": "remote"} if nid in pulled else {})}
                   for nid, r in ((n, results[n]) for n in session.graph.nodes)],
         "seconds": round(seconds, 3),
+        **({"workers": workers} if workers else {}),
     }
 
 
-def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult], seconds: float) -> None:
+def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult], seconds: float,
+                 workers: dict[str, dict[str, object]] | None = None) -> None:
     """report.json (for tools and CI) and report.js (the same, for storyboard.html opened from disk)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = report_dict(session, results, seconds)
+    report = report_dict(session, results, seconds, workers)
     text = json.dumps(report, ensure_ascii=False, indent=1)
     atomic_write(out_dir / "report.json", text + "\n")
     atomic_write(out_dir / "report.js", f"window.FANREN_REPORT = {text};\n")

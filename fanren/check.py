@@ -78,8 +78,8 @@ def _check_node(node: Node, records: Mapping[str, ActionRecord], engines: Engine
     try:
         request = Request(
             node_id=node.id, kind=node.kind, params=node.params,
-            inputs={i: {name: cache.object_path(o.digest)
-                        for name, o in node.read_outputs(i, records[i].outputs).items()}
+            inputs={i: {name: cache.object_for_use(records[i], name)
+                        for name in node.read_outputs(i, records[i].outputs)}
                     for i in node.inputs},
             sources={s: root / s for s in node.sources},
             out_dir=tmp,

@@ -136,9 +136,18 @@ def init(directory: Path, title: str | None) -> None:
 @click.option("--check", is_flag=True,
               help="Then render every node again and compare its bytes with the cache; exit 1 naming "
                    "each node (and engine) that gave other bytes. Commits nothing.")
+@click.option("--gpus", metavar="all|0,1,...",
+              help="One worker process per GPU, each keeping its models loaded (default: one GPU, "
+                   "in this process). With --executor ray: how many of the cluster's GPUs to use.")
+@click.option("--executor", "executor_kind", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Where GPU nodes run: this machine, or a Ray cluster "
+                                      "(pip install 'fanren[ray]').")
+@click.option("--address", help="The Ray cluster to join (e.g. ray://head:10001 or auto; "
+                                "default: a local Ray started for this build).")
 @handles_errors
 def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir: Path | None,
-          remote_read_only: bool, quiet: bool, check: bool) -> None:
+          remote_read_only: bool, quiet: bool, check: bool, gpus: str | None, executor_kind: str,
+          address: str | None) -> None:
     """Render the drama in DIRECTORY into out/PROFILE/episode.mp4, running only stale nodes.
 
     \b
@@ -146,6 +155,8 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
       fanren build examples/xianxia                 draft profile: cards, Ken Burns, espeak-ng
       fanren build . --profile final                FLUX + CogVideoX + CosyVoice on a GPU
       fanren build . -j 4 --keep-going
+      fanren build . --profile final --gpus all     one worker per GPU, models stay loaded
+      fanren build . --profile final --executor ray --address auto
       fanren build . --check                        prove same key, same bytes on this machine
 
     Writes out/PROFILE/ (episode.mp4, episode.srt/.ass, storyboard.html, report.json) and drama.lock.
@@ -161,9 +172,12 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
         if not quiet:
             click.echo(f"check {done + 1}/{total}: {node_id}", err=True)
 
+    from .executors import ExecutorOptions
+
     result = run_build(directory, profile=profile, cache_dir=cache_dir, jobs=jobs, keep_going=keep_going,
                        reporter=make_reporter(quiet=quiet), on_wait=waiting,
-                       remote_read_only=remote_read_only, check=check, on_check=checking)
+                       remote_read_only=remote_read_only, executor=ExecutorOptions(executor_kind, gpus, address),
+                       check=check, on_check=checking)
     ran, cached = result.count("ran"), result.count("cached")
     remote = f", {result.remote_hits} of them from the remote cache" if result.remote_hits else ""
     click.echo(f"built {len(result.results)} nodes ({ran} ran, {cached} cached{remote}) in {result.seconds:.1f} s")
