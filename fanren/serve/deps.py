@@ -1,0 +1,87 @@
+"""What routes depend on: the settings, the store, the runner, and the caller's API key (with its quotas)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from .runner import Runner
+from .store import ApiKey, Store, next_reset
+
+log = logging.getLogger("fanren.serve")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: Path
+    profile: str = "final"
+    max_queue: int = 100          # queued + running jobs of all keys
+    max_queue_per_key: int = 20
+    max_upload: int = 256 << 20   # bytes of one request body
+    jobs: int = 2                 # CPU nodes a build runs at once
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def get_runner(request: Request) -> Runner:
+    return request.app.state.runner  # type: ignore[no-any-return]
+
+
+def unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="fanren", X-API-Key'})
+
+
+def current_key(store: Annotated[Store, Depends(get_store)],
+                x_api_key: Annotated[str | None, Header(description="the API key")] = None,
+                authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None) -> ApiKey:
+    """The caller's key: X-API-Key or Authorization: Bearer. Missing, unknown, revoked, expired: 401."""
+    token = x_api_key
+    if token is None and authorization is not None:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            token = value.strip()
+    if not token:
+        raise unauthorized("missing API key: send it as X-API-Key or Authorization: Bearer")
+    key = store.authenticate(token)
+    if key is None:
+        raise unauthorized("invalid API key")
+    state = key.state()
+    if state != "active":
+        log.info("refused key %s: %s", key.id, state)
+        raise unauthorized(f"API key {state}")
+    return key
+
+
+Key = Annotated[ApiKey, Depends(current_key)]
+StoreDep = Annotated[Store, Depends(get_store)]
+RunnerDep = Annotated[Runner, Depends(get_runner)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def quota_refusal(store: Store, key: ApiKey) -> HTTPException | None:
+    """403 naming the exhausted quota and when it resets (the next midnight UTC), or None."""
+    usage = store.usage(key.id)
+    resets = next_reset().strftime("%Y-%m-%dT%H:%M:%SZ")
+    if key.jobs_per_day is not None and usage.jobs >= key.jobs_per_day:
+        return HTTPException(403, f"quota exceeded: jobs-per-day ({usage.jobs} of {key.jobs_per_day} used today);"
+                                  f" it resets at {resets}", headers={"X-Quota-Reset": resets})
+    if key.gpu_seconds_per_day is not None and usage.gpu_seconds >= key.gpu_seconds_per_day:
+        return HTTPException(403, f"quota exceeded: gpu-seconds-per-day ({usage.gpu_seconds:.1f} of "
+                                  f"{key.gpu_seconds_per_day:g} used today); it resets at {resets}",
+                             headers={"X-Quota-Reset": resets})
+    return None
+
+
+def check_profile(key: ApiKey, profile: str) -> None:
+    if key.profiles is not None and profile not in key.profiles:
+        raise HTTPException(403, f"this key may render the profiles {', '.join(key.profiles)}, not {profile!r}")
