@@ -173,3 +173,199 @@ def test_jobs_per_day_quota_is_403_naming_the_quota_and_its_reset(server: Server
             yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
             db.execute("UPDATE usage SET day = ? WHERE key_id = ?", (yesterday, key_id))
         assert generate(client).status_code == 202
+
+
+# ── the jobs API ───────────────────────────────────────────────────────────
+
+
+def submit_drama(client, text: str = SMALL_DRAMA, **headers: str):  # type: ignore[no-untyped-def]
+    archive = drama_archive({"drama/drama.toml": text})
+    return client.post("/api/v1/jobs", files={"archive": ("drama.tgz", archive, "application/gzip")},
+                       headers=headers)
+
+
+def test_drama_job_end_to_end_with_nodes_report_and_files(server: Server) -> None:
+    with server.client(server.key("drama")) as client:
+        response = submit_drama(client)
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        assert response.headers["location"] == f"/api/v1/jobs/{job_id}"
+        job = wait_for(client, job_id)
+        assert job["status"] == "completed", job
+        nodes = {n["id"]: n for n in job["nodes"]}
+        assert {"character:lin", "keyframe:s1", "clip:s3", "line:s2:1", "shot:s2", "episode", "storyboard"} <= set(nodes)
+        assert {n["status"] for n in nodes.values()} <= {"ran", "cached"}
+        assert job["report"]["profile"] == "draft" and len(job["report"]["nodes"]) == len(nodes)
+        assert set(job["files"]) == {"episode.mp4", "episode.srt", "episode.ass", "storyboard.html", "report.json",
+                                     "drama.toml"}
+        episode = client.get(f"/api/v1/jobs/{job_id}/files/episode.mp4")
+        assert episode.status_code == 200 and len(episode.content) > 1000
+        assert "你为何而来" in client.get(f"/api/v1/jobs/{job_id}/files/episode.srt").text
+        listed = client.get(f"/api/v1/jobs/{job_id}/files").json()
+        assert listed["nodes"]["line:s2:1"] == ["cues.json", "speech.wav"]
+        wav = client.get(f"/api/v1/jobs/{job_id}/nodes/line:s2:1/speech.wav")
+        assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
+        assert client.get(f"/api/v1/jobs/{job_id}/files/secrets.txt").status_code == 404
+        assert client.get(f"/api/v1/jobs/{job_id}/files/..%2F..%2Ffanren.db").status_code == 404
+
+        # the same drama with one line edited: only what that line reaches runs again
+        edited = submit_drama(client, SMALL_DRAMA.replace("你为何而来？", "你来做什么？")).json()["id"]
+        again = wait_for(client, edited)
+        ran = {n["id"] for n in again["nodes"] if n["status"] == "ran"}
+        assert ran == {"line:s2:1", "shot:s2", "subtitles", "episode", "storyboard"}
+
+
+def test_bad_dramas_get_the_clis_message_and_nothing_is_queued(server: Server) -> None:
+    with server.client(server.key("bad-drama")) as client:
+        typo = submit_drama(client, SMALL_DRAMA.replace('characters = ["lin"]', 'characters = ["linn"]'))
+        assert typo.status_code == 422
+        assert typo.json()["detail"].startswith("drama.toml: scenes[0].shots[0].characters[0]: ")
+        assert "did you mean 'lin'" in typo.json()["detail"]
+        not_utf8 = client.post("/api/v1/jobs", files={"drama_toml": ("drama.toml", "[drama]\ntitle = '试'\n"
+                                                                    .encode("gb18030"))})
+        assert not_utf8.status_code == 422 and "UTF-8" in not_utf8.json()["detail"]
+        for name in ("../evil.txt", "/etc/evil.txt", "drama/../../evil.txt"):
+            archive = drama_archive({"drama.toml": SMALL_DRAMA, name: "x"})
+            bad = client.post("/api/v1/jobs", files={"archive": ("d.tgz", archive)})
+            assert bad.status_code == 422, name
+            assert "archive entry" in bad.json()["detail"]
+        linked = drama_archive({"drama.toml": SMALL_DRAMA}, links={"refs/passwd.png": "/etc/passwd"})
+        bad = client.post("/api/v1/jobs", files={"archive": ("d.tgz", linked)})
+        assert bad.status_code == 422 and "is a link" in bad.json()["detail"]
+        garbage = client.post("/api/v1/jobs", files={"archive": ("d.tgz", b"\x1f\x8b not really gzip")})
+        assert garbage.status_code == 422
+        profile = client.post("/api/v1/jobs", data={"profile": "fast"},
+                              files={"archive": ("d.tgz", drama_archive({"drama.toml": SMALL_DRAMA}))})
+        assert profile.status_code == 422 and "no profile named 'fast'" in profile.json()["detail"]
+        assert client.get("/api/v1/jobs").json()["jobs"] == []
+    assert not (server.data.parent / "evil.txt").exists() and not Path("/etc/evil.txt").exists()
+    assert client.get  # the server is still up:
+    with server.client(server.key("after-bad")) as client:
+        assert client.get("/api/v1/key").status_code == 200
+
+
+def test_huge_bodies_are_413(tmp_path: Path) -> None:
+    small = Server(tmp_path / "data", "draft", "--max-upload", "1M").start()
+    try:
+        with small.client(small.key()) as client:
+            big = client.post("/api/v1/jobs", files={"archive": ("d.tgz", b"\0" * (2 << 20))})
+            assert big.status_code == 413 and "1 MiB" in big.json()["detail"]
+            head = b'--x\r\nContent-Disposition: form-data; name="archive"; filename="d.tgz"\r\n\r\n'
+            chunks = [head, *[b"\0" * (512 << 10)] * 4, b"\r\n--x--\r\n"]   # no Content-Length: chunked
+            streamed = client.post("/api/v1/jobs", content=iter(chunks),
+                                   headers={"Content-Type": "multipart/form-data; boundary=x"})
+            assert streamed.status_code == 413
+            assert client.get("/api/v1/jobs").status_code == 200
+    finally:
+        small.stop()
+
+
+def test_idempotent_retry_returns_the_same_job(server: Server) -> None:
+    with server.client(server.key("retry")) as client:
+        first = submit_drama(client, **{"Idempotency-Key": "abc-1"})
+        retried = submit_drama(client, **{"Idempotency-Key": "abc-1"})
+        assert first.status_code == retried.status_code == 202
+        assert first.json()["id"] == retried.json()["id"]
+        other = submit_drama(client, SMALL_DRAMA.replace("山门", "石门"), **{"Idempotency-Key": "abc-1"})
+        assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+        assert len(client.get("/api/v1/jobs").json()["jobs"]) == 1
+        assert client.get("/api/v1/key").json()["jobs_today"] == 1
+        wait_for(client, first.json()["id"])
+
+
+def test_two_keys_cannot_see_each_others_jobs_or_files(server: Server) -> None:
+    with server.client(server.key("a")) as a, server.client(server.key("b")) as b:
+        job_id = submit_drama(a).json()["id"]
+        wait_for(a, job_id)
+        for path in (f"/api/v1/jobs/{job_id}", f"/api/v1/jobs/{job_id}/files", f"/api/v1/jobs/{job_id}/events",
+                     f"/api/v1/jobs/{job_id}/files/episode.mp4", f"/api/v1/tasks/{job_id}",
+                     f"/api/v1/jobs/{job_id}/nodes/episode/episode.mp4"):
+            assert b.get(path).status_code == 404, path
+        assert b.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 404
+        assert b.get("/api/v1/jobs").json()["jobs"] == []
+        assert a.get(f"/api/v1/jobs/{job_id}/files/episode.mp4").status_code == 200
+
+
+def test_listing_pages_with_a_cursor(server: Server) -> None:
+    with server.client(server.key("lister")) as client:
+        ids = [submit_drama(client).json()["id"] for _ in range(5)]
+        page = client.get("/api/v1/jobs", params={"limit": 2}).json()
+        seen = [j["id"] for j in page["jobs"]]
+        while page["next_cursor"]:
+            page = client.get("/api/v1/jobs", params={"limit": 2, "cursor": page["next_cursor"]}).json()
+            seen += [j["id"] for j in page["jobs"]]
+        assert seen == ids[::-1]
+        assert client.get("/api/v1/jobs", params={"cursor": "zz"}).status_code == 422
+        for job_id in ids:
+            wait_for(client, job_id)
+
+
+MANY_SHOTS = SMALL_DRAMA.split("[[scenes]]")[0] + "[[scenes]]\nid = \"long\"\nsetting = \"a long road\"\n" + "".join(
+    f'\n[[scenes.shots]]\nid = "r{n}"\naction = "walking, step {n}"\nnarration = "第{n}步。"\n' for n in range(12)
+) + '\n[profiles.draft]\nvideo = { engine = "kenburns", seconds = 2.0 }\n'
+
+
+def test_cancel_a_queued_and_a_running_job(server: Server) -> None:
+    with server.client(server.key("canceller")) as client:
+        running = submit_drama(client, MANY_SHOTS.replace("seed = 7", "seed = 8")).json()["id"]
+        queued = submit_drama(client, MANY_SHOTS.replace("seed = 7", "seed = 9")).json()["id"]
+        wait_for(client, running, statuses={"running"})
+        cancelled = client.post(f"/api/v1/jobs/{queued}/cancel")
+        assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+        assert client.post(f"/api/v1/jobs/{running}/cancel").status_code == 202
+        job = wait_for(client, running)
+        assert job["status"] == "cancelled", job
+        statuses = {n["status"] for n in job["nodes"]}
+        assert "skipped" in statuses or "queued" in statuses
+        assert wait_for(client, queued)["nodes"] == []
+
+
+def test_progress_events_resume_from_last_event_id(server: Server) -> None:
+    with server.client(server.key("listener")) as client:
+        job_id = submit_drama(client, MANY_SHOTS.replace("seed = 7", "seed = 10")).json()["id"]
+        path = f"/api/v1/jobs/{job_id}/events"
+        first = list(sse(client, path, stop_after=3))   # the client drops the connection after 3 events
+        assert [e["event"] for e in first[:2]] == ["queued", "status"]
+        rest = list(sse(client, path, last_event_id=first[-1]["id"]))
+        everything = list(sse(client, path))
+        assert [e["id"] for e in first + rest] == [e["id"] for e in everything]
+        assert everything[-1]["event"] == "status" and everything[-1]["data"]["status"] == "completed"
+        assert {e["event"] for e in everything} >= {"queued", "status", "node", "progress"}
+        finished = [e["data"]["node"] for e in everything if e["event"] == "node" and e["data"]["status"] == "ran"]
+        assert "episode" in finished
+        query = list(sse(client, path + f"?after={everything[-2]['id']}"))
+        assert [e["id"] for e in query] == [everything[-1]["id"]]
+
+
+def test_novel_chapter_is_split_then_built(server: Server) -> None:
+    chapter = ("第一章 山门\n\n林远走到山门前。雾很大。\n\n“你是谁？”守门的老人问。\n\n"
+               "林远说：“我来拜师。”\n")
+    with server.client(server.key("novelist")) as client:
+        response = client.post("/api/v1/jobs/novel", files={"chapter": ("ch1.txt", chapter.encode("utf-8"))},
+                               data={"characters": "林远,老人"})
+        assert response.status_code == 202, response.text
+        job = wait_for(client, response.json()["id"])
+        assert job["status"] == "completed", job
+        assert job["kind"] == "novel" and "episode.mp4" in job["files"]
+        drama = client.get(f"/api/v1/jobs/{job['id']}/files/drama.toml").text
+        assert "我来拜师" in drama
+        empty = client.post("/api/v1/jobs/novel", data={"chapter_text": "  "})
+        assert empty.status_code == 422
+
+
+def test_batch_of_dramas(server: Server) -> None:
+    with server.client(server.key("batcher")) as client:
+        archives = [("archives", (f"d{n}.tgz", drama_archive({"drama.toml": SMALL_DRAMA.replace("seed = 7", f"seed = {n}")})))
+                    for n in (21, 22, 23)]
+        response = client.post("/api/v1/batches", files=archives)
+        assert response.status_code == 202, response.text
+        batch = response.json()
+        assert len(batch["jobs"]) == 3 and response.headers["location"] == f"/api/v1/batches/{batch['batch_id']}"
+        for job in batch["jobs"]:
+            assert wait_for(client, job["id"])["status"] == "completed"
+        listed = client.get(f"/api/v1/batches/{batch['batch_id']}").json()["jobs"]
+        assert {j["id"] for j in listed} == {j["id"] for j in batch["jobs"]}
+        bad = archives[:1] + [("archives", ("bad.tgz", drama_archive({"drama.toml": "[drama]\n"})))]
+        refused = client.post("/api/v1/batches", files=bad)
+        assert refused.status_code == 422 and refused.json()["detail"].startswith("bad.tgz: ")
+        assert len(client.get("/api/v1/jobs").json()["jobs"]) == 3

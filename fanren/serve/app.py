@@ -25,6 +25,9 @@ from .store import Store
 log = logging.getLogger("fanren.serve")
 
 
+DRAIN = 256 << 20
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -41,6 +44,7 @@ class LimitBody:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _drain(receive)
             await _too_large(send, self.limit)
             return
         seen = 0
@@ -51,13 +55,28 @@ class LimitBody:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    if message.get("more_body", False):
+                        await _drain(receive)
                     raise BodyTooLarge()
             return message
 
         try:
             await self.app(scope, limited, send)
-        except BodyTooLarge:
+        except BodyTooLarge:   # raised outside the routes' exception handlers
             await _too_large(send, self.limit)
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop what the client is still sending (up to DRAIN bytes), so that it reads our 413
+    instead of a reset connection."""
+    dropped = 0
+    while dropped < DRAIN:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _too_large(send: Send, limit: int) -> None:
@@ -87,6 +106,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings, app.state.store, app.state.runner = settings, store, runner
     for router in (videos.router, jobs.router, batches.router, keys.router):
         app.include_router(router, prefix="/api/v1")
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse({"detail": f"request body over {settings.max_upload >> 20} MiB (--max-upload)"},
+                            status_code=413)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
