@@ -369,3 +369,62 @@ def test_batch_of_dramas(server: Server) -> None:
         refused = client.post("/api/v1/batches", files=bad)
         assert refused.status_code == 422 and refused.json()["detail"].startswith("bad.tgz: ")
         assert len(client.get("/api/v1/jobs").json()["jobs"]) == 3
+
+
+def test_kill_9_mid_job_then_restart_finishes_queued_and_running_jobs_keeping_finished_nodes(tmp_path: Path) -> None:
+    first = Server(tmp_path / "data", "draft").start()
+    key = first.key()
+    try:
+        with first.client(key) as client:
+            running = submit_drama(client, MANY_SHOTS).json()["id"]
+            queued = submit_drama(client).json()["id"]
+            deadline = time.monotonic() + 120
+            while not any(n["status"] == "ran" for n in client.get(f"/api/v1/jobs/{running}").json()["nodes"]):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            before = {n["id"] for n in client.get(f"/api/v1/jobs/{running}").json()["nodes"] if n["status"] == "ran"}
+            assert client.get(f"/api/v1/jobs/{queued}").json()["status"] == "queued"
+    finally:
+        first.kill()
+    second = Server(tmp_path / "data", "draft").start()
+    try:
+        with second.client(key) as client:
+            done = wait_for(client, running)
+            assert done["status"] == "completed", done
+            after = {n["id"]: n["status"] for n in done["nodes"]}
+            assert all(after[node] == "cached" for node in before), (before, after)
+            assert wait_for(client, queued)["status"] == "completed"
+            assert client.get(f"/api/v1/jobs/{running}/files/episode.mp4").status_code == 200
+    finally:
+        second.stop()
+
+
+def test_50_concurrent_submissions_are_bounded_by_the_queue_and_none_is_lost(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = Server(tmp_path / "data", "draft", "--max-queue", "8", "--max-queue-per-key", "50").start()
+    try:
+        key = server.key()
+
+        def one(n: int) -> tuple[int, str | None, str | None]:
+            with server.client(key) as client:
+                response = client.post("/api/v1/jobs", data={"drama_toml": SMALL_DRAMA},
+                                       headers={"Idempotency-Key": f"submit-{n}"})
+                body = response.json()
+                return response.status_code, body.get("id"), response.headers.get("retry-after")
+
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(one, range(50)))
+        codes = [code for code, _, _ in answers]
+        assert set(codes) <= {202, 429}, codes
+        assert codes.count(429) > 0 and codes.count(202) >= 8
+        assert all(retry == "5" for code, _, retry in answers if code == 429)
+        accepted = {job_id for code, job_id, _ in answers if code == 202}
+        with server.client(key) as client:
+            for job_id in accepted:
+                assert wait_for(client, job_id)["status"] == "completed"
+            listed = client.get("/api/v1/jobs", params={"limit": 200}).json()["jobs"]
+            assert {j["id"] for j in listed} == accepted
+            assert client.get("/api/v1/key").json()["jobs_today"] == len(accepted)
+    finally:
+        server.stop()
