@@ -428,3 +428,42 @@ def test_50_concurrent_submissions_are_bounded_by_the_queue_and_none_is_lost(tmp
             assert client.get("/api/v1/key").json()["jobs_today"] == len(accepted)
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_seed_endpoint_on_the_smoke_profile_and_a_repeat_is_all_cached(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    server = Server(tmp_path / "data", "smoke").start()
+    try:
+        with server.client(server.key("first")) as client:
+            response = generate(client, model_type="cogvideox-5b")
+            assert response.status_code == 202, response.text
+            assert response.json()["engine"] == "cogvideox"
+            job = wait_for(client, response.json()["task_id"], timeout=600)
+            assert job["status"] == "completed", job
+            assert {n["id"]: n["engine"] for n in job["nodes"]}["clip:video"] == "cogvideox"
+            video = client.get(f"/api/v1/files/videos/{job['id']}.mp4")
+            (tmp_path / "clip.mp4").write_bytes(video.content)
+            clip = probe(tmp_path / "clip.mp4")
+            assert clip.size == (96, 64) and clip.frames == 9
+            # GPU-seconds are the seconds of nodes that ran on a GPU engine: the clip on a GPU, none on a CPU
+            gpu = sum(n["seconds"] for n in job["nodes"] if n["status"] == "ran" and n["engine"] == "cogvideox")
+            assert job["gpu_seconds"] in (0.0, pytest.approx(gpu, abs=0.01))
+        with server.client(server.key("second")) as client:
+            again = wait_for(client, generate(client, model_type="cogvideox-5b").json()["task_id"], timeout=600)
+            assert again["status"] == "completed" and again["gpu_seconds"] == 0
+            assert {n["status"] for n in again["nodes"]} == {"cached"}
+    finally:
+        server.stop()
+
+
+def test_gpu_seconds_quota_is_403_once_spent(server: Server) -> None:
+    key = server.key("gpu-budget", "--gpu-seconds-per-day", "30")
+    with server.client(key) as client:
+        assert generate(client).status_code == 202
+        with sqlite3.connect(server.data / "fanren.db") as db:   # as if its jobs had spent 30.5 s on a GPU
+            db.execute("UPDATE usage SET gpu_seconds = 30.5 WHERE key_id = ?", (key.split("_")[1],))
+        refused = generate(client)
+        assert refused.status_code == 403
+        assert refused.json()["detail"].startswith("quota exceeded: gpu-seconds-per-day (30.5 of 30 used today); "
+                                                   "it resets at ")
