@@ -371,7 +371,11 @@ def test_batch_of_dramas(server: Server) -> None:
         assert len(client.get("/api/v1/jobs").json()["jobs"]) == 3
 
 
-def test_kill_9_mid_job_then_restart_finishes_queued_and_running_jobs_keeping_finished_nodes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["kill -9", "terminate"])
+def test_stop_mid_job_then_restart_finishes_queued_and_running_jobs_keeping_finished_nodes(
+        tmp_path: Path, how: str) -> None:
+    """kill -9: nothing runs at exit. terminate: the running job stops at a node boundary and is queued
+    again (not cancelled)."""
     first = Server(tmp_path / "data", "draft").start()
     key = first.key()
     try:
@@ -385,7 +389,9 @@ def test_kill_9_mid_job_then_restart_finishes_queued_and_running_jobs_keeping_fi
             before = {n["id"] for n in client.get(f"/api/v1/jobs/{running}").json()["nodes"] if n["status"] == "ran"}
             assert client.get(f"/api/v1/jobs/{queued}").json()["status"] == "queued"
     finally:
-        first.kill()
+        first.kill() if how == "kill -9" else first.stop()
+    if how == "terminate":
+        assert "goes back to the queue: the server is stopping" in "".join(first.log)
     second = Server(tmp_path / "data", "draft").start()
     try:
         with second.client(key) as client:

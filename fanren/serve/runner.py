@@ -121,9 +121,7 @@ class Runner:
 
     def stop(self) -> None:
         with self._wake:
-            self._stopping = True
-            if self.current:
-                self._cancel.add(self.current)
+            self._stopping = True   # the running job stops at a node boundary and goes back to the queue
             self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=60)
@@ -179,22 +177,39 @@ class Runner:
             self.pool.use(engines.by_family())
             result = build(root, engines.profile, self.cache_dir, jobs=self.jobs, keep_going=False,
                            reporter=JobReporter(self.store, job), pool=self.pool, project=session.project,
-                           engines=engines, cancelled=lambda: self._cancelled(job.id))
+                           engines=engines, cancelled=lambda: self._interrupted(job.id))
         except BuildFailed as exc:
-            self._finish(job, root, FAILED if not self._cancelled(job.id) else CANCELLED, _first_line(exc))
+            if self._interrupted(job.id):
+                self._stopped(job, root)
+            else:
+                self._finish(job, root, FAILED, _first_line(exc))
             return
         except FanrenError as exc:
             self._finish(job, root, FAILED, _relative(exc.show(), root))
             return
-        skipped = any(r.status == "skipped" for r in result.results.values())
-        self._finish(job, root, CANCELLED if skipped and self._cancelled(job.id) else COMPLETED, None)
+        if any(r.status == "skipped" for r in result.results.values()) and self._interrupted(job.id):
+            self._stopped(job, root)
+        else:
+            self._finish(job, root, COMPLETED, None)
 
-    def _cancelled(self, job_id: str) -> bool:
+    def _interrupted(self, job_id: str) -> bool:
+        """The build should stop: its job was cancelled, or the server is shutting down."""
         with self._wake:
-            if job_id in self._cancel:
+            if self._stopping or job_id in self._cancel:
                 return True
         job = self.store.job(job_id)
         return job is not None and job.cancel
+
+    def _stopped(self, job: Job, root: Path) -> None:
+        """A build that stopped early: cancelled if the client asked, else (a shutdown) queued again."""
+        current = self.store.job(job.id)
+        with self._wake:
+            asked = job.id in self._cancel
+        if asked or (current is not None and current.cancel):
+            self._finish(job, root, CANCELLED, None)
+        else:
+            self.store.requeue_job(job.id)
+            log.info("job %s (key %s) goes back to the queue: the server is stopping", job.id, job.key_id)
 
     def _finish(self, job: Job, root: Path, status: str, error: str | None) -> None:
         report = None

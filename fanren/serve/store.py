@@ -372,6 +372,12 @@ class Store:
                         status, job_id))
             self._event(db, job_id, "status", {"status": status, **({"error": error} if error else {})})
 
+    def requeue_job(self, job_id: str) -> None:
+        """Back to the queue (the server stopped mid-build); it runs again first on the next start."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET status = ? WHERE id = ? AND status = ?", (QUEUED, job_id, RUNNING))
+            self._event(db, job_id, "status", {"status": QUEUED, "reason": "the server stopped; it resumes"})
+
     def request_cancel(self, job_id: str) -> Job | None:
         """Cancel: a queued job at once; a running one at its next node boundary (the runner ends it)."""
         with self._tx() as db:
