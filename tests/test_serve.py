@@ -357,9 +357,12 @@ def test_batch_of_dramas(server: Server) -> None:
     with server.client(server.key("batcher")) as client:
         archives = [("archives", (f"d{n}.tgz", drama_archive({"drama.toml": SMALL_DRAMA.replace("seed = 7", f"seed = {n}")})))
                     for n in (21, 22, 23)]
-        response = client.post("/api/v1/batches", files=archives)
+        response = client.post("/api/v1/batches", files=archives, headers={"Idempotency-Key": "b1"})
         assert response.status_code == 202, response.text
         batch = response.json()
+        retried = client.post("/api/v1/batches", files=archives, headers={"Idempotency-Key": "b1"})
+        assert retried.status_code == 202 and retried.json()["batch_id"] == batch["batch_id"]
+        assert [j["id"] for j in retried.json()["jobs"]] == [j["id"] for j in batch["jobs"]]
         assert len(batch["jobs"]) == 3 and response.headers["location"] == f"/api/v1/batches/{batch['batch_id']}"
         for job in batch["jobs"]:
             assert wait_for(client, job["id"])["status"] == "completed"

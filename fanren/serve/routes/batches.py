@@ -58,6 +58,11 @@ async def submit_batch(request: Request, response: Response, key: Key, store: St
                    for n, f in enumerate(files)]
 
     def accept() -> BatchAccepted:
+        if idempotency_key:   # a retried batch: the jobs its first submit made
+            first = store.jobs(key.id, limit=1, idempotency_key=f"{idempotency_key}#0")
+            if first and first[0].batch_id:
+                jobs = store.jobs(key.id, limit=MAX_BATCH, batch_id=first[0].batch_id)[::-1]
+                return BatchAccepted(batch_id=first[0].batch_id, jobs=[summary(j) for j in jobs])
         refusal = quota_refusal(store, key)
         if refusal is not None:
             raise refusal
