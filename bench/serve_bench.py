@@ -23,6 +23,7 @@ import asyncio
 import io
 import json
 import os
+import random
 import re
 import shutil
 import statistics
@@ -87,17 +88,20 @@ class Service:
 
 
 async def load(url: str, key: str, clients: int, requests: int, method: str, path: str,
-               files: dict[str, Any] | None = None) -> list[float]:
-    """Each of `clients` concurrent clients sends `requests` requests; the latency of each, in ms."""
+               files: dict[str, Any] | None = None, interval: float = 0.0) -> list[float]:
+    """Each of `clients` concurrent clients sends `requests` requests, one every `interval` seconds
+    (0: back to back); the latency of each, in ms."""
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, limits=limits, timeout=120) as client:
         async def one_client() -> None:
+            await asyncio.sleep(random.uniform(0, interval))   # spread the clients' phases
             for _ in range(requests):
                 started = time.perf_counter()
                 response = await client.request(method, path, files=files)
                 latencies.append((time.perf_counter() - started) * 1000)
                 assert response.status_code in (200, 202), response.text
+                await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
 
         await asyncio.gather(*(one_client() for _ in range(clients)))
     return latencies
@@ -118,11 +122,57 @@ def submit(client: httpx.Client, payload: bytes) -> str:
     return response.json()["id"]  # type: ignore[no-any-return]
 
 
+def measure_jobs_and_edit(client: httpx.Client, args: argparse.Namespace, text: str, scratch: Path) -> None:
+    """Draft jobs a minute, cold (a new drama seed each: every node renders) and warm (all cached);
+    then one narration edit through the service against the same edit through the CLI."""
+    started = time.monotonic()
+    for n in range(args.cold):
+        wait(client, submit(client, archive(args.drama, re.sub(r"(?m)^seed = \d+", f"seed = {9000 + n}",
+                                                                 text))))
+    cold = time.monotonic() - started
+    payload = archive(args.drama)
+    first = wait(client, submit(client, payload))
+    started = time.monotonic()
+    for _ in range(args.warm):
+        wait(client, submit(client, payload))
+    warm = time.monotonic() - started
+    print(json.dumps({"phase": "jobs", "drama": args.drama.name, "nodes": len(first["nodes"]),
+                      "cold_jobs": args.cold, "cold_jobs_per_minute": round(60 * args.cold / cold, 2),
+                      "warm_jobs": args.warm, "warm_jobs_per_minute": round(60 * args.warm / warm, 1)}),
+          flush=True)
+
+    # the edit: one narration line of the built example, through the service and through the CLI
+    line = re.search(r'(?m)^narration = "([^"]+)"', text)
+    assert line is not None
+    edited = text.replace(line.group(1), line.group(1) + "…", 1)
+    started = time.monotonic()
+    job = wait(client, submit(client, archive(args.drama, edited)))
+    service_edit = time.monotonic() - started
+    ran = sorted(n["id"] for n in job["nodes"] if n["status"] == "ran")
+    cli_copy = scratch / "cli"
+    shutil.copytree(args.drama, cli_copy, ignore=shutil.ignore_patterns("out", ".fanren-cache"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("FANREN_CACHE_DIR", None)
+    subprocess.run([sys.executable, "-m", "fanren", "build", str(cli_copy), "-q"], env=env, check=True,
+                   capture_output=True)
+    (cli_copy / "drama.toml").write_text(edited, encoding="utf-8")
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "fanren", "build", str(cli_copy), "-q"], env=env, check=True,
+                   capture_output=True)
+    cli_edit = time.monotonic() - started
+    print(json.dumps({"phase": "edit", "service_s": round(service_edit, 2), "cli_s": round(cli_edit, 2),
+                      "ran": ran}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--drama", type=Path, default=REPO / "examples" / "xianxia")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=40, help="per client, for status")
+    parser.add_argument("--interval", type=float, default=1.0,
+                        help="seconds between two status requests of one client (a polling client); "
+                             "the status phase also runs back to back (0)")
+    parser.add_argument("--only-requests", action="store_true", help="skip the jobs and edit phases")
     parser.add_argument("--submits", type=int, default=4, help="per client, for submit")
     parser.add_argument("--cold", type=int, default=2, help="cold jobs (every node renders)")
     parser.add_argument("--warm", type=int, default=10, help="warm jobs (every node cached)")
@@ -134,54 +184,26 @@ def main() -> None:
     text = (args.drama / "drama.toml").read_text(encoding="utf-8")
     try:
         with httpx.Client(base_url=service.url, headers={"X-API-Key": service.key}, timeout=600) as client:
-            # draft jobs a minute: cold (a new drama seed each: every node renders), then warm
-            started = time.monotonic()
-            for n in range(args.cold):
-                wait(client, submit(client, archive(args.drama, re.sub(r"(?m)^seed = \d+", f"seed = {9000 + n}",
-                                                                         text))))
-            cold = time.monotonic() - started
             payload = archive(args.drama)
-            first = wait(client, submit(client, payload))
-            started = time.monotonic()
-            for _ in range(args.warm):
-                wait(client, submit(client, payload))
-            warm = time.monotonic() - started
-            print(json.dumps({"phase": "jobs", "drama": args.drama.name, "nodes": len(first["nodes"]),
-                              "cold_jobs": args.cold, "cold_jobs_per_minute": round(60 * args.cold / cold, 2),
-                              "warm_jobs": args.warm, "warm_jobs_per_minute": round(60 * args.warm / warm, 1)}),
-                  flush=True)
-
-            # the edit: one narration line of the built example, through the service and through the CLI
-            line = re.search(r'(?m)^narration = "([^"]+)"', text)
-            assert line is not None
-            edited = text.replace(line.group(1), line.group(1) + "…", 1)
-            started = time.monotonic()
-            job = wait(client, submit(client, archive(args.drama, edited)))
-            service_edit = time.monotonic() - started
-            ran = sorted(n["id"] for n in job["nodes"] if n["status"] == "ran")
-            cli_copy = scratch / "cli"
-            shutil.copytree(args.drama, cli_copy, ignore=shutil.ignore_patterns("out", ".fanren-cache"))
-            env = {**os.environ, "PYTHONPATH": str(REPO)}
-            env.pop("FANREN_CACHE_DIR", None)
-            subprocess.run([sys.executable, "-m", "fanren", "build", str(cli_copy), "-q"], env=env, check=True,
-                           capture_output=True)
-            (cli_copy / "drama.toml").write_text(edited, encoding="utf-8")
-            started = time.monotonic()
-            subprocess.run([sys.executable, "-m", "fanren", "build", str(cli_copy), "-q"], env=env, check=True,
-                           capture_output=True)
-            cli_edit = time.monotonic() - started
-            print(json.dumps({"phase": "edit", "service_s": round(service_edit, 2), "cli_s": round(cli_edit, 2),
-                              "ran": ran}), flush=True)
-
+            if args.only_requests:
+                first = wait(client, submit(client, payload))
+            else:
+                measure_jobs_and_edit(client, args, text, scratch)
+                first = wait(client, submit(client, payload))
             job_id = first["id"]
-        status = asyncio.run(load(service.url, service.key, args.clients, args.requests, "GET",
-                                  f"/api/v1/jobs/{job_id}"))
-        print(json.dumps({"phase": "status", "clients": args.clients, "requests": len(status),
-                          "p50_ms": round(statistics.median(status), 1),
-                          "p99_ms": round(percentile(status, 0.99), 1)}), flush=True)
+        for interval in (args.interval, 0.0):
+            started = time.perf_counter()
+            status = asyncio.run(load(service.url, service.key, args.clients, args.requests, "GET",
+                                      f"/api/v1/jobs/{job_id}", interval=interval))
+            print(json.dumps({"phase": "status", "clients": args.clients, "interval_s": interval,
+                              "requests": len(status), "per_s": round(len(status) / (time.perf_counter() - started)),
+                              "p50_ms": round(statistics.median(status), 1),
+                              "p99_ms": round(percentile(status, 0.99), 1)}), flush=True)
+        started = time.perf_counter()
         submits = asyncio.run(load(service.url, service.key, args.clients, args.submits, "POST", "/api/v1/jobs",
                                    {"archive": ("drama.tgz", payload)}))
         print(json.dumps({"phase": "submit", "clients": args.clients, "requests": len(submits),
+                          "per_s": round(len(submits) / (time.perf_counter() - started), 1),
                           "p50_ms": round(statistics.median(submits), 1),
                           "p99_ms": round(percentile(submits, 0.99), 1)}), flush=True)
     finally:

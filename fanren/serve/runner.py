@@ -19,13 +19,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..build import build, open_session
+from ..build import build
 from ..cache import Cache
-from ..compile import Engines, resolve_engines
+from ..compile import Engines, compile_project, resolve_engines
 from ..engines import Engine
 from ..errors import BuildFailed, FanrenError
-from ..graph import Node
-from ..project import load_project
+from ..graph import Graph, Node
+from ..project import Project, load_project
 from ..run import CACHED, RAN, EnginePool, NodeResult
 from . import seed
 from .store import CANCELLED, COMPLETED, FAILED, Job, NodeRow, Store
@@ -51,8 +51,8 @@ class WarmPool(EnginePool):
 class JobReporter:
     """Tells the store what the scheduler does: node states, progress events, GPU-seconds spent."""
 
-    def __init__(self, store: Store, job: Job) -> None:
-        self.store, self.job = store, job
+    def __init__(self, store: Store, job: Job, graph: Graph) -> None:
+        self.store, self.job, self.graph = store, job, graph
         self.total = 0
         self.done = 0
         self.running: dict[str, float] = {}
@@ -61,6 +61,9 @@ class JobReporter:
 
     def begin(self, stale: list[Node], estimates: Mapping[str, float]) -> None:
         self.total = len(stale)
+        queued = {node.id for node in stale}
+        self.store.set_nodes(self.job.id, [NodeRow(n.id, n.kind, n.engine, "queued" if n.id in queued else CACHED,
+                                                   0.0, None) for n in self.graph.topological()])
 
     def start(self, node: Node) -> None:
         self.store.set_node(self.job.id, NodeRow(node.id, node.kind, node.engine, "running", 0.0, None))
@@ -169,15 +172,14 @@ class Runner:
         try:
             if job.kind == "novel" and not (root / "drama.toml").exists():
                 self._split(job, root)
-            engines = self._engines_for(job, root)
-            session = open_session(root, engines.profile, self.cache_dir, engines=engines)
-            self.store.set_nodes(job.id, [NodeRow(d.node.id, d.node.kind, d.node.engine,
-                                                  "queued" if d.stale else CACHED, 0.0, None)
-                                          for d in session.decisions])
+            project = load_project(root)
+            engines = self._engines_for(job, project)
             self.pool.use(engines.by_family())
+            # the reporter lists the nodes when the build has planned them (no second plan here)
             result = build(root, engines.profile, self.cache_dir, jobs=self.jobs, keep_going=False,
-                           reporter=JobReporter(self.store, job), pool=self.pool, project=session.project,
-                           engines=engines, cancelled=lambda: self._interrupted(job.id))
+                           reporter=JobReporter(self.store, job, compile_project(project, engines)),
+                           pool=self.pool, project=project, engines=engines,
+                           cancelled=lambda: self._interrupted(job.id))
         except BuildFailed as exc:
             if self._interrupted(job.id):
                 self._stopped(job, root)
@@ -229,14 +231,14 @@ class Runner:
         split_chapter(chapter, root, settings)
         self.store.set_progress(job.id, 0.0, {"message": "split the chapter into drama.toml"})
 
-    def _engines_for(self, job: Job, root: Path) -> Engines:
+    def _engines_for(self, job: Job, project: Project) -> Engines:
         """The job's engines, each replaced by the warm instance of the same class and identity."""
         if job.kind == "video":
             spec = job.spec
             video = self._warm(seed.make_video_engine(spec["engine"], spec["options"]))
-            picture = root / spec["picture"]
+            picture = project.root / spec["picture"]
             return seed.seed_engines(job.profile, picture, spec["digest"], video)
-        engines = resolve_engines(load_project(root), job.profile)
+        engines = resolve_engines(project, job.profile)
         return Engines(profile=engines.profile, image=self._warm(engines.image),
                        video=self._warm(engines.video),  # type: ignore[arg-type]
                        voice=self._warm(engines.voice), mux=self._warm(engines.mux),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastapi import Response
+from pydantic import BaseModel
+
 from ..build import EXPORTS
 from ..lockfile import read_lock
 from ..project import DRAMA_FILE
@@ -16,6 +19,12 @@ API = "/api/v1"
 # What GET /jobs/<id>/files/<name> serves: the exports, the build report, and the drama itself
 # (for a novel job, the drama.toml its chapter was split into).
 FILES = (*EXPORTS, "report.json", DRAMA_FILE)
+
+
+def json_response(model: BaseModel) -> Response:
+    """The model as JSON, serialized once: the routes that clients poll skip FastAPI's second
+    validation of what they return (the model was validated when it was built)."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def links(job: Job) -> JobLinks:

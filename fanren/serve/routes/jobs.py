@@ -21,7 +21,7 @@ from ..models import ErrorBody, JobDetail, JobList, JobSummary
 from ..store import TERMINAL, Job, Store
 from ..submit import Submission, request_digest, submit
 from ..uploads import UploadError, unpack_drama
-from ..views import FILES, detail, job_file, node_output, node_outputs, summary
+from ..views import FILES, detail, job_file, json_response, node_output, node_outputs, summary
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -169,10 +169,10 @@ def _own(store: Store, key_id: str, job_id: str) -> Job:
 
 
 @router.get("", response_model=JobList)
-def list_jobs(key: Key, store: StoreDep, limit: Annotated[int, Query(ge=1, le=200)] = 20,
+async def list_jobs(key: Key, store: StoreDep, limit: Annotated[int, Query(ge=1, le=200)] = 20,
               cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
               status: Annotated[str | None, Query()] = None,
-              batch_id: Annotated[str | None, Query()] = None) -> JobList:
+              batch_id: Annotated[str | None, Query()] = None) -> Response:
     """This key's jobs, newest first, a page at a time."""
     before = None
     if cursor is not None:
@@ -182,13 +182,13 @@ def list_jobs(key: Key, store: StoreDep, limit: Annotated[int, Query(ge=1, le=20
     jobs = store.jobs(key.id, limit=limit + 1, before=before, batch_id=batch_id, status=status)
     more = len(jobs) > limit
     jobs = jobs[:limit]
-    return JobList(jobs=[summary(j) for j in jobs], next_cursor=str(jobs[-1].seq) if more else None)
+    return json_response(JobList(jobs=[summary(j) for j in jobs], next_cursor=str(jobs[-1].seq) if more else None))
 
 
 @router.get("/{job_id}", response_model=JobDetail, responses={404: {"model": ErrorBody}})
-def get_job(job_id: str, key: Key, store: StoreDep, runner: RunnerDep) -> JobDetail:
+async def get_job(job_id: str, key: Key, store: StoreDep, runner: RunnerDep) -> Response:
     """Status, progress, each node's state (queued, running, ran, cached, failed, skipped) and the report."""
-    return detail(_own(store, key.id, job_id), store, runner)
+    return json_response(detail(_own(store, key.id, job_id), store, runner))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobSummary, responses={404: {"model": ErrorBody}})

@@ -19,7 +19,7 @@ from ..deps import Key, RunnerDep, SettingsDep, StoreDep
 from ..models import ErrorBody, VideoRequest, VideoTask
 from ..submit import Submission, request_digest, submit
 from ..uploads import check_picture
-from ..views import clip_of, video_task
+from ..views import clip_of, json_response, video_task
 
 router = APIRouter(tags=["videos (the seed's API)"])
 
@@ -132,12 +132,12 @@ def check_picture_or_422(picture: bytes) -> str:
 
 
 @router.get("/tasks/{task_id}", response_model=VideoTask, responses={404: {"model": ErrorBody}})
-def task(task_id: str, key: Key, store: StoreDep) -> VideoTask:
+async def task(task_id: str, key: Key, store: StoreDep) -> Response:
     """A video task's status (queued, running, completed, failed, cancelled), progress and video_url."""
     job = store.job(task_id, key.id)
     if job is None or job.kind != "video":
         raise HTTPException(404, f"no task {task_id!r}")
-    return video_task(job)
+    return json_response(video_task(job))
 
 
 @router.get("/files/videos/{task_id}.mp4", response_class=FileResponse,
