@@ -476,3 +476,16 @@ def test_gpu_seconds_quota_is_403_once_spent(server: Server) -> None:
         assert refused.status_code == 403
         assert refused.json()["detail"].startswith("quota exceeded: gpu-seconds-per-day (30.5 of 30 used today); "
                                                    "it resets at ")
+
+
+def test_openapi_schema_lists_every_endpoint(server: Server) -> None:
+    with server.client() as client:
+        spec = client.get("/openapi.json").json()
+        assert client.get("/docs").status_code == 200
+    assert {"/api/v1/videos/generate", "/api/v1/tasks/{task_id}", "/api/v1/files/videos/{task_id}.mp4",
+            "/api/v1/jobs", "/api/v1/jobs/novel", "/api/v1/jobs/{job_id}", "/api/v1/jobs/{job_id}/cancel",
+            "/api/v1/jobs/{job_id}/events", "/api/v1/jobs/{job_id}/files", "/api/v1/jobs/{job_id}/files/{name}",
+            "/api/v1/jobs/{job_id}/nodes/{node_id}/{output}", "/api/v1/batches", "/api/v1/batches/{batch_id}",
+            "/api/v1/key"} == set(spec["paths"])
+    generate_body = spec["paths"]["/api/v1/videos/generate"]["post"]["requestBody"]["content"]
+    assert set(generate_body) == {"multipart/form-data", "application/json"}
