@@ -260,6 +260,21 @@ def test_huge_bodies_are_413(tmp_path: Path) -> None:
         small.stop()
 
 
+def test_rate_limit_per_key_is_429_with_retry_after(tmp_path: Path) -> None:
+    limited = Server(tmp_path / "data", "draft", "--requests-per-minute", "3").start()
+    try:
+        first, second = limited.key("first"), limited.key("second")
+        with limited.client(first) as client:
+            assert [client.get("/api/v1/key").status_code for _ in range(3)] == [200, 200, 200]
+            refused = client.get("/api/v1/jobs")
+            assert refused.status_code == 429 and 0 < int(refused.headers["retry-after"]) <= 60
+            assert refused.json()["detail"].startswith("rate limit: 3 requests a minute for this key")
+        with limited.client(second) as other:   # another key has its own window
+            assert other.get("/api/v1/key").status_code == 200
+    finally:
+        limited.stop()
+
+
 def test_idempotent_retry_returns_the_same_job(server: Server) -> None:
     with server.client(server.key("retry")) as client:
         first = submit_drama(client, **{"Idempotency-Key": "abc-1"})

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from .deps import Settings
+from .deps import RateLimit, Settings
 from .routes import batches, jobs, keys, videos
 from .runner import Runner
 from .store import Store
@@ -104,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
                   description="The build of AI short dramas as a service: API keys, quotas, a persistent job "
                               "queue and warm models. See docs/serve.md.")
     app.state.settings, app.state.store, app.state.runner = settings, store, runner
+    app.state.rate_limit = RateLimit(settings.requests_per_minute)
     for router in (videos.router, jobs.router, batches.router, keys.router):
         app.include_router(router, prefix="/api/v1")
 

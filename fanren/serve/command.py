@@ -42,9 +42,11 @@ def _seconds(text: str) -> float:
 @click.option("--max-upload", default="256M", show_default=True, help="Largest request body (413 past it).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=2, show_default=True,
               help="CPU nodes (speech, mux) a build runs at once.")
+@click.option("--requests-per-minute", type=click.IntRange(0), default=0, show_default=True,
+              help="Requests one key may send a minute (429 + Retry-After past it); 0: no limit.")
 @handles_errors
 def serve_command(host: str, port: int, data: Path, profile: str, max_queue: int, max_queue_per_key: int,
-                  max_upload: str, jobs: int) -> None:
+                  max_upload: str, jobs: int, requests_per_minute: int) -> None:
     """Serve the build over HTTP: API keys, quotas, a persistent job queue, warm models.
 
     \b
@@ -74,7 +76,8 @@ def serve_command(host: str, port: int, data: Path, profile: str, max_queue: int
     service_log.setLevel(logging.INFO)
     service_log.propagate = False
     app = create_app(Settings(data=data.resolve(), profile=profile, max_queue=max_queue,
-                              max_queue_per_key=max_queue_per_key, max_upload=limit, jobs=jobs))
+                              max_queue_per_key=max_queue_per_key, max_upload=limit, jobs=jobs,
+                              requests_per_minute=requests_per_minute))
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +19,29 @@ from .store import ApiKey, Store, next_reset
 log = logging.getLogger("fanren.serve")
 
 
+class RateLimit:
+    """At most `per_minute` requests a minute per key (a sliding window, in memory): past it, 429."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def wait_for(self, key_id: str, now: float | None = None) -> float:
+        """0 if this request may go on (and counts it), else the seconds until it may."""
+        if self.per_minute <= 0:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            seen = self._seen.setdefault(key_id, deque())
+            while seen and seen[0] <= now - 60:
+                seen.popleft()
+            if len(seen) >= self.per_minute:
+                return seen[0] + 60 - now
+            seen.append(now)
+            return 0.0
+
+
 @dataclass(frozen=True)
 class Settings:
     data: Path
@@ -23,10 +50,15 @@ class Settings:
     max_queue_per_key: int = 20
     max_upload: int = 256 << 20   # bytes of one request body
     jobs: int = 2                 # CPU nodes a build runs at once
+    requests_per_minute: int = 0  # per key; 0: no limit
 
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_rate_limit(request: Request) -> RateLimit:
+    return request.app.state.rate_limit  # type: ignore[no-any-return]
 
 
 def get_store(request: Request) -> Store:
@@ -42,6 +74,7 @@ def unauthorized(detail: str) -> HTTPException:
 
 
 async def current_key(store: Annotated[Store, Depends(get_store)],
+                      rate: Annotated[RateLimit, Depends(get_rate_limit)],
                 x_api_key: Annotated[str | None, Header(description="the API key")] = None,
                 authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None) -> ApiKey:
     """The caller's key: X-API-Key or Authorization: Bearer. Missing, unknown, revoked, expired: 401.
@@ -63,6 +96,10 @@ async def current_key(store: Annotated[Store, Depends(get_store)],
     if state != "active":
         log.info("refused key %s: %s", key.id, state)
         raise unauthorized(f"API key {state}")
+    wait = rate.wait_for(key.id)
+    if wait > 0:
+        raise HTTPException(429, f"rate limit: {rate.per_minute} requests a minute for this key; retry after "
+                                 f"{math.ceil(wait)} s", headers={"Retry-After": str(math.ceil(wait))})
     return key
 
 
