@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def archive(folder: Path, drama_text: str | None = None) -> bytes:

@@ -20,10 +20,10 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from conftest import REPO, SMALL_DRAMA, fanren  # noqa: E402
-from serve_helpers import Server, drama_archive, picture, sse, wait_for  # noqa: E402
+from conftest import REPO, SMALL_DRAMA, fanren
+from serve_helpers import Server, drama_archive, picture, sse, wait_for
 
-from fanren.media import probe  # noqa: E402
+from fanren.media import probe
 
 GENERATE = "/api/v1/videos/generate"
 

@@ -132,7 +132,7 @@ def keys_list(data: Path) -> None:
 
     store = Store(data / "fanren.db")
     click.echo(f"{'id':<9} {'name':<20} {'state':<8} {'jobs/day':>9} {'gpu-s/day':>10}  today")
-    for key in store.keys():
+    for key in store.all_keys():
         usage = store.usage(key.id)
         limit_jobs = "-" if key.jobs_per_day is None else str(key.jobs_per_day)
         limit_gpu = "-" if key.gpu_seconds_per_day is None else f"{key.gpu_seconds_per_day:g}"

@@ -243,7 +243,7 @@ class Store:
         row = self._db().execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchone()
         return _key(row) if row else None
 
-    def keys(self) -> list[ApiKey]:
+    def all_keys(self) -> list[ApiKey]:
         return [_key(r) for r in self._db().execute("SELECT * FROM keys ORDER BY created")]
 
     def find_key(self, name_or_id: str) -> ApiKey | None:

@@ -20,7 +20,7 @@ from ..deps import Key, RunnerDep, SettingsDep, StoreDep
 from ..models import ErrorBody, JobDetail, JobList, JobSummary
 from ..store import TERMINAL, Job, Store
 from ..submit import Submission, request_digest, submit
-from ..uploads import UploadError, unpack_drama
+from ..uploads import unpack_drama
 from ..views import FILES, detail, job_file, json_response, node_output, node_outputs, summary
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
