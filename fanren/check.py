@@ -45,8 +45,8 @@ class CheckFailed(FanrenError):
         super().__init__(self.show_all(checked))
 
     def show_all(self, checked: int) -> str:
-        lines = [f"error: {len(self.mismatches)} of {checked} node(s) gave other bytes than the cache holds "
-                 "(same key, not the same bytes: the engine is not deterministic on this machine)"]
+        lines = [(f"error: {len(self.mismatches)} of {checked} node(s) gave other bytes than the cache holds "
+                  "(same key, not the same bytes: the engine is not deterministic on this machine)")]
         lines += ["  " + m.show() for m in self.mismatches]
         return "\n".join(lines)
 
