@@ -615,6 +615,16 @@ def free_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def eval_mode(pipeline: Any) -> None:
+    """Every torch module of `pipeline` in eval mode (no dropout): from_pretrained does this for the
+    components it loads, but not for ones built or swapped in by hand."""
+    import torch
+
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+
+
 def generator(seed: int) -> torch.Generator:
     """A seeded CPU generator: the same noise on every device, so a key means the same picture."""
     import torch
@@ -661,37 +671,44 @@ def quiet() -> Iterator[None]:
                 library.enable_progress_bar()
 
 
-@contextmanager
-def one_thread(wanted: bool) -> Iterator[None]:
-    """Run torch on one CPU thread while `wanted`.
+def cpu_thread_count(tiny: bool) -> int:
+    """How many intra-op threads torch uses for a render on the CPU: fixed, never whatever the
+    rendering thread happens to have.
 
-    A tiny model is thousands of kernels of microseconds each: torch's thread pool costs more than
-    it saves (a tiny FLUX.1 keyframe took 1.1 s with 2 threads on a busy 2-core machine, 0.07 s
-    with one), and one thread gives the same float sums on every machine whatever its core count.
+    Tiny models run on one thread. They are thousands of kernels of microseconds each, so torch's
+    thread pool costs more than it saves (a tiny FLUX.1 keyframe took 1.1 s with 2 threads on a
+    busy 2-core machine, 0.07 s with one), and one thread gives the same float sums on every machine
+    whatever its core count: the smoke profile's keys mean the same bytes everywhere. Real models on
+    a CPU use every core this process may run on; their bytes then hold for machines with as many.
     """
-    if not wanted:
+    if tiny:
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run torch on `count` intra-op threads in the calling thread (None: leave it as it is).
+
+    torch's CPU float sums depend on how many threads split them, and with OpenMP the count is per
+    thread: torch.set_num_threads changes the calling thread's count and the process default, and a
+    thread takes that default the first time it asks torch for its count (overwriting a count set
+    on it before). So a count set in one thread does not hold in another, and which count a worker
+    thread renders with would depend on what ran before, where. The scheduler renders on worker
+    threads, several engines at once: the count is set here, in the thread that renders, right
+    before it renders (after asking for it once, so it sticks), and put back after.
+    """
+    if count is None:
         yield
         return
     import torch
 
-    # The thread count is process-wide and two engines may render at once: the first in sets it,
-    # the last out restores it.
-    with _one_thread_lock:
-        if _one_thread_users[0] == 0:
-            _one_thread_users[1] = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _one_thread_users[0] += 1
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
     try:
         yield
     finally:
-        with _one_thread_lock:
-            _one_thread_users[0] -= 1
-            if _one_thread_users[0] == 0:
-                torch.set_num_threads(_one_thread_users[1])
-
-
-_one_thread_lock = threading.Lock()
-_one_thread_users = [0, 0]  # [renders inside one_thread, the thread count to restore]
+        torch.set_num_threads(previous)
 
 
 def compile_blocks(transformer: Any, block_lists: tuple[str, ...] = (), *, fullgraph: bool = True) -> None:
@@ -880,7 +897,7 @@ class DiffusionEngine(Engine):
             check_speed_device(self.name, self.device, self.attention, self.quantize)
             placement = Placement(choose_vram_mode(self.vram, self.vram_need(), self.device), self.device)
             self._vram_mode = placement.mode
-            with quiet():
+            with quiet(), torch_threads(self._cpu_threads()):
                 self._load_pipelines(torch_dtype(self.dtype))
             self.placement = placement
 
@@ -896,7 +913,21 @@ class DiffusionEngine(Engine):
 
     def run(self, request: Request) -> dict[str, Path]:
         with self._lock:
-            return self._render(request)
+            # Everything the render does in torch (a Kontext pipeline loaded on first use, the
+            # denoising loop, the VAE) runs on a thread count fixed here, in the rendering thread.
+            with torch_threads(self._cpu_threads()):
+                return self._render(request)
+
+    def _cpu_threads(self) -> int | None:
+        """The intra-op thread count renders on the CPU use; None on a GPU (its kernels decide)."""
+        device = self.device
+        if device is None:  # not loaded yet: where load() will put the model
+            device = self.device_option
+            if device == "auto":
+                device = "cuda" if cuda_available() else "cpu"
+        if device != "cpu":
+            return None
+        return cpu_thread_count(self.model.source == "tiny")
 
     def _render(self, request: Request) -> dict[str, Path]:
         raise NotImplementedError
@@ -913,6 +944,7 @@ class DiffusionEngine(Engine):
         pipeline = load_pipeline(pipeline_class, ref, dtype, engine=self.name, family=self.family,
                                  option=option, revision=revision, download=self.download, device=self.device)
         pipeline.set_progress_bar_config(disable=True)
+        eval_mode(pipeline)
         return pipeline
 
     def _prepare_transformer(self, transformer: Any) -> None:
@@ -935,6 +967,5 @@ class DiffusionEngine(Engine):
         assert self.placement is not None
         self.placement.activate(pipeline)
         attention = "default" if self.attention_dispatcher else self.attention
-        with quiet(), one_thread(self.model.source == "tiny" and self.device == "cpu"), \
-                sdpa_preferring(attention):
+        with quiet(), torch_threads(self._cpu_threads()), sdpa_preferring(attention):
             return pipeline(**arguments)
