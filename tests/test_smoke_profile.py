@@ -64,7 +64,7 @@ def _in_thread(work: Callable[[], Any], threads: int | None = None) -> Any:
                 torch.get_num_threads()  # torch starts on this thread first: a later set holds
                 torch.set_num_threads(threads)
             result.append(work())
-        except BaseException as exc:  # re-raised in the test's thread
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread)
             errors.append(exc)
 
     thread = threading.Thread(target=target)

@@ -12,11 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ... import testing
 from ...errors import UsageError
 from ..base import Request, VideoEngine
 from ..diffusion import (
     COMMON_OPTIONS,
+    SVD_XT,
+    TINY_SVD_FRAMES,
+    TINY_VIDEO_SIZES,
     DiffusionEngine,
     VramNeed,
     check_size,
@@ -38,7 +40,7 @@ FPS = 7
 class SVDEngine(DiffusionEngine, VideoEngine):
     name = "svd"
     version = "1"
-    default_model = testing.SVD_XT
+    default_model = SVD_XT
     default_dtype = "float16"  # the checkpoint's own precision
     # `attention` only: the UNet's processors call F.scaled_dot_product_attention themselves, and it
     # has no fused-projection or fp8 path worth its 1.5 B parameters.
@@ -49,9 +51,9 @@ class SVDEngine(DiffusionEngine, VideoEngine):
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
         tiny = self.model.source == "tiny"
-        self.sizes = dict(testing.TINY_VIDEO_SIZES) if tiny else SIZES
+        self.sizes = dict(TINY_VIDEO_SIZES) if tiny else SIZES
         self.steps = self._whole("steps", 2 if tiny else 25, low=1, high=500)
-        self.frames = self._whole("frames", testing.TINY_SVD_FRAMES if tiny else FRAMES,
+        self.frames = self._whole("frames", TINY_SVD_FRAMES if tiny else FRAMES,
                              low=2, high=64)
         self.fps = self._whole("fps", FPS, low=2, high=60)
         self.min_guidance = self._number("min_guidance", 1.0, low=0, high=30)
