@@ -406,9 +406,9 @@ def watch_command(directory: Path, profile: str, port: int, host: str, open_brow
     try:
         server = LiveServer(session.board, session.root, host, port)
     except OSError as exc:
-        click.echo(UsageError(f"cannot serve on {host}:{port} ({exc.strerror}); "
-                              f"pick another with --port").show(), err=True)
-        raise SystemExit(2) from None
+        from .cli import fail
+
+        fail(UsageError(f"cannot serve on {host}:{port} ({exc.strerror}); pick another with --port"))
     server.start()
     click.echo(f"watching {session.root} (profile {profile}); live storyboard at {server.url}")
     if open_browser:

@@ -76,6 +76,7 @@ def shot_video_codec(fps: int) -> list[str]:
 class MuxEngine(Engine):
     family = "mux"
     name = "mux"
+    options_known = frozenset[str]()  # takes no options
     # 2: shots burn their own subtitles, the episode copies their video
     # 3: music per scene, ducked under speech and faded at scene changes; a line's last cue gets 0.7 s
     version = "3"

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...errors import UsageError
+from ...errors import OptionError
 from ..base import Engine, Request, Resources
-from .options import COMMON_OPTIONS, DTYPES, check_options, choice, flag, number, whole
+from .options import COMMON_OPTIONS, DTYPES, choice, flag, number, text, whole
 from .placement import (
     VRAM_MODES,
     Placement,
@@ -54,8 +54,7 @@ class DiffusionEngine(Engine):
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        check_options(self.name, self.options, set(self.options_known))
-        self.model = model_ref(self.options.get("model", self.default_model), "model")
+        self.model = model_ref(self.options.get("model", self.default_model), "model", engine=self.name)
         self.revision = self._optional_text("revision")
         # Tiny models are fp32: bf16 matmuls on a CPU are slow and add nothing to a test.
         dtype_default = "float32" if self.model.source == "tiny" else self.default_dtype
@@ -64,8 +63,7 @@ class DiffusionEngine(Engine):
         self.download = self._flag("download", False)
         device = self.options.get("device", "auto")
         if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
-            raise UsageError(f"engine {self.name}: option device must be \"auto\", \"cpu\" or \"cuda[:N]\", "
-                             f"got {device!r}")
+            raise OptionError(self.name, "device", '"auto", "cpu" or "cuda[:N]"', repr(device))
         self.device_option = device
         # Speed options (SPEED_OPTIONS): an engine that does not list one in options_known keeps its default.
         self.attention = attention_choice(self.name, self.options, self.attention_dispatcher)
@@ -89,10 +87,7 @@ class DiffusionEngine(Engine):
         return flag(self.name, self.options, name, default)
 
     def _optional_text(self, name: str) -> str | None:
-        value = self.options.get(name)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise UsageError(f"engine {self.name}: option {name} must be a string, got {value!r}")
-        return value
+        return text(self.name, self.options, name)
 
     # identity ---------------------------------------------------------------
 

@@ -1,6 +1,7 @@
-"""Engine options: unknown names, choices, numbers, flags, and the step-cache option.
+"""Engine option values: choices, numbers, flags, text, and the step-cache option.
 
-Bad values raise UsageError (exit 2) when the engine is constructed, before anything loads.
+A bad value raises OptionError (exit 2) when the engine is constructed, before anything loads;
+unknown option names are refused by Engine itself (`options_known`).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...errors import UsageError
+from ...errors import OptionError
 from .runtime import diffusers_module
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -16,22 +17,10 @@ DTYPES = ("bfloat16", "float16", "float32")
 COMMON_OPTIONS = frozenset({"model", "revision", "dtype", "device", "vram", "download"})
 
 
-def check_options(engine: str, options: Mapping[str, Any], known: set[str]) -> None:
-    """Unknown option names are typos: say so before anything runs (exit 2)."""
-    import difflib
-
-    for name in sorted(options):
-        if name not in known:
-            match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-            hint = f"did you mean {match[0]!r}?" if match else f"known: {', '.join(sorted(known))}"
-            raise UsageError(f"engine {engine} has no option {name!r} ({hint})")
-
-
 def choice(engine: str, options: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
     value = options.get(name, default)
     if value not in allowed:
-        raise UsageError(f"engine {engine}: option {name} must be one of {', '.join(map(repr, allowed))}, "
-                         f"got {value!r}")
+        raise OptionError(engine, name, f"one of {', '.join(map(repr, allowed))}", repr(value))
     return str(value)
 
 
@@ -39,22 +28,28 @@ def number(engine: str, options: Mapping[str, Any], name: str, default: float, *
            high: float) -> float:
     value = options.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise UsageError(f"engine {engine}: option {name} must be a number in [{low}, {high}], got {value!r}")
+        raise OptionError(engine, name, f"a number in [{low}, {high}]", repr(value))
     return float(value)
 
 
 def whole(engine: str, options: Mapping[str, Any], name: str, default: int, *, low: int, high: int) -> int:
     value = options.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise UsageError(f"engine {engine}: option {name} must be an integer in [{low}, {high}], "
-                         f"got {value!r}")
+        raise OptionError(engine, name, f"an integer in [{low}, {high}]", repr(value))
     return value
 
 
 def flag(engine: str, options: Mapping[str, Any], name: str, default: bool) -> bool:
     value = options.get(name, default)
     if not isinstance(value, bool):
-        raise UsageError(f"engine {engine}: option {name} must be true or false, got {value!r}")
+        raise OptionError(engine, name, "true or false", repr(value))
+    return value
+
+
+def text(engine: str, options: Mapping[str, Any], name: str) -> str | None:
+    value = options.get(name)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise OptionError(engine, name, "a string", repr(value))
     return value
 
 
@@ -73,20 +68,18 @@ def step_cache(engine: str, value: Any) -> dict[str, Any] | None:
     """
     if value is None or value is False or value == "none":
         return None
-    if isinstance(value, str):
-        value = {"kind": value}
-    if not isinstance(value, Mapping) or value.get("kind") not in CACHE_DEFAULTS:
-        raise UsageError(f"engine {engine}: option cache must be null, one of "
-                         f"{', '.join(map(repr, CACHE_DEFAULTS))} or a table with kind = one of them, "
-                         f"got {value!r}")
-    kind = str(value["kind"])
+    table = {"kind": value} if isinstance(value, str) else value
+    if not isinstance(table, Mapping) or table.get("kind") not in CACHE_DEFAULTS:
+        raise OptionError(engine, "cache", f"\"none\", one of {', '.join(map(repr, CACHE_DEFAULTS))} or a "
+                          f"table with kind = one of them", repr(value))
+    kind = str(table["kind"])
     settings = dict(CACHE_DEFAULTS[kind])
-    for name, setting in value.items():
+    for name, setting in table.items():
         if name == "kind":
             continue
         if name not in settings or isinstance(setting, bool) or not isinstance(setting, (int, float)):
-            raise UsageError(f"engine {engine}: cache {kind!r} takes {', '.join(settings)} (numbers), "
-                             f"got {name} = {setting!r}")
+            raise OptionError(engine, "cache", f"a table of kind {kind!r} with {', '.join(settings)} "
+                              f"(numbers)", f"{name} = {setting!r}")
         settings[name] = setting
     return {"kind": kind, **settings}
 

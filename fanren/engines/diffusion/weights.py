@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ...errors import EngineError, UsageError
+from ...errors import EngineError, OptionError
 from .runtime import first_line
 
 if TYPE_CHECKING:
@@ -152,20 +152,20 @@ class ModelRef:
         return None
 
 
-def model_ref(value: Any, option: str) -> ModelRef:
+def model_ref(value: Any, option: str, engine: str = "") -> ModelRef:
     """Parse a model option. A value is a folder when it looks like a path ("/…", "./…", "~/…",
     "a/b/c") or names an existing folder; "org/name" otherwise is a hub id. A relative folder is
     relative to the directory fanren runs in."""
     if not isinstance(value, str) or not value.strip():
-        raise UsageError(f"option {option} must be a hub id or a folder, got {value!r}")
+        raise OptionError(engine, option, "a hub id or a folder", repr(value))
     value = value.strip()
     scheme = synthetic_scheme(value)
     if scheme is not None:
         weights = synthetic(scheme)
         target = value[len(scheme) + 1:]
         if target not in weights.targets:
-            raise UsageError(f"option {option}: unknown {weights.description} {value!r} "
-                             f"(known: {', '.join(f'{scheme}:{t}' for t in weights.targets)})")
+            raise OptionError(engine, option, f"a known {weights.description}", repr(value),
+                              hint=f"known: {', '.join(f'{scheme}:{t}' for t in weights.targets)}")
         return ModelRef(value, weights.source, target)
     looks_like_path = value.startswith((".", "/", "~")) or value.count("/") > 1 \
         or Path(value).expanduser().is_dir()

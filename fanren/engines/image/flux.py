@@ -114,7 +114,7 @@ class FluxEngine(DiffusionEngine):
         self.max_sequence_length = base.max_sequence_length
         self.consistency = self._choice("consistency", CONSISTENCY, "kontext")
         self.kontext_model = model_ref(self.options.get("kontext_model", default_kontext_model(self.model)),
-                                       "kontext_model")
+                                       "kontext_model", engine=self.name)
         self.kontext_revision = self._optional_text("kontext_revision")
         kontext = TINY if self.kontext_model.source == "tiny" else KONTEXT
         self.kontext_steps = self._whole("kontext_steps", kontext.steps, low=1, high=200)

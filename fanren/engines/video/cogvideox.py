@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import EngineError, UsageError
+from ...errors import EngineError, OptionError
 from ..base import Request, VideoEngine
 from ..diffusion import (
     COGVIDEOX15_5B_I2V,
@@ -124,8 +124,8 @@ class CogVideoXEngine(DiffusionEngine, VideoEngine):
         if isinstance(value, bool) or not isinstance(value, int) or value < step + 1 or value > top \
                 or (value - 1) % step:
             valid = ", ".join(str(step * k + 1) for k in range(1, 4))
-            raise UsageError(f"engine cogvideox: {self.spec.label} renders {step}k+1 frames "
-                             f"({valid}, …, {top}); frames = {value!r} is not one")
+            raise OptionError(self.name, "frames", f"a frame count {self.spec.label} renders: {step}k+1 "
+                              f"({valid}, …, {top})", repr(value))
         return value
 
     def _settings(self) -> dict[str, Any]:
@@ -140,8 +140,9 @@ class CogVideoXEngine(DiffusionEngine, VideoEngine):
         size = self.spec.sizes.get(aspect)
         if size is None:
             offered = ", ".join(f"{a} ({w}×{h})" for a, (w, h) in self.spec.sizes.items())
-            raise UsageError(f"engine cogvideox: {self.spec.label} renders only {offered}, not {aspect}; "
-                             f"for {aspect} use model = \"{COGVIDEOX15_5B_I2V}\" or the svd engine")
+            raise OptionError(self.name, "model", f"a model that renders the drama's aspect {aspect}",
+                              f"{self.model.value!r}, which renders only {offered}",
+                              hint=f"for {aspect} use model = \"{COGVIDEOX15_5B_I2V}\" or the svd engine")
         return size
 
     def native_fps(self, drama_fps: int) -> int:

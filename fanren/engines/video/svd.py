@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import UsageError
+from ...errors import OptionError
 from ..base import Request, VideoEngine
 from ..diffusion import (
     COMMON_OPTIONS,
@@ -59,8 +59,8 @@ class SVDEngine(DiffusionEngine, VideoEngine):
         self.min_guidance = self._number("min_guidance", 1.0, low=0, high=30)
         self.max_guidance = self._number("max_guidance", 3.0, low=0, high=30)
         if self.max_guidance < self.min_guidance:
-            raise UsageError(f"engine svd: max_guidance ({self.max_guidance}) is below min_guidance "
-                             f"({self.min_guidance})")
+            raise OptionError(self.name, "max_guidance", f"at least min_guidance ({self.min_guidance})",
+                              repr(self.options.get("max_guidance", self.max_guidance)))
         self.motion_bucket_id = self._whole("motion_bucket_id", 127, low=0, high=255)
         self.noise_aug_strength = self._number("noise_aug_strength", 0.02, low=0, high=1)
         # Decoding 8 frames at a time bounds the VAE's memory; the chunking changes the bytes.
@@ -81,7 +81,8 @@ class SVDEngine(DiffusionEngine, VideoEngine):
 
     def native_size(self, aspect: str) -> tuple[int, int]:
         if aspect not in self.sizes:
-            raise UsageError(f"engine svd renders {', '.join(self.sizes)}, not {aspect}")
+            raise OptionError(self.name, "model", f"a model that renders the drama's aspect {aspect}",
+                              repr(self.model.value), hint=f"svd renders {', '.join(self.sizes)}")
         return self.sizes[aspect]
 
     def native_fps(self, drama_fps: int) -> int:
