@@ -1,8 +1,8 @@
 """ffmpeg and ffprobe as subprocesses: running them with useful errors, and reading what they made.
 
-ffmpeg-python is unmaintained; fanren builds filter graphs with typed-ffmpeg (module `typed_ffmpeg`)
-where a graph is non-trivial and calls the binaries directly for simple commands. Both paths end in
-`run_ffmpeg`, which turns a failure into an EngineError carrying the tail of ffmpeg's log.
+fanren calls the binaries directly with plain argument lists (no Python ffmpeg wrapper: the filter
+graphs are short enough to read like ffmpeg's own documentation, see fanren/engines/mux.py). Every
+call ends in `run_ffmpeg`, which turns a failure into an EngineError carrying the tail of ffmpeg's log.
 """
 
 from __future__ import annotations
