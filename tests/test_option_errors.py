@@ -14,8 +14,8 @@ from conftest import fanren
 from test_errors import snapshot
 
 FLUX_OPTIONS = ("attention, cache, compile, consistency, device, download, dtype, fuse_qkv, guidance, "
-                "kontext_guidance, kontext_model, kontext_revision, kontext_steps, model, quantize, revision, "
-                "steps, vram")
+                "kontext_guidance, kontext_model, kontext_revision, kontext_steps, model, quantize, "
+                "revision, steps, vram")
 
 
 def with_profile(drama: Path, table: str) -> None:
@@ -37,16 +37,18 @@ def test_a_misspelt_diffusion_option_names_file_key_path_and_known_options(small
 
 
 @pytest.mark.parametrize("table, message", [
-    ('image = { engine = "flux", steps = 0 }', "profiles.final.image.steps: expected an integer in [1, 200], got 0"),
+    ('image = { engine = "flux", steps = 0 }',
+     "profiles.final.image.steps: expected an integer in [1, 200], got 0"),
     ('image = { engine = "flux", attention = "fast" }',
-     "profiles.final.image.attention: expected one of 'default', 'cudnn', 'flash', 'efficient', 'flash-attn', "
-     "'flash-attn3', 'sage', got 'fast'"),
+     "profiles.final.image.attention: expected one of 'default', 'cudnn', 'flash', 'efficient', "
+     "'flash-attn', 'flash-attn3', 'sage', got 'fast'"),
     ('image = { engine = "flux", model = "fanren-tiny:fluxx" }',
-     "profiles.final.image.model: expected a known tiny model, got 'fanren-tiny:fluxx' (known: fanren-tiny:flux, "
-     "fanren-tiny:flux-kontext, fanren-tiny:cogvideox, fanren-tiny:cogvideox1.5, fanren-tiny:svd)"),
+     "profiles.final.image.model: expected a known tiny model, got 'fanren-tiny:fluxx' (known: "
+     "fanren-tiny:flux, fanren-tiny:flux-kontext, fanren-tiny:cogvideox, fanren-tiny:cogvideox1.5, "
+     "fanren-tiny:svd)"),
     ('video = { engine = "cogvideox", frames = 50 }',
-     "profiles.final.video.frames: expected a frame count CogVideoX-5b-I2V renders: 8k+1 (9, 17, 25, …, 49), "
-     "got 50"),
+     "profiles.final.video.frames: expected a frame count CogVideoX-5b-I2V renders: 8k+1 "
+     "(9, 17, 25, …, 49), got 50"),
     ('video = { engine = "svd", min_guidance = 2.0, max_guidance = 1.0 }',
      "profiles.final.video.max_guidance: expected at least min_guidance (2.0), got 1.0"),
 ])
@@ -77,8 +79,8 @@ def test_embedded_engines_refuse_unknown_options_too(small_drama: Path) -> None:
 def test_an_embedded_engine_option_value_is_exit_2_not_a_failed_build(small_drama: Path) -> None:
     text = (small_drama / "drama.toml").read_text(encoding="utf-8")
     (small_drama / "drama.toml").write_text(text.replace("seconds = 1.0", "seconds = -1"), encoding="utf-8")
-    fails_with(small_drama, "draft", "profiles.draft.video.seconds: expected a number of seconds in (0, 120], "
-                                     "got -1")
+    fails_with(small_drama, "draft",
+               "profiles.draft.video.seconds: expected a number of seconds in (0, 120], got -1")
 
 
 def test_an_engine_that_takes_no_options_says_so(small_drama: Path) -> None:
@@ -89,6 +91,6 @@ def test_an_engine_that_takes_no_options_says_so(small_drama: Path) -> None:
 
 def test_a_misspelt_engine_name(small_drama: Path) -> None:
     with_profile(small_drama, '[profiles.final]\nimage = { engine = "flx" }\n')
-    fails_with(small_drama, "final", "profiles.final.image.engine: expected an installed engine, got 'flx' "
-                                     "(did you mean 'flux'? installed: card, cogvideox, cosyvoice, espeak, flux, "
-                                     "kenburns, mux, openai, storyboard, svd)")
+    fails_with(small_drama, "final",
+               "profiles.final.image.engine: expected an installed engine, got 'flx' (did you mean 'flux'? "
+               "installed: card, cogvideox, cosyvoice, espeak, flux, kenburns, mux, openai, storyboard, svd)")
