@@ -135,6 +135,8 @@ class VideoEngine(Engine):
         return drama_fps
 
 
+# Multiples of 16: at other heights, a shot with burned-in subtitles is not byte-for-byte repeatable
+# (x264 over ffmpeg's ass filter; tests/test_engine_mux.py::test_same_shot_request_gives_the_same_bytes).
 EPISODE_SIZES = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (960, 960)}
 
 
