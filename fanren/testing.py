@@ -31,7 +31,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .engines.diffusion.runtime import diffusers_module, quiet
 from .engines.diffusion.weights import (
@@ -417,8 +417,8 @@ class _TinyWeights:
     """"fanren-tiny:<kind>": loaded through from_pretrained of the saved folder, as real weights are."""
 
     scheme = "fanren-tiny"
-    source = "tiny"
-    targets = TINY_KINDS
+    source: Literal["tiny", "random"] = "tiny"
+    targets: tuple[str, ...] = TINY_KINDS
     description = "tiny model"
 
     def identity(self, target: str) -> dict[str, Any]:
@@ -435,8 +435,8 @@ class _RandomWeights:
     """"fanren-random:<hub id>": the full-size architecture with random weights, built on the device."""
 
     scheme = "fanren-random"
-    source = "random"
-    targets = FULL_SIZE_MODELS
+    source: Literal["tiny", "random"] = "random"
+    targets: tuple[str, ...] = FULL_SIZE_MODELS
     description = "full-size architecture"
 
     def identity(self, target: str) -> dict[str, Any]:
