@@ -292,10 +292,10 @@ class WatchSession:
     def _failed(self, trigger: tuple[str, ...], exc: FanrenError, noticed_at: float,
                 planned_at: float) -> Outcome:
         message = exc.show()
+        self.board.show_error(message)  # on the page by the time the terminal says it
         self.say(message, True)
         if not isinstance(exc, BuildFailed):
             self.say("the last good build stays in out/; save again to retry", True)
-        self.board.show_error(message)
         outcome = Outcome(trigger, None, exc, False, noticed_at, planned_at)
         self._record(outcome)
         return outcome
