@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -27,20 +27,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
-def _fail(exc: FanrenError) -> None:
+def fail(exc: FanrenError) -> NoReturn:
+    """The one place a fanren error becomes output and an exit code (each error class says which:
+    fanren/errors.py). Every command, including those beside their feature (split, watch), ends here."""
     click.echo(exc.show(), err=True)
     sys.exit(exc.exit_code)
 
 
 def handles_errors(fn: F) -> F:
-    """Turn fanren's own exceptions into a message and their exit code."""
+    """Turn fanren's own exceptions into a message and their exit code (through fail)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except FanrenError as exc:
-            _fail(exc)
+            fail(exc)
 
     return wrapper  # type: ignore[return-value]
 

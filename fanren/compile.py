@@ -5,16 +5,17 @@ Nothing here runs an engine; it only asks engines for their identity and (video)
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import xxhash
 
-from .engines import Engine, VideoEngine, engine_class
+from .engines import Engine, VideoEngine, available_engines, engine_class
 from .engines.base import episode_size
 from .engines.voice import SpeechEngine
-from .errors import DramaError, Problem, UsageError
+from .errors import DramaError, OptionError, Problem, UsageError
 from .graph import Graph, Node
 from .project import NARRATOR, Character, Profile, Project, Scene, Shot, Voice
 from .text import sentences
@@ -77,19 +78,29 @@ def resolve_engines(project: Project, profile: str) -> Engines:
 
     def build(family: str) -> Engine:
         name, options = chosen[family]
+        where = f"profiles.{profile}.{family}"
         try:
             cls = engine_class(name)
         except UsageError as exc:
-            raise UsageError(f"profile {profile!r} renders {family} with engine {name!r}, "
-                             f"which is not available: {exc}") from None
+            if override is None or getattr(override, family) is None:  # a built-in profile's engine
+                raise UsageError(f"profile {profile!r} renders {family} with engine {name!r}, "
+                                 f"which is not available: {exc}") from None
+            known = sorted(available_engines())
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            listing = f"installed: {', '.join(known)}"
+            hint = f"did you mean {close[0]!r}? {listing}" if close else listing
+            raise DramaError(Problem(project.file, f"{where}.engine", "an installed engine", repr(name),
+                                     hint=hint)) from None
         if cls.family != family:
-            raise DramaError(Problem(project.file, f"profiles.{profile}.{family}",
+            raise DramaError(Problem(project.file, where,
                                      f"an engine of the {family} family", f"{name!r} ({cls.family})"))
         try:
             return cls(options)
-        except (TypeError, ValueError) as exc:
-            raise DramaError(Problem(project.file, f"profiles.{profile}.{family}",
-                                     f"valid options for engine {name!r}", str(exc))) from None
+        except OptionError as exc:
+            raise DramaError(exc.problem(project.file, where)) from None
+        except (TypeError, ValueError, UsageError) as exc:  # an engine that names no option
+            raise DramaError(Problem(project.file, where, f"valid options for engine {name!r}",
+                                     str(exc))) from None
 
     video = build("video")
     assert isinstance(video, VideoEngine)
@@ -108,7 +119,10 @@ def compile_project(project: Project, engines: Engines) -> Graph:
     drama = project.drama
     graph = Graph()
     size = list(episode_size(drama.aspect))
-    frame = list(engines.video.native_size(drama.aspect))
+    try:
+        frame = list(engines.video.native_size(drama.aspect))
+    except OptionError as exc:  # the profile's video model cannot render the drama's aspect
+        raise DramaError(exc.problem(project.file, f"profiles.{engines.profile}.video")) from None
     fps = engines.video.native_fps(drama.fps)
 
     def node(id: str, kind: str, engine: Engine, params: dict[str, Any],

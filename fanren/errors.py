@@ -5,6 +5,8 @@ Only the CLI turns them into output and exit codes; the library never prints err
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +69,40 @@ class UsageError(FanrenError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class OptionError(UsageError, ValueError):
+    """A bad engine option: which one, what was expected, what it got. Exit code 2.
+
+    Engines raise it while they are constructed, before anything runs; the compiler shows it as a
+    Problem at the option's place in drama.toml (`profiles.<profile>.<family>.<option>`). It is a
+    ValueError too, so code that catches an engine's ValueError for bad options still does.
+    """
+
+    def __init__(self, engine: str, option: str, expected: str, got: str | None = None,
+                 hint: str | None = None) -> None:
+        self.engine, self.option, self.expected, self.got, self.hint = engine, option, expected, got, hint
+        text = f"option {option}: expected {expected}"
+        if engine:
+            text = f"engine {engine}: {text}"
+        if got is not None:
+            text += f", got {got}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+    def problem(self, file: Path | str, family_path: str) -> Problem:
+        """This error at `family_path` (e.g. "profiles.final.image") of `file`."""
+        return Problem(file, f"{family_path}.{self.option}", self.expected, self.got, self.hint)
+
+
+def unknown_option(engine: str, name: str, known: Iterable[str]) -> OptionError:
+    """The error for an option `engine` does not take: the closest known name, and all of them."""
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    listing = f"known options: {', '.join(names)}" if names else f"engine {engine!r} takes no options"
+    return OptionError(engine, name, f"an option of engine {engine!r}",
+                       hint=f"did you mean {close[0]!r}? {listing}" if close else listing)
 
 
 class EngineError(FanrenError):

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -454,6 +455,11 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 # ── the page ─────────────────────────────────────────────────────────────────
 
 
+def _static(name: str) -> str:
+    """A file of the page, shipped in the package (fanren/static/) like any other data file."""
+    return (resources.files("fanren") / "static" / name).read_text(encoding="utf-8")
+
+
 def _page() -> str:
     # The storyboard's look, so the live page and storyboard.html read as one thing.
     from .engines.storyboard import STYLE
@@ -462,196 +468,9 @@ def _page() -> str:
         .replace("/*LIVE_SCRIPT*/", LIVE_SCRIPT)
 
 
-LIVE_STYLE = """
-#banner { display: none; margin: 0; padding: 14px 32px; background: #a02828; color: #fff;
-          font: 14px/1.5 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; white-space: pre-wrap; }
-#banner.shown { display: block; }
-#state { display: inline-block; padding: 1px 10px; border-radius: 999px; background: #3a3d44; }
-#state.building { background: #b7791f; color: #1d1f23; }
-#state.offline { background: #a02828; }
-#layout { display: grid; grid-template-columns: minmax(0, 1fr); }
-#player { padding: 24px 32px 0; }
-#player video { display: none; width: 100%; max-height: 60vh; background: #000; border-radius: 10px; }
-#player.shown video { display: block; }
-#player.shown .missing { display: none; }
-#player .missing { padding: 24px; border: 1px dashed var(--line); border-radius: 10px; color: var(--muted);
-                   text-align: center; }
-#player h2 { color: var(--muted); font-size: 13px; font-weight: 600; text-transform: uppercase;
-             letter-spacing: .06em; }
-@media (min-width: 1100px) {
-  /* the episode stays in view beside the cards while you scroll them */
-  #layout { grid-template-columns: minmax(0, 1fr) minmax(360px, 34%); }
-  #player { order: 2; position: sticky; top: 0; align-self: start; padding: 24px 32px 0 0; }
-  main { padding-right: 8px; }
-}
-figure img.stale { opacity: .45; filter: grayscale(.6); }
-.status { position: absolute; right: 8px; top: 8px; padding: 1px 10px; border-radius: 999px;
-          font-size: 12px; font-weight: 600; background: #e6e9f0; color: #4a5468; }
-.status.queued { background: #eceae5; color: #454a53; }
-.status.running { background: #f6ead0; color: #86610f; }
-.status.ran { background: #dcefe2; color: #1c6b3a; }
-.status.failed { background: #f8dcdc; color: #a02828; }
-.status.skipped { background: #f6ead0; color: #86610f; }
-.card.running { border-color: #d9a441; box-shadow: 0 0 0 2px rgba(217,164,65,.3); }
-.bar { height: 4px; background: #eceae5; }
-.bar i { display: block; height: 100%; width: 0; background: #d9a441; transition: width .2s; }
-.card:not(.running) .bar { visibility: hidden; }
-.running-note { margin: 6px 0 0; color: var(--muted); font-size: 12px; min-height: 1em; }
-"""
-
-LIVE_SCRIPT = r"""
-(function () {
-  "use strict";
-  var main = document.querySelector("main");
-  var cards = {};
-
-  function el(tag, className, text) {
-    var node = document.createElement(tag);
-    if (className) { node.className = className; }
-    if (text !== undefined) { node.textContent = text; }
-    return node;
-  }
-
-  function newCard(id) {
-    var card = el("article", "card");
-    card.dataset.shot = id;
-    var figure = el("figure");
-    var img = el("img");
-    img.alt = id;
-    var missing = el("div", "missing", "no keyframe yet");
-    figure.append(img, missing, el("span", "status"));
-    var body = el("div", "body");
-    var title = el("h2");
-    title.append(el("span", "id", id), el("span", "scene"));
-    var bar = el("div", "bar");
-    bar.append(el("i"));
-    body.append(title, el("p", "action"), el("p", "camera"), el("ul", "said"), el("p", "running-note"),
-                el("ul", "nodes"));
-    card.append(figure, bar, body);
-    return card;
-  }
-
-  function renderCard(card, shot, labels) {
-    card.className = "card " + shot.status;
-    card.dataset.status = shot.status;
-    var img = card.querySelector("figure img");
-    var missing = card.querySelector("figure .missing");
-    if (shot.keyframe) {
-      if (img.getAttribute("src") !== shot.keyframe) { img.setAttribute("src", shot.keyframe); }
-      img.style.display = "";
-      missing.style.display = "none";
-    } else {
-      img.removeAttribute("src");
-      img.style.display = "none";
-      missing.style.display = "";
-    }
-    img.classList.toggle("stale", !!shot.keyframe_stale);
-    var progress = shot.running.length ? shot.running[0].progress : null;
-    var label = shot.status + (progress ? " " + Math.round(progress * 100) + "%" : "");
-    var status = card.querySelector(".status");
-    status.className = "status " + shot.status;
-    status.textContent = label;
-    card.querySelector(".bar i").style.width = Math.round((progress || 0) * 100) + "%";
-    card.querySelector(".scene").textContent = labels.scene + " " + shot.scene;
-    card.querySelector(".missing").textContent = labels.no_keyframe;
-    card.querySelector(".action").textContent = shot.action;
-    var camera = card.querySelector(".camera");
-    camera.textContent = shot.camera ? labels.camera + ": " + shot.camera : "";
-    camera.style.display = shot.camera ? "" : "none";
-    var said = card.querySelector(".said");
-    said.replaceChildren.apply(said, shot.said.map(function (line) {
-      var item = el("li", line.who ? "" : "narration");
-      item.append(el("b", "", line.who || labels.narration), document.createTextNode(line.text));
-      return item;
-    }));
-    card.querySelector(".running-note").textContent = shot.running.map(function (node) {
-      return node.id + (node.message ? " · " + node.message : "");
-    }).join("  ");
-    var nodes = card.querySelector(".nodes");
-    nodes.replaceChildren.apply(nodes, shot.nodes.map(function (node) {
-      var badge = el("li", "badge " + node.status, node.id.split(":")[0] +
-                     (node.id.indexOf("line:") === 0 ? " " + node.id.split(":").pop() : "") + " · " + node.status);
-      badge.title = node.id + (node.error ? " — " + node.error : "");
-      return badge;
-    }));
-  }
-
-  function renderEpisode(episode) {
-    var player = document.getElementById("player");
-    var video = player.querySelector("video");
-    if (!episode) { return; }
-    if (video.dataset.digest === episode.digest) { return; }
-    var at = video.currentTime || 0;
-    video.dataset.digest = episode.digest;
-    video.src = episode.url;
-    video.addEventListener("loadedmetadata", function () {
-      video.currentTime = Math.min(at, video.duration || 0);
-    }, { once: true });
-    player.classList.add("shown");
-  }
-
-  function render(state) {
-    document.title = state.title + " · fanren watch";
-    document.documentElement.lang = state.language === "zh" ? "zh-CN" : "en";
-    document.getElementById("title").textContent = state.title;
-    document.getElementById("profile").textContent = state.labels.profile + ": " + state.profile;
-    var badge = document.getElementById("state");
-    badge.className = state.building ? "building" : "";
-    badge.textContent = state.building ? "building…" : state.summary;
-    var banner = document.getElementById("banner");
-    banner.textContent = state.error || "";
-    banner.classList.toggle("shown", !!state.error);
-    renderEpisode(state.episode);
-    var seen = {};
-    state.shots.forEach(function (shot, index) {
-      var card = cards[shot.id] || (cards[shot.id] = newCard(shot.id));
-      seen[shot.id] = true;
-      renderCard(card, shot, state.labels);
-      if (main.children[index] !== card) { main.insertBefore(card, main.children[index] || null); }
-    });
-    Object.keys(cards).forEach(function (id) {
-      if (!seen[id]) { cards[id].remove(); delete cards[id]; }
-    });
-    var others = document.getElementById("others");
-    others.replaceChildren.apply(others, state.others.map(function (node) {
-      return el("li", "badge " + node.status, node.id + " · " + node.status);
-    }));
-    document.body.dataset.version = state.version;
-  }
-
-  var source = new EventSource("/events");
-  source.onmessage = function (event) { render(JSON.parse(event.data)); };
-  source.onerror = function () {
-    var badge = document.getElementById("state");
-    badge.className = "offline";
-    badge.textContent = "disconnected: is fanren watch still running?";
-  };
-})();
-"""
-
-PAGE_TEMPLATE = """<!doctype html>
-<html lang="zh-CN">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>fanren watch</title>
-<style>/*STORYBOARD_STYLE*//*LIVE_STYLE*/</style>
-</head>
-<body>
-<header>
-  <h1 id="title">fanren watch</h1>
-  <p class="meta"><span id="profile"></span><span id="state">connecting…</span></p>
-  <ul id="others" class="nodes"></ul>
-</header>
-<pre id="banner" role="alert"></pre>
-<div id="layout">
-<section id="player"><h2>episode</h2><video controls preload="metadata"></video>
-  <div class="missing">no episode yet: it appears here when the first build finishes</div></section>
-<main></main>
-</div>
-<script>/*LIVE_SCRIPT*/</script>
-</body>
-</html>
-"""
+# The page's markup, style and script: fanren/static/live.html, live.css and live.js.
+LIVE_STYLE = _static("live.css")
+LIVE_SCRIPT = _static("live.js")
+PAGE_TEMPLATE = _static("live.html")
 
 PAGE = _page()

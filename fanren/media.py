@@ -1,8 +1,10 @@
 """ffmpeg and ffprobe as subprocesses: running them with useful errors, and reading what they made.
 
-Every ffmpeg run goes through `run_ffmpeg`, which pins the CPU features the encoders may use (so a
-key gives the same bytes on every run and every machine of one platform) and turns a failure into
-an EngineError carrying the tail of ffmpeg's log.
+fanren calls the binaries directly with plain argument lists (no Python ffmpeg wrapper: the filter
+graphs are short enough to read like ffmpeg's own documentation, see fanren/engines/mux.py). Every
+call ends in `run_ffmpeg`, which pins the CPU features the encoders may use (so a key gives the
+same bytes on every run and every machine of one platform) and turns a failure into an EngineError
+carrying the tail of ffmpeg's log.
 """
 
 from __future__ import annotations

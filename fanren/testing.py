@@ -13,6 +13,10 @@ unchanged on a laptop or in CI. Two differences from diffusers' tests:
 weights directly on the GPU: a denoising step costs the same whatever the weights are, so speed and
 memory can be measured on a machine that has no weights (bench/gpu_engines.py).
 
+Importing this module registers both as synthetic weights (fanren.engines.diffusion.weights):
+"fanren-tiny:<kind>" and "fanren-random:<hub id>" in a model option. fanren imports it only when a
+model option names one of them (the smoke profile does); production code never imports it by itself.
+
 torch, diffusers and transformers are imported inside the functions that use them.
 """
 
@@ -27,31 +31,36 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from .engines.diffusion import diffusers_module, quiet
+from .engines.diffusion.runtime import diffusers_module, quiet
+from .engines.diffusion.weights import (
+    COGVIDEOX15_5B_I2V,
+    COGVIDEOX_5B_I2V,
+    FLUX_DEV,
+    FLUX_KONTEXT,
+    FLUX_SCHNELL,
+    SVD_XT,
+    TINY_COGVIDEOX15_FRAMES,
+    TINY_COGVIDEOX_FRAMES,
+    TINY_SVD_FRAMES,
+    TINY_VIDEO_SIZES,
+    register_synthetic,
+)
 
 if TYPE_CHECKING:
     import torch
+
+__all__ = ["COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "FLUX_DEV", "FLUX_KONTEXT", "FLUX_SCHNELL",
+           "FULL_SIZE_MODELS", "SVD_XT", "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES", "TINY_KINDS",
+           "TINY_SVD_FRAMES", "TINY_VERSION", "TINY_VIDEO_SIZES", "full_size_pipeline", "full_size_transformer",
+           "tiny_model_dir", "tiny_pipeline"]
 
 # Bump when a tiny pipeline changes: it is part of the identity of every node a tiny model renders.
 TINY_VERSION = "1"
 TINY_SEED = 0
 
 TINY_KINDS = ("flux", "flux-kontext", "cogvideox", "cogvideox1.5", "svd")
-
-# Native sizes of the tiny video models, per aspect. Multiples of 16 like the real models' sizes.
-TINY_VIDEO_SIZES = {"16:9": (96, 64), "9:16": (64, 96), "1:1": (64, 64)}
-TINY_COGVIDEOX_FRAMES = 9      # 8k+1, as CogVideoX-5b-I2V wants
-TINY_COGVIDEOX15_FRAMES = 17   # 16k+1, as CogVideoX1.5-5B-I2V wants
-TINY_SVD_FRAMES = 9
-
-FLUX_DEV = "black-forest-labs/FLUX.1-dev"
-FLUX_SCHNELL = "black-forest-labs/FLUX.1-schnell"
-FLUX_KONTEXT = "black-forest-labs/FLUX.1-Kontext-dev"
-COGVIDEOX_5B_I2V = "THUDM/CogVideoX-5b-I2V"
-COGVIDEOX15_5B_I2V = "THUDM/CogVideoX1.5-5B-I2V"
-SVD_XT = "stabilityai/stable-video-diffusion-img2vid-xt"
 FULL_SIZE_MODELS = (FLUX_DEV, FLUX_SCHNELL, FLUX_KONTEXT, COGVIDEOX_5B_I2V, COGVIDEOX15_5B_I2V, SVD_XT)
 
 _lock = threading.Lock()
@@ -399,3 +408,46 @@ def _full_svd(hub_id: str, device: str, dtype: torch.dtype) -> Any:
     return diffusers.StableVideoDiffusionPipeline(unet=unet, vae=vae, image_encoder=image_encoder,
                                                   scheduler=scheduler,
                                                   feature_extractor=_image_processor(224))
+
+
+# ── registered as synthetic weights ──────────────────────────────────────────
+
+
+class _TinyWeights:
+    """"fanren-tiny:<kind>": loaded through from_pretrained of the saved folder, as real weights are."""
+
+    scheme = "fanren-tiny"
+    source: Literal["tiny", "random"] = "tiny"
+    targets: tuple[str, ...] = TINY_KINDS
+    description = "tiny model"
+
+    def identity(self, target: str) -> dict[str, Any]:
+        return {"tiny": TINY_VERSION}
+
+    def pipeline(self, pipeline_class: Any, target: str, dtype: torch.dtype, device: str) -> Any:
+        return pipeline_class.from_pretrained(tiny_model_dir(target), torch_dtype=dtype)
+
+    def transformer(self, model_class: Any, target: str, dtype: torch.dtype, device: str) -> Any:
+        return model_class.from_pretrained(tiny_model_dir(target), subfolder="transformer", torch_dtype=dtype)
+
+
+class _RandomWeights:
+    """"fanren-random:<hub id>": the full-size architecture with random weights, built on the device."""
+
+    scheme = "fanren-random"
+    source: Literal["tiny", "random"] = "random"
+    targets: tuple[str, ...] = FULL_SIZE_MODELS
+    description = "full-size architecture"
+
+    def identity(self, target: str) -> dict[str, Any]:
+        return {}
+
+    def pipeline(self, pipeline_class: Any, target: str, dtype: torch.dtype, device: str) -> Any:
+        return pipeline_class(**full_size_pipeline(target, dtype=dtype, device=device).components)
+
+    def transformer(self, model_class: Any, target: str, dtype: torch.dtype, device: str) -> Any:
+        return full_size_transformer(target, dtype=dtype, device=device)
+
+
+register_synthetic(_TinyWeights())
+register_synthetic(_RandomWeights())

@@ -292,10 +292,10 @@ class WatchSession:
     def _failed(self, trigger: tuple[str, ...], exc: FanrenError, noticed_at: float,
                 planned_at: float) -> Outcome:
         message = exc.show()
+        self.board.show_error(message)  # on the page by the time the terminal says it
         self.say(message, True)
         if not isinstance(exc, BuildFailed):
             self.say("the last good build stays in out/; save again to retry", True)
-        self.board.show_error(message)
         outcome = Outcome(trigger, None, exc, False, noticed_at, planned_at)
         self._record(outcome)
         return outcome
@@ -406,9 +406,9 @@ def watch_command(directory: Path, profile: str, port: int, host: str, open_brow
     try:
         server = LiveServer(session.board, session.root, host, port)
     except OSError as exc:
-        click.echo(UsageError(f"cannot serve on {host}:{port} ({exc.strerror}); "
-                              f"pick another with --port").show(), err=True)
-        raise SystemExit(2) from None
+        from .cli import fail
+
+        fail(UsageError(f"cannot serve on {host}:{port} ({exc.strerror}); pick another with --port"))
     server.start()
     click.echo(f"watching {session.root} (profile {profile}); live storyboard at {server.url}")
     if open_browser:

@@ -20,7 +20,7 @@ from fanren import testing
 from fanren.engines.base import Request
 from fanren.engines.diffusion import set_dispatch_backend
 from fanren.engines.image.flux import FluxEngine, side_by_side
-from fanren.errors import EngineError, UsageError
+from fanren.errors import EngineError, OptionError, UsageError
 
 TINY = {"model": "fanren-tiny:flux"}
 _runs = itertools.count()
@@ -199,20 +199,29 @@ def test_cached_hub_revision_is_in_the_identity(tmp_path: Path, monkeypatch: pyt
 
 
 @pytest.mark.parametrize("options, words", [
-    ({"stpes": 4}, "no option 'stpes' (did you mean 'steps'?)"),
-    ({"consistency": "ip"}, "option consistency must be one of 'kontext', 'none'"),
-    ({"steps": 0}, "option steps must be an integer in [1, 200]"),
-    ({"cache": "magic"}, "option cache must be null"),
-    ({"model": "fanren-tiny:nope"}, "unknown tiny model 'fanren-tiny:nope'"),
-    ({"attention": "fast"}, ("option attention must be one of 'default', 'cudnn', 'flash', 'efficient', "
-                             "'flash-attn', 'flash-attn3', 'sage', got 'fast'")),
-    ({"fuse_qkv": "yes"}, "option fuse_qkv must be true or false, got 'yes'"),
-    ({"quantize": "int4"}, "option quantize must be one of 'none', 'fp8', got 'int4'"),
+    ({"stpes": 4}, "engine flux: option stpes: expected an option of engine 'flux' (did you mean 'steps'? "
+                   "known options: attention, cache, compile, consistency, device, download, dtype, fuse_qkv, "
+                   "guidance, kontext_guidance, kontext_model, kontext_revision, kontext_steps, model, quantize, "
+                   "revision, steps, vram)"),
+    ({"consistency": "ip"}, "engine flux: option consistency: expected one of 'kontext', 'none', got 'ip'"),
+    ({"steps": 0}, "engine flux: option steps: expected an integer in [1, 200], got 0"),
+    ({"cache": "magic"}, "engine flux: option cache: expected \"none\", one of 'first-block', 'taylorseer' or a "
+                         "table with kind = one of them, got 'magic'"),
+    ({"model": "fanren-tiny:nope"}, "engine flux: option model: expected a known tiny model, got "
+                                    "'fanren-tiny:nope' (known: fanren-tiny:flux, fanren-tiny:flux-kontext, "
+                                    "fanren-tiny:cogvideox, fanren-tiny:cogvideox1.5, fanren-tiny:svd)"),
+    ({"attention": "fast"}, ("engine flux: option attention: expected one of 'default', 'cudnn', 'flash', "
+                             "'efficient', 'flash-attn', 'flash-attn3', 'sage', got 'fast'")),
+    ({"fuse_qkv": "yes"}, "engine flux: option fuse_qkv: expected true or false, got 'yes'"),
+    ({"quantize": "int4"}, "engine flux: option quantize: expected one of 'none', 'fp8', got 'int4'"),
+    ({"device": "tpu"}, "engine flux: option device: expected \"auto\", \"cpu\" or \"cuda[:N]\", got 'tpu'"),
+    ({"revision": 3}, "engine flux: option revision: expected a string, got 3"),
 ])
 def test_bad_options_are_usage_errors(options: dict[str, Any], words: str) -> None:
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(OptionError) as caught:
         FluxEngine({**TINY, **options})
-    assert words in str(caught.value) and caught.value.exit_code == 2
+    assert str(caught.value) == words and caught.value.exit_code == 2
+    assert isinstance(caught.value, UsageError) and caught.value.option == next(iter(options))
 
 
 def test_size_must_be_a_multiple_of_16(engine: FluxEngine, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageStat
 
 from fanren.engines.base import Request
 from fanren.engines.video.kenburns import MOVES, KenBurnsEngine, move_for_seed
-from fanren.errors import EngineError
+from fanren.errors import EngineError, OptionError
 from fanren.media import encoder_platform, probe
 
 
@@ -143,9 +143,18 @@ def test_identity_holds_the_effective_seconds_and_the_encoder_platform() -> None
 
 
 @pytest.mark.parametrize("seconds", [0, -1, "4", True, 500])
-def test_a_bad_seconds_option_is_an_engine_error(seconds: object) -> None:
-    with pytest.raises(EngineError, match="seconds"):
-        KenBurnsEngine({"seconds": seconds}).identity()
+def test_a_bad_seconds_option_is_an_option_error(seconds: object) -> None:
+    with pytest.raises(OptionError) as caught:
+        KenBurnsEngine({"seconds": seconds})
+    assert str(caught.value) == ("engine kenburns: option seconds: expected a number of seconds in (0, 120], "
+                                 f"got {seconds!r}")
+    assert caught.value.exit_code == 2
+
+
+def test_an_unknown_option_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(OptionError, match=r"^engine kenburns: option colour: expected an option of engine "
+                                          r"'kenburns' \(known options: seconds\)$"):
+        KenBurnsEngine({"colour": 2})
 
 
 def test_a_missing_keyframe_is_an_engine_error(tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ def test_native_sizes_of_svd_xt() -> None:
 
 
 def test_bad_guidance_range_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match=r"max_guidance \(1.0\) is below min_guidance \(2.0\)"):
+    with pytest.raises(UsageError, match=r"option max_guidance: expected at least min_guidance \(2.0\), got 1.0"):
         SVDEngine({**TINY, "min_guidance": 2.0, "max_guidance": 1.0})
 
 

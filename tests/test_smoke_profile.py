@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, fanren, report, write_drama
 
 from fanren.build import build
-from fanren.compile import resolve_engines
+from fanren.compile import compile_project, resolve_engines
+from fanren.engines import Engine, Request
 from fanren.media import probe
 from fanren.project import load_project
 from fanren.run import EnginePool
@@ -43,6 +48,94 @@ def test_same_key_gives_the_same_bytes_in_another_cache(tmp_path: Path) -> None:
     lock_a = (first / "drama.lock").read_text(encoding="utf-8")
     lock_b = (second / "drama.lock").read_text(encoding="utf-8")
     assert lock_a == lock_b  # every key and every output digest identical
+
+
+def _in_thread(work: Callable[[], Any], threads: int | None = None) -> Any:
+    """`work()` in a new thread, whose torch thread count is first set to `threads` (as some other
+    code on that thread might have left it)."""
+    import torch
+
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            if threads is not None:
+                torch.get_num_threads()  # torch starts on this thread first: a later set holds
+                torch.set_num_threads(threads)
+            result.append(work())
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread)
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def test_a_smoke_render_gives_the_same_bytes_from_any_thread(tmp_path: Path) -> None:
+    # torch's CPU float sums depend on its thread count, which is per thread: a render must not
+    # depend on which thread runs it, what count that thread had, or what else renders at once.
+    pytest.importorskip("torch")
+    project = load_project(write_drama(tmp_path / "drama"))
+    engines = resolve_engines(project, "smoke")
+    nodes = compile_project(project, engines).nodes
+    runs = iter(range(1000))
+
+    def render(engine: Engine, node_id: str, inputs: dict[str, dict[str, Path]],
+               progress: Callable[[float, str], None] | None = None) -> Path:
+        out = tmp_path / f"run-{next(runs)}"
+        out.mkdir()
+        node = nodes[node_id]
+        request = Request(node_id=node_id, kind=node.kind, params=node.params, inputs=inputs, out_dir=out,
+                          **({"progress": progress} if progress else {}))
+        return next(iter(engine.run(request).values()))
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    # A character sheet (1280×720: big enough that a thread count changes its sums), from the main
+    # thread, from fresh threads with other counts, and twice.
+    sheet = render(engines.image, "character:lin", {})
+    expected = digest(sheet)
+    for threads in (None, 1, 2, 3, 3):
+        assert digest(_in_thread(lambda: render(engines.image, "character:lin", {}), threads)) == expected
+
+    # Two renders at once on two threads with other counts, on two engines of the profile: the
+    # first waits inside its denoising loop until the second has finished.
+    other = resolve_engines(project, "smoke").image
+    inside, finished = threading.Event(), threading.Event()
+
+    def hold(fraction: float, message: str) -> None:
+        inside.set()
+        finished.wait(timeout=120)
+
+    def second() -> Path:
+        inside.wait(timeout=120)
+        try:
+            return render(other, "character:lin", {})
+        finally:
+            finished.set()
+
+    held: list[Path] = []
+    first = threading.Thread(target=lambda: held.append(_in_thread(
+        lambda: render(engines.image, "character:lin", {}, progress=hold), 2)))
+    first.start()
+    assert digest(_in_thread(second, 3)) == expected
+    first.join()
+    assert digest(held[0]) == expected
+
+    # The keyframe and the clip of one shot, several times from threads with other counts.
+    sheets = {"character:lin": {"image.png": sheet}}
+    keyframe = render(engines.image, "keyframe:s1", sheets)
+    keyframes = {"keyframe:s1": {"image.png": keyframe}}
+    clip = digest(render(engines.video, "clip:s1", keyframes))
+    for threads in (1, 2, 3):
+        assert digest(_in_thread(lambda: render(engines.image, "keyframe:s1", sheets), threads)) == \
+            digest(keyframe)
+        assert digest(_in_thread(lambda: render(engines.video, "clip:s1", keyframes), threads)) == clip
 
 
 @pytest.mark.slow

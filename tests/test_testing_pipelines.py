@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from fanren import testing
 from fanren.engines.diffusion import diffusers_module
+from fanren.engines.diffusion.weights import load_pipeline, model_ref
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -89,3 +92,33 @@ def test_full_size_architectures_have_the_published_parameter_counts(hub_id: str
     for name, expected in FULL_SIZE_PARAMETERS[hub_id].items():
         assert counts[name] == expected, name
         assert next(pipeline.components[name].parameters()).dtype == torch.bfloat16
+
+
+def test_fanren_imports_the_test_helpers_only_when_a_model_option_names_synthetic_weights() -> None:
+    # fanren.testing registers "fanren-tiny" and "fanren-random" when imported; production code
+    # never imports it, except by that registry's name when a profile asks for such weights.
+    code = """
+import sys
+from fanren.engines.image.flux import FluxEngine
+from fanren.engines.video.cogvideox import CogVideoXEngine
+from fanren.engines.video.svd import SVDEngine
+import fanren.cli, fanren.compile, fanren.doctor, fanren.watch
+engines = [FluxEngine(), CogVideoXEngine(), SVDEngine()]
+[engine.identity() for engine in engines]
+print("before", "fanren.testing" in sys.modules)
+print(FluxEngine({"model": "fanren-tiny:flux"}).identity()["tiny"], "fanren.testing" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["before False", "1 True"], out.stdout + out.stderr
+
+
+def test_random_weights_load_through_the_synthetic_registry() -> None:
+    pipeline_class = diffusers_module().FluxPipeline
+    ref = model_ref("fanren-random:" + testing.FLUX_SCHNELL, "model")
+    assert (ref.source, ref.target, ref.identity()) == ("random", testing.FLUX_SCHNELL,
+                                                         {"model": "fanren-random:" + testing.FLUX_SCHNELL})
+    pipeline = load_pipeline(pipeline_class, ref, torch.bfloat16, engine="flux", family="image",
+                             option="model", revision=None, download=False, device="meta")
+    assert isinstance(pipeline, pipeline_class)
+    assert sum(p.numel() for p in pipeline.transformer.parameters()) == \
+        FULL_SIZE_PARAMETERS[testing.FLUX_SCHNELL]["transformer"]

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..errors import unknown_option
 from ..media import encoder_platform
 
 
@@ -97,10 +98,17 @@ class Engine:
     # True for engines that encode with ffmpeg/x264: their bytes depend on the CPU features the
     # encoders may use, so the pinned set (media.encoder_platform) is part of their identity
     encodes: ClassVar[bool] = False
+    # The option names it takes; an unknown one is refused here (None: the engine checks its own).
+    # A bad option raises fanren.errors.OptionError, which the compiler places in drama.toml.
+    options_known: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = dict(options or {})
         self.loads = 0  # how many times load() ran: tests count it
+        if self.options_known is not None:
+            for name in sorted(self.options):
+                if name not in self.options_known:
+                    raise unknown_option(self.name, name, self.options_known)
 
     def identity(self) -> dict[str, Any]:
         """Everything about the engine that changes output bytes. Goes into every key it renders."""

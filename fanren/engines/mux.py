@@ -4,7 +4,7 @@ A shot is rendered to its final pixels, its own subtitles burned in, so that the
 joins the shots' video packets (no decode, no encode) and encodes its audio: editing one line
 costs one shot's encode, however long the episode.
 
-The filter graphs are written as plain ffmpeg argument lists rather than with typed-ffmpeg. Each
+The filter graphs are written as plain ffmpeg argument lists rather than with a Python builder. Each
 graph is a few short chains (one per input) joined by a single concat, so as strings they read
 exactly like the ffmpeg filter documentation a maintainer will check them against, and the flags
 that make output bytes deterministic (bitexact, no metadata, a fixed encoder thread count) stay
@@ -76,6 +76,7 @@ def shot_video_codec(fps: int) -> list[str]:
 class MuxEngine(Engine):
     family = "mux"
     name = "mux"
+    options_known = frozenset[str]()  # takes no options
     # 2: shots burn their own subtitles, the episode copies their video
     # 3: music per scene, ducked under speech and faded at scene changes; a line's last cue gets 0.7 s
     version = "3"

@@ -33,6 +33,7 @@ LABELS = {
 class StoryboardEngine(Engine):
     family = "report"
     name = "storyboard"
+    options_known = frozenset[str]()  # takes no options
     kinds = frozenset({"storyboard"})
 
     def run(self, request: Request) -> dict[str, Path]:

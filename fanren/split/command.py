@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -81,10 +80,9 @@ def split_command(chapter: Path, output: Path | None, engine: str, characters: s
     try:
         written = split_chapter(chapter, folder, settings, force=force)
     except FanrenError as error:
-        message = error.show()
-        # EngineError shows itself bare; every message of this command starts alike
-        click.echo(message if message.startswith("error:") else f"error: {message}", err=True)
-        sys.exit(error.exit_code)
+        from ..cli import fail
+
+        fail(error)
     click.echo(summary(written, folder))
 
 

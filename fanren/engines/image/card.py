@@ -22,6 +22,7 @@ from ..base import Engine, Request
 class CardEngine(Engine):
     family = "image"
     name = "card"
+    options_known = frozenset[str]()  # takes no options
     version = "1"
     kinds = frozenset({"character", "keyframe"})
 

@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ... import testing
 from ...errors import EngineError
 from ..base import Request
 from ..diffusion import (
     COMMON_OPTIONS,
+    FLUX_DEV,
+    FLUX_KONTEXT,
+    FLUX_SCHNELL,
     RANDOM_PREFIX,
     SPEED_OPTIONS,
     TINY_PREFIX,
@@ -72,7 +74,7 @@ DEV = FluxDefaults(steps=28, guidance=3.5, max_sequence_length=512)
 SCHNELL = FluxDefaults(steps=4, guidance=0.0, max_sequence_length=256)  # timestep-distilled: no guidance
 KONTEXT = FluxDefaults(steps=28, guidance=2.5, max_sequence_length=512)
 TINY = FluxDefaults(steps=2, guidance=3.5, max_sequence_length=128)
-KNOWN = {testing.FLUX_DEV: DEV, testing.FLUX_SCHNELL: SCHNELL, testing.FLUX_KONTEXT: KONTEXT}
+KNOWN = {FLUX_DEV: DEV, FLUX_SCHNELL: SCHNELL, FLUX_KONTEXT: KONTEXT}
 
 
 def defaults_for(ref: ModelRef) -> FluxDefaults:
@@ -89,8 +91,8 @@ def default_kontext_model(ref: ModelRef) -> str:
     if ref.source == "tiny":
         return TINY_PREFIX + "flux-kontext"
     if ref.source == "random":
-        return RANDOM_PREFIX + testing.FLUX_KONTEXT
-    return testing.FLUX_KONTEXT
+        return RANDOM_PREFIX + FLUX_KONTEXT
+    return FLUX_KONTEXT
 
 
 class FluxEngine(DiffusionEngine):
@@ -98,7 +100,7 @@ class FluxEngine(DiffusionEngine):
     name = "flux"
     version = "1"
     kinds = frozenset({"character", "keyframe"})
-    default_model = testing.FLUX_DEV
+    default_model = FLUX_DEV
     options_known = COMMON_OPTIONS | SPEED_OPTIONS | {
         "steps", "guidance", "consistency", "kontext_model", "kontext_revision", "kontext_steps",
         "kontext_guidance", "compile", "cache"}
@@ -112,7 +114,7 @@ class FluxEngine(DiffusionEngine):
         self.max_sequence_length = base.max_sequence_length
         self.consistency = self._choice("consistency", CONSISTENCY, "kontext")
         self.kontext_model = model_ref(self.options.get("kontext_model", default_kontext_model(self.model)),
-                                       "kontext_model")
+                                       "kontext_model", engine=self.name)
         self.kontext_revision = self._optional_text("kontext_revision")
         kontext = TINY if self.kontext_model.source == "tiny" else KONTEXT
         self.kontext_steps = self._whole("kontext_steps", kontext.steps, low=1, high=200)

@@ -17,12 +17,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ... import testing
-from ...errors import EngineError, UsageError
+from ...errors import EngineError, OptionError
 from ..base import Request, VideoEngine
 from ..diffusion import (
+    COGVIDEOX15_5B_I2V,
+    COGVIDEOX_5B_I2V,
     COMMON_OPTIONS,
     SPEED_OPTIONS,
+    TINY_COGVIDEOX15_FRAMES,
+    TINY_COGVIDEOX_FRAMES,
+    TINY_VIDEO_SIZES,
     DiffusionEngine,
     ModelRef,
     VramNeed,
@@ -69,12 +73,12 @@ ONE_FIVE = CogVideoXModel("CogVideoX1.5-5B-I2V",
                           vram=VramNeed(full=32.0, model_offload=20.0, group_offload=12.0,
                                         sequential_offload=8.0))
 TINY_VRAM = VramNeed(full=0.5, model_offload=0.5, group_offload=0.5, sequential_offload=0.5)
-TINY = CogVideoXModel("tiny CogVideoX", dict(testing.TINY_VIDEO_SIZES), frames=testing.TINY_COGVIDEOX_FRAMES,
+TINY = CogVideoXModel("tiny CogVideoX", dict(TINY_VIDEO_SIZES), frames=TINY_COGVIDEOX_FRAMES,
                       fps=8, frame_step=8, max_frames=49, vram=TINY_VRAM)
-TINY_ONE_FIVE = CogVideoXModel("tiny CogVideoX1.5", dict(testing.TINY_VIDEO_SIZES),
-                               frames=testing.TINY_COGVIDEOX15_FRAMES, fps=16, frame_step=16, max_frames=161,
+TINY_ONE_FIVE = CogVideoXModel("tiny CogVideoX1.5", dict(TINY_VIDEO_SIZES),
+                               frames=TINY_COGVIDEOX15_FRAMES, fps=16, frame_step=16, max_frames=161,
                                vram=TINY_VRAM)
-KNOWN = {testing.COGVIDEOX_5B_I2V: FIVE_B, testing.COGVIDEOX15_5B_I2V: ONE_FIVE,
+KNOWN = {COGVIDEOX_5B_I2V: FIVE_B, COGVIDEOX15_5B_I2V: ONE_FIVE,
          "cogvideox": TINY, "cogvideox1.5": TINY_ONE_FIVE}
 
 
@@ -94,7 +98,7 @@ def model_for(ref: ModelRef) -> CogVideoXModel:
 class CogVideoXEngine(DiffusionEngine, VideoEngine):
     name = "cogvideox"
     version = "1"
-    default_model = testing.COGVIDEOX_5B_I2V
+    default_model = COGVIDEOX_5B_I2V
     options_known = COMMON_OPTIONS | SPEED_OPTIONS | {"steps", "guidance", "dynamic_cfg", "frames", "fps",
                                                       "compile", "cache"}
     # CogVideoXAttnProcessor2_0 calls F.scaled_dot_product_attention itself, so `attention` picks
@@ -120,8 +124,8 @@ class CogVideoXEngine(DiffusionEngine, VideoEngine):
         if isinstance(value, bool) or not isinstance(value, int) or value < step + 1 or value > top \
                 or (value - 1) % step:
             valid = ", ".join(str(step * k + 1) for k in range(1, 4))
-            raise UsageError(f"engine cogvideox: {self.spec.label} renders {step}k+1 frames "
-                             f"({valid}, …, {top}); frames = {value!r} is not one")
+            raise OptionError(self.name, "frames", f"a frame count {self.spec.label} renders: {step}k+1 "
+                              f"({valid}, …, {top})", repr(value))
         return value
 
     def _settings(self) -> dict[str, Any]:
@@ -136,8 +140,9 @@ class CogVideoXEngine(DiffusionEngine, VideoEngine):
         size = self.spec.sizes.get(aspect)
         if size is None:
             offered = ", ".join(f"{a} ({w}×{h})" for a, (w, h) in self.spec.sizes.items())
-            raise UsageError(f"engine cogvideox: {self.spec.label} renders only {offered}, not {aspect}; "
-                             f"for {aspect} use model = \"{testing.COGVIDEOX15_5B_I2V}\" or the svd engine")
+            raise OptionError(self.name, "model", f"a model that renders the drama's aspect {aspect}",
+                              f"{self.model.value!r}, which renders only {offered}",
+                              hint=f"for {aspect} use model = \"{COGVIDEOX15_5B_I2V}\" or the svd engine")
         return size
 
     def native_fps(self, drama_fps: int) -> int:

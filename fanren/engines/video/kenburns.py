@@ -8,11 +8,12 @@ smooth. The keyframe is decoded, fitted and converted once, then repeated by the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import EngineError
+from ...errors import OptionError
 from ...media import run_ffmpeg
 from ..base import Request, VideoEngine
 
@@ -58,13 +59,14 @@ def move_for_seed(seed: int) -> Move:
 class KenBurnsEngine(VideoEngine):
     name = "kenburns"
     version = "1"
+    options_known = frozenset({"seconds"})
 
-    @property
-    def seconds(self) -> float:
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
         value = self.options.get("seconds", DEFAULT_SECONDS)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 120:
-            raise EngineError(f"kenburns option seconds must be a number of seconds in (0, 120], got {value!r}")
-        return float(value)
+            raise OptionError(self.name, "seconds", "a number of seconds in (0, 120]", repr(value))
+        self.seconds = float(value)
 
     def identity(self) -> dict[str, Any]:
         # The effective clip length is part of the key even when the drama leaves it at the default,

@@ -12,11 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ... import testing
-from ...errors import UsageError
+from ...errors import OptionError
 from ..base import Request, VideoEngine
 from ..diffusion import (
     COMMON_OPTIONS,
+    SVD_XT,
+    TINY_SVD_FRAMES,
+    TINY_VIDEO_SIZES,
     DiffusionEngine,
     VramNeed,
     check_size,
@@ -38,7 +40,7 @@ FPS = 7
 class SVDEngine(DiffusionEngine, VideoEngine):
     name = "svd"
     version = "1"
-    default_model = testing.SVD_XT
+    default_model = SVD_XT
     default_dtype = "float16"  # the checkpoint's own precision
     # `attention` only: the UNet's processors call F.scaled_dot_product_attention themselves, and it
     # has no fused-projection or fp8 path worth its 1.5 B parameters.
@@ -49,16 +51,16 @@ class SVDEngine(DiffusionEngine, VideoEngine):
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
         tiny = self.model.source == "tiny"
-        self.sizes = dict(testing.TINY_VIDEO_SIZES) if tiny else SIZES
+        self.sizes = dict(TINY_VIDEO_SIZES) if tiny else SIZES
         self.steps = self._whole("steps", 2 if tiny else 25, low=1, high=500)
-        self.frames = self._whole("frames", testing.TINY_SVD_FRAMES if tiny else FRAMES,
+        self.frames = self._whole("frames", TINY_SVD_FRAMES if tiny else FRAMES,
                              low=2, high=64)
         self.fps = self._whole("fps", FPS, low=2, high=60)
         self.min_guidance = self._number("min_guidance", 1.0, low=0, high=30)
         self.max_guidance = self._number("max_guidance", 3.0, low=0, high=30)
         if self.max_guidance < self.min_guidance:
-            raise UsageError(f"engine svd: max_guidance ({self.max_guidance}) is below min_guidance "
-                             f"({self.min_guidance})")
+            raise OptionError(self.name, "max_guidance", f"at least min_guidance ({self.min_guidance})",
+                              repr(self.options.get("max_guidance", self.max_guidance)))
         self.motion_bucket_id = self._whole("motion_bucket_id", 127, low=0, high=255)
         self.noise_aug_strength = self._number("noise_aug_strength", 0.02, low=0, high=1)
         # Decoding 8 frames at a time bounds the VAE's memory; the chunking changes the bytes.
@@ -79,7 +81,8 @@ class SVDEngine(DiffusionEngine, VideoEngine):
 
     def native_size(self, aspect: str) -> tuple[int, int]:
         if aspect not in self.sizes:
-            raise UsageError(f"engine svd renders {', '.join(self.sizes)}, not {aspect}")
+            raise OptionError(self.name, "model", f"a model that renders the drama's aspect {aspect}",
+                              repr(self.model.value), hint=f"svd renders {', '.join(self.sizes)}")
         return self.sizes[aspect]
 
     def native_fps(self, drama_fps: int) -> int:

@@ -97,6 +97,7 @@ def words_per_minute(voice: dict[str, Any]) -> int:
 
 class EspeakEngine(SpeechEngine):
     name = "espeak"
+    options_known = frozenset[str]()  # takes no options
     version = "1"
 
     def identity(self) -> dict[str, Any]:
