@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi")
-pytest.importorskip("httpx")
+httpx = pytest.importorskip("httpx")
 
 from conftest import REPO, SMALL_DRAMA, fanren
 from serve_helpers import Server, drama_archive, picture, sse, wait_for
@@ -419,6 +419,8 @@ def test_stop_mid_job_then_restart_finishes_queued_and_running_jobs_keeping_fini
             assert all(after[node] == "cached" for node in before), (before, after)
             assert wait_for(client, queued)["status"] == "completed"
             assert client.get(f"/api/v1/jobs/{running}/files/episode.mp4").status_code == 200
+    except httpx.HTTPError as exc:  # the restarted server went away: its log says why
+        raise AssertionError("".join(second.log)) from exc
     finally:
         second.stop()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...errors import OptionError
+from ...media import encoder_platform
 from ..base import Engine, Request, Resources
 from .options import COMMON_OPTIONS, DTYPES, choice, flag, number, text, whole
 from .placement import (
@@ -93,9 +94,12 @@ class DiffusionEngine(Engine):
 
     def identity(self) -> dict[str, Any]:
         # vram, device and download are left out: they change where and how fast, not the bytes.
-        return {"name": self.name, "version": self.version, **self.model.identity(self.revision),
-                "diffusers": diffusers_version(), "dtype": self.dtype, **self._settings(),
-                **self._speed_settings()}
+        identity = {"name": self.name, "version": self.version, **self.model.identity(self.revision),
+                    "diffusers": diffusers_version(), "dtype": self.dtype, **self._settings(),
+                    **self._speed_settings()}
+        if self.encodes:  # the video engines write their clip with x264 (see media.encoder_platform)
+            identity["encoder"] = encoder_platform()
+        return identity
 
     def _speed_settings(self) -> dict[str, Any]:
         """Attention kernel, fused projections and fp8 change the float sums, so the bytes. Only
