@@ -97,6 +97,10 @@ text = "你刚才，是不是说话了？"
 # image = "flux"
 # video = { engine = "cogvideox" }   # an engine name, or a table of the engine and its options
 # voice = "cosyvoice"
+
+# A cache shared by a team or CI (docs/cache.md); credentials come from the environment only:
+# [cache]
+# remote = "s3://my-bucket/fanren"   # or "file:///mnt/team/fanren-cache"
 """)
 
 GITIGNORE = """\
