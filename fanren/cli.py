@@ -28,7 +28,9 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 def _fail(exc: FanrenError) -> None:
-    click.echo(exc.show(), err=True)
+    from .text import escape_controls
+
+    click.echo(escape_controls(exc.show()), err=True)  # an ESC in drama.toml must not reach the terminal
     sys.exit(exc.exit_code)
 
 

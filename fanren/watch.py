@@ -46,6 +46,7 @@ from .graph import Node
 from .live import Board, LiveServer
 from .project import DRAMA_FILE, Project, load_project
 from .run import SKIPPED, EnginePool, NodeResult, Reporter
+from .text import escape_controls
 
 WATCHED_DIRS = ("refs", "templates")
 # Written by builds, never read by one.
@@ -291,7 +292,7 @@ class WatchSession:
 
     def _failed(self, trigger: tuple[str, ...], exc: FanrenError, noticed_at: float,
                 planned_at: float) -> Outcome:
-        message = exc.show()
+        message = escape_controls(exc.show())
         self.say(message, True)
         if not isinstance(exc, BuildFailed):
             self.say("the last good build stays in out/; save again to retry", True)

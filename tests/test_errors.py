@@ -173,3 +173,77 @@ def test_scene_music_file_must_exist_inside_the_drama(small_drama: Path) -> None
     replace(small_drama, 'setting = "a candle-lit hall"',
             'setting = "a candle-lit hall"\nmusic = { file = "../theme.ogg" }')
     build_fails(small_drama, "scenes[1].music.file: expected a path inside the drama folder, got '../theme.ogg'")
+
+
+def test_drama_toml_not_utf8(small_drama: Path) -> None:
+    text = (small_drama / "drama.toml").read_bytes()
+    (small_drama / "drama.toml").write_bytes(text.replace("试炼".encode(), "试炼".encode("gbk")))
+    offset = text.index("试炼".encode())
+    build_fails(small_drama, f"drama.toml:2: expected UTF-8 text, got byte 0xca at byte offset {offset}, "
+                "which is not UTF-8 (save it as UTF-8)")
+
+
+def test_drama_toml_in_utf16(small_drama: Path) -> None:
+    text = (small_drama / "drama.toml").read_text(encoding="utf-8")
+    (small_drama / "drama.toml").write_bytes(text.encode("utf-16"))
+    build_fails(small_drama, "not UTF-8 (it looks like UTF-16: save it as UTF-8)")
+
+
+def test_drama_toml_with_a_byte_order_mark_builds(tmp_path: Path) -> None:
+    text = ('[drama]\ntitle = "x"\n[[scenes]]\nid = "a"\nsetting = "s"\n[[scenes.shots]]\nid = "s1"\n'
+            'action = "x"\n')
+    assert parse_project("\ufeff".encode() + text.encode(), tmp_path).drama.title == "x"
+
+
+@pytest.mark.parametrize("text", ["", "\n# nothing yet\n"])
+def test_empty_drama_toml_says_what_a_drama_needs(small_drama: Path, text: str) -> None:
+    (small_drama / "drama.toml").write_text(text, encoding="utf-8")
+    build_fails(small_drama, "drama.toml: expected a drama, got an empty file (a drama needs at least "
+                "`[drama] title`, one [[scenes]] with an id and a setting, and one [[scenes.shots]] under "
+                "it with an id and an action; `fanren init` writes a commented example)")
+
+
+def test_drama_toml_without_a_drama_table(small_drama: Path) -> None:
+    (small_drama / "drama.toml").write_text('[[scenes]]\nid = "a"\n', encoding="utf-8")
+    build_fails(small_drama, "drama.toml: drama: expected this required key, got nothing (a drama needs "
+                "at least `[drama] title`", "`fanren init` writes a commented example")
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{{ shot.action }}\n{{ 1/0 }}", ":2: rendering for scenes[0].shots[0]: expected a template that renders, "
+     "got ZeroDivisionError: division by zero"),
+    ("{% include '/etc/passwd' %}", ":1: rendering for scenes[0].shots[0]: expected a template that renders, "
+     "got no template named '/etc/passwd'"),
+    ("{% extends 'keyframe.j2' %}", ":1: rendering for scenes[0].shots[0]: expected a template that renders, "
+     "got a template that extends or includes itself (endless recursion)"),
+    ("{{ range(10**9)|list }}", ":1: rendering for scenes[0].shots[0]: expected a template that renders, "
+     "got the number 1000000000 is too large for a prompt template"),
+    ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+     ":1: rendering for scenes[0].shots[0]: expected a template that renders, got range() with 199,998 "
+     "elements in one prompt is too large for a prompt template"),
+    ("{{ 'x' * 10**9 }}", ":1: rendering for scenes[0].shots[0]: expected a template that renders, "
+     "got a repeated string or list is too large for a prompt template"),
+    ("{{ 'x' | center(10**8) }}", ":1: rendering for scenes[0].shots[0]: expected a template that renders, "
+     "got the number 100000000 is too large for a prompt template"),
+    ("{% for i in range(5000) %}{{ shot.action }}{% endfor %}",
+     ": rendering for scenes[0].shots[0]: expected a template that renders, got the prompt is longer than "
+     "100,000 characters"),
+])
+def test_template_runtime_errors_are_bad_input(small_drama: Path, template: str, expected: str) -> None:
+    (small_drama / "templates").mkdir()
+    (small_drama / "templates" / "keyframe.j2").write_text(template, encoding="utf-8")
+    build_fails(small_drama, "templates/keyframe.j2" + expected)
+
+
+def test_template_symlink_out_of_the_drama(small_drama: Path) -> None:
+    (small_drama.parent / "secret.j2").write_text("{{ shot.action }} secret", encoding="utf-8")
+    (small_drama / "templates").mkdir()
+    os.symlink(small_drama.parent / "secret.j2", small_drama / "templates" / "keyframe.j2")
+    build_fails(small_drama, "templates/keyframe.j2: expected a template inside the drama folder, got "
+                "'templates/keyframe.j2' (it is a symbolic link that leaves the folder)")
+
+
+def test_template_not_utf8(small_drama: Path) -> None:
+    (small_drama / "templates").mkdir()
+    (small_drama / "templates" / "keyframe.j2").write_bytes(b"{{ shot.action }}\n\xff")
+    build_fails(small_drama, "templates/keyframe.j2:2: expected UTF-8 text, got byte 0xff at byte offset 18")
