@@ -5,6 +5,7 @@ Nothing here runs an engine; it only asks engines for their identity and (video)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 FAMILIES = ("image", "video", "voice")
+# A profile's name is the name of its folder under out/: a simple name, never a path.
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+PROFILE_NAME_RULE = "up to 64 letters, digits, '_' and '-', not starting with '-'"
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ def profile_names(project: Project) -> list[str]:
 
 def resolve_engines(project: Project, profile: str) -> Engines:
     """The engine of each family for `profile`: the drama's [profiles.<name>] over the built-in one."""
+    if not PROFILE_NAME.match(profile):  # it names the folder out/<profile>/
+        raise UsageError(f"--profile: expected a profile name ({PROFILE_NAME_RULE}), got {profile!r}")
     if profile not in BUILTIN_PROFILES and profile not in project.profiles:
         raise UsageError(f"no profile named {profile!r} (profiles: {', '.join(profile_names(project))})")
     chosen: dict[str, tuple[str, dict[str, Any]]] = {}

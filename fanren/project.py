@@ -377,6 +377,11 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
                                        f"voices.{vid}.{engine}.prompt_wav")
                 if problem:
                     problems.append(problem)
+    for name in project.profiles:
+        if not _PROFILE.match(name):
+            problems.append(Problem(file, f"profiles.{name}", "a profile name of up to 64 letters, digits, "
+                                    "'_' and '-', not starting with '-'", repr(name),
+                                    hint="it names the folder out/<profile>/"))
     if project.music is not None:
         problem = check_inside(project.root, project.music.file, file, "music.file")
         if problem:
@@ -415,6 +420,7 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
 
 
 _ID = re.compile(r"^[A-Za-z0-9_\-.]+$")
+_PROFILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")  # compile.PROFILE_NAME
 
 
 def _scene_music_problems(project: Project, scene: Scene, file: Path, path: str) -> list[Problem]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,35 @@ def test_template_not_utf8(small_drama: Path) -> None:
     (small_drama / "templates").mkdir()
     (small_drama / "templates" / "keyframe.j2").write_bytes(b"{{ shot.action }}\n\xff")
     build_fails(small_drama, "templates/keyframe.j2:2: expected UTF-8 text, got byte 0xff at byte offset 18")
+
+
+@pytest.mark.parametrize("profile", ["/abs/dir", "../../x", "a/b", "..", ".hidden", "-x"])
+def test_profile_name_is_not_a_path(small_drama: Path, profile: str) -> None:
+    result = fanren("build", small_drama, "--profile", profile)
+    assert result.code == 2, result.stderr
+    assert result.stderr == (f"error: --profile: expected a profile name (up to 64 letters, digits, '_' and '-', "
+                             f"not starting with '-'), got {profile!r}\n")
+    assert not (small_drama.parent / "x").exists() and not Path("/abs").exists()
+
+
+def test_profile_name_in_drama_toml_is_not_a_path(small_drama: Path) -> None:
+    replace(small_drama, "[profiles.draft]", '[profiles."../../escape"]\nimage = "card"\n\n[profiles.draft]')
+    build_fails(small_drama, "drama.toml: profiles.../../escape: expected a profile name of up to 64 letters, "
+                "digits, '_' and '-', not starting with '-', got '../../escape' (it names the folder "
+                "out/<profile>/)")
+
+
+@pytest.mark.parametrize("link", ["out", "out/draft"])
+def test_out_folder_symlinked_out_of_the_drama(small_drama: Path, tmp_path: Path, link: str) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if link == "out":
+        shutil.rmtree(small_drama / "out")
+    else:
+        shutil.rmtree(small_drama / "out" / "draft")
+    os.symlink(elsewhere, small_drama / link)
+    result = fanren("build", small_drama)
+    assert result.code == 2, result.stderr
+    assert result.stderr == (f"error: {small_drama / link}: expected a folder inside the drama folder, where fanren "
+                             f"writes the episode, got a symbolic link (remove {link}; the build creates it)\n")
+    assert list(elsewhere.iterdir()) == []
