@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import fanren, ran, report
+from conftest import SMALL_DRAMA, fanren, ran, report, write_drama
 
 from fanren.media import probe
 
@@ -195,3 +195,17 @@ def test_a_relative_cache_dir_builds(small_drama: Path, tmp_path: Path, how: str
     assert (work / "rel-cache").is_dir() and not (small_drama / "rel-cache").exists()
     again = fanren("status", small_drama, *args, cwd=work, env=env)
     assert again.code == 0 and again.stdout.startswith("up to date"), again.stdout
+
+
+@pytest.mark.parametrize("subtitles", ["burn", "soft"])
+def test_a_drama_in_which_nobody_speaks_builds(tmp_path: Path, subtitles: str) -> None:
+    text = "\n".join(line for line in SMALL_DRAMA.splitlines()
+                     if not line.startswith(("narration = ", "lines = ")))
+    drama = write_drama(tmp_path / "silent", text.replace('seed = 7', f'seed = 7\nsubtitles = "{subtitles}"'))
+    result = fanren("build", drama)
+    assert result.code == 0, result.stderr
+    out = drama / "out" / "draft"
+    assert (out / "episode.srt").read_text(encoding="utf-8") == "\n"  # a valid SRT without cues
+    assert "Dialogue:" not in (out / "episode.ass").read_text(encoding="utf-8")
+    episode = probe(out / "episode.mp4")
+    assert episode.video is not None and episode.audio is not None and episode.duration > 2

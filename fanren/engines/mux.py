@@ -330,8 +330,9 @@ def render_episode(request: Request) -> dict[str, Path]:
         f"[mix]{loudness},{_exact_length(total_samples)}[a]",
     ])
     subtitle_args: list[str] = []
-    if mode == "soft":
-        audio_inputs += ["-i", str(_subtitle_file(request, "episode.srt"))]
+    srt = _subtitle_file(request, "episode.srt") if mode == "soft" else None
+    if srt is not None and srt.read_text(encoding="utf-8").strip():  # ffmpeg reads no SRT without cues
+        audio_inputs += ["-i", str(srt)]
         subtitle_args = ["-map", f"{1 + len(segments) + len(runs)}:s", "-c:s", "mov_text"]
     out = request.out_dir / "episode.mp4"
     # auto_convert 0: the packets stay as the shots hold them (length-prefixed, headers in the

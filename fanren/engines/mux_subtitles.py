@@ -150,9 +150,11 @@ def srt_time(cs: int) -> str:
 
 
 def write_srt(cues: list[Cue], out: Path) -> None:
+    """The cues as SRT; a drama in which nobody speaks gets an SRT of one empty line: no cues, and
+    not an empty file (which the cache takes for an engine that wrote nothing)."""
     blocks = [f"{n}\n{srt_time(cue.start)} --> {srt_time(cue.end)}\n" + "\n".join(cue.rows) + "\n"
               for n, cue in enumerate(cues, start=1)]
-    out.write_text("\n".join(blocks), encoding="utf-8")
+    out.write_text("\n".join(blocks) or "\n", encoding="utf-8")
 
 
 # ── ASS ──────────────────────────────────────────────────────────────────────
