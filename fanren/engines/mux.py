@@ -78,7 +78,8 @@ class MuxEngine(Engine):
     name = "mux"
     # 2: shots burn their own subtitles, the episode copies their video
     # 3: music per scene, ducked under speech and faded at scene changes; a line's last cue gets 0.7 s
-    version = "3"
+    # 4: a sentence too long for two rows is several cues (it was one cue in a tiny font)
+    version = "4"
     kinds = frozenset({"shot", "subtitles", "episode"})
 
     def run(self, request: Request) -> dict[str, Path]:
