@@ -280,3 +280,28 @@ def test_out_folder_symlinked_out_of_the_drama(small_drama: Path, tmp_path: Path
     assert result.stderr == (f"error: {small_drama / link}: expected a folder inside the drama folder, where fanren "
                              f"writes the episode, got a symbolic link (remove {link}; the build creates it)\n")
     assert list(elsewhere.iterdir()) == []
+
+
+CONTROLS = "\x07\x1b\x85\u202e\u2066\x00\x7f\u2028"
+
+
+def test_control_characters_and_bidi_overrides_never_leave_fanren(small_drama: Path) -> None:
+    escaped = "\\u0007\\u001b[31m\\u0085\\u202e\\u2066\\u0000\\u007f\\u2028"  # as TOML escapes
+    replace(small_drama, 'narration = "山门在雾中。"', f'narration = "山门{escaped}在雾中。"')
+    replace(small_drama, 'text = "你为何而来？"', f'text = "你为何{escaped}而来？"')
+    replace(small_drama, 'action = "The elder nods"', f'action = "The elder{escaped} nods"')
+    result = fanren("build", small_drama)
+    assert result.code == 0, result.stderr
+    out = small_drama / "out" / "draft"
+    for name in ("episode.srt", "episode.ass", "storyboard.html", "report.json"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert not any(c in text for c in CONTROLS), (name, [c for c in CONTROLS if c in text])
+    srt = (out / "episode.srt").read_text(encoding="utf-8")
+    assert "山门[31m在雾中。" in srt and "你为何[31m而来？" in srt  # only the characters go, not the text
+    assert "The elder[31m nods" in (out / "storyboard.html").read_text(encoding="utf-8")
+
+
+def test_control_characters_in_error_messages_are_escaped(small_drama: Path) -> None:
+    replace(small_drama, 'action = "The elder nods"', 'action = "The elder nods"\n"act\\u202eion\\u001b" = 1')
+    stderr = build_fails(small_drama, "scenes[1].shots[0].act\\u202eion\\x1b: expected a known key")
+    assert not any(c in stderr for c in CONTROLS)
