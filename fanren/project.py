@@ -197,6 +197,8 @@ def parse_project(source: bytes | str, root: Path) -> Project:
         raw = tomllib.loads(text.removeprefix("\ufeff"))  # a byte order mark, as Notepad writes
     except tomllib.TOMLDecodeError as exc:
         raise DramaError(_syntax_problem(file, exc)) from None
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise DramaError(Problem(file, "", "valid TOML", "arrays or tables nested too deep")) from None
     if not raw:
         raise DramaError(Problem(file, "", "a drama", "an empty file", hint=MINIMAL_DRAMA))
     return validate_project(raw, root)

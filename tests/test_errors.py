@@ -305,3 +305,8 @@ def test_control_characters_in_error_messages_are_escaped(small_drama: Path) -> 
     replace(small_drama, 'action = "The elder nods"', 'action = "The elder nods"\n"act\\u202eion\\u001b" = 1')
     stderr = build_fails(small_drama, "scenes[1].shots[0].act\\u202eion\\x1b: expected a known key")
     assert not any(c in stderr for c in CONTROLS)
+
+
+def test_drama_toml_nested_too_deep(small_drama: Path) -> None:
+    replace(small_drama, "fps = 12", "fps = 12\nx = " + "[" * 5000 + "]" * 5000)
+    build_fails(small_drama, "drama.toml: expected valid TOML, got arrays or tables nested too deep")
