@@ -65,7 +65,7 @@ def profile_names(project: Project) -> list[str]:
 
 def resolve_engines(project: Project, profile: str) -> Engines:
     """The engine of each family for `profile`: the drama's [profiles.<name>] over the built-in one."""
-    if not PROFILE_NAME.match(profile):  # it names the folder out/<profile>/
+    if not PROFILE_NAME.fullmatch(profile):  # it names the folder out/<profile>/
         raise UsageError(f"--profile: expected a profile name ({PROFILE_NAME_RULE}), got {profile!r}")
     if profile not in BUILTIN_PROFILES and profile not in project.profiles:
         raise UsageError(f"no profile named {profile!r} (profiles: {', '.join(profile_names(project))})")
@@ -357,10 +357,10 @@ def _bounded_environment(loader: Any) -> Any:
                     raise too_large("a repeated string or list")
             return super().call_binop(context, operator, left, right)
 
-        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
             check_numbers(args)
             check_numbers(kwargs.values())
-            return super().call(__context, __obj, *args, **kwargs)
+            return super().call(context, obj, *args, **kwargs)
 
     env = Bounded(loader=loader, undefined=jinja2.StrictUndefined, autoescape=False,
                   keep_trailing_newline=False)

@@ -362,7 +362,7 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
     if project.narrator.voice is not None and project.narrator.voice not in project.voices:
         problems.append(unknown("narrator.voice", "voice", project.narrator.voice, voices))
     for cid, character in project.characters.items():
-        if not _ID.match(cid) or cid == NARRATOR:
+        if not _ID.fullmatch(cid) or cid == NARRATOR:
             problems.append(Problem(file, f"characters.{cid}", "an id of letters, digits, '_', '-' or '.' "
                                     f"other than {NARRATOR!r}", repr(cid),
                                     hint="ids appear in node ids such as character:<id>"))
@@ -380,7 +380,7 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
                 if problem:
                     problems.append(problem)
     for name in project.profiles:
-        if not _PROFILE.match(name):
+        if not _PROFILE.fullmatch(name):
             problems.append(Problem(file, f"profiles.{name}", "a profile name of up to 64 letters, digits, "
                                     "'_' and '-', not starting with '-'", repr(name),
                                     hint="it names the folder out/<profile>/"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -436,7 +437,7 @@ def test_a_sentence_too_long_for_two_rows_is_several_readable_cues(tmp_path: Pat
         assert all(row_width(row) <= ROW for row in rows)
         assert end - start >= MIN_CUE / 100
     assert pieces[0][0] == 0.15 and pieces[-1][1] <= last[0]
-    assert all(a[1] <= b[0] for a, b in zip(cues, cues[1:], strict=False))  # one after the other
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(cues))  # one after the other
     # and none shrinks its font to fit: every row fits the frame at the style's size
     assert "\\fs" not in outputs["episode.ass"].read_text(encoding="utf-8")
 

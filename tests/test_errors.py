@@ -151,6 +151,14 @@ def test_character_id_may_not_be_narrator(tmp_path: Path) -> None:
     assert "characters.narrator: expected an id of letters" in err.value.show()
 
 
+def test_character_id_may_not_end_in_a_newline(tmp_path: Path) -> None:
+    text = ('[drama]\ntitle = "x"\n[characters."lin\\n"]\ndescription = "d"\n'
+            '[[scenes]]\nid = "a"\nsetting = "s"\n[[scenes.shots]]\nid = "s1"\naction = "x"\n')
+    with pytest.raises(DramaError) as err:
+        parse_project(text, tmp_path)
+    assert "expected an id of letters, digits, '_', '-' or '.' other than 'narrator', got 'lin\\n'" in err.value.show()
+
+
 def test_blank_line_text(tmp_path: Path) -> None:
     text = ('[drama]\ntitle = "x"\n[[scenes]]\nid = "a"\nsetting = "s"\n[[scenes.shots]]\nid = "s1"\n'
             'action = "x"\nlines = [{ who = "narrator", text = "   " }]\n')
@@ -210,30 +218,23 @@ def test_drama_toml_without_a_drama_table(small_drama: Path) -> None:
                 "at least `[drama] title`", "`fanren init` writes a commented example")
 
 
-@pytest.mark.parametrize(("template", "expected"), [
-    ("{{ shot.action }}\n{{ 1/0 }}", ":2: rendering for scenes[0].shots[0]: expected a template that renders, "
-     "got ZeroDivisionError: division by zero"),
-    ("{% include '/etc/passwd' %}", ":1: rendering for scenes[0].shots[0]: expected a template that renders, "
-     "got no template named '/etc/passwd'"),
-    ("{% extends 'keyframe.j2' %}", ":1: rendering for scenes[0].shots[0]: expected a template that renders, "
-     "got a template that extends or includes itself (endless recursion)"),
-    ("{{ range(10**9)|list }}", ":1: rendering for scenes[0].shots[0]: expected a template that renders, "
-     "got the number 1000000000 is too large for a prompt template"),
-    ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
-     ":1: rendering for scenes[0].shots[0]: expected a template that renders, got range() with 199,998 "
-     "elements in one prompt is too large for a prompt template"),
-    ("{{ 'x' * 10**9 }}", ":1: rendering for scenes[0].shots[0]: expected a template that renders, "
-     "got a repeated string or list is too large for a prompt template"),
-    ("{{ 'x' | center(10**8) }}", ":1: rendering for scenes[0].shots[0]: expected a template that renders, "
-     "got the number 100000000 is too large for a prompt template"),
-    ("{% for i in range(5000) %}{{ shot.action }}{% endfor %}",
-     ": rendering for scenes[0].shots[0]: expected a template that renders, got the prompt is longer than "
-     "100,000 characters"),
+@pytest.mark.parametrize(("template", "line", "got"), [
+    ("{{ shot.action }}\n{{ 1/0 }}", ":2", "ZeroDivisionError: division by zero"),
+    ("{% include '/etc/passwd' %}", ":1", "no template named '/etc/passwd'"),
+    ("{% extends 'keyframe.j2' %}", ":1", "a template that extends or includes itself (endless recursion)"),
+    ("{{ range(10**9)|list }}", ":1", "the number 1000000000 is too large for a prompt template"),
+    ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}", ":1",
+     "range() with 199,998 elements in one prompt is too large for a prompt template"),
+    ("{{ 'x' * 10**9 }}", ":1", "a repeated string or list is too large for a prompt template"),
+    ("{{ 'x' | center(10**8) }}", ":1", "the number 100000000 is too large for a prompt template"),
+    ("{% for i in range(5000) %}{{ shot.action }}{% endfor %}", "",
+     "the prompt is longer than 100,000 characters"),
 ])
-def test_template_runtime_errors_are_bad_input(small_drama: Path, template: str, expected: str) -> None:
+def test_template_runtime_errors_are_bad_input(small_drama: Path, template: str, line: str, got: str) -> None:
     (small_drama / "templates").mkdir()
     (small_drama / "templates" / "keyframe.j2").write_text(template, encoding="utf-8")
-    build_fails(small_drama, "templates/keyframe.j2" + expected)
+    build_fails(small_drama, f"templates/keyframe.j2{line}: rendering for scenes[0].shots[0]: expected a "
+                f"template that renders, got {got}")
 
 
 def test_template_symlink_out_of_the_drama(small_drama: Path) -> None:
@@ -250,7 +251,7 @@ def test_template_not_utf8(small_drama: Path) -> None:
     build_fails(small_drama, "templates/keyframe.j2:2: expected UTF-8 text, got byte 0xff at byte offset 18")
 
 
-@pytest.mark.parametrize("profile", ["/abs/dir", "../../x", "a/b", "..", ".hidden", "-x"])
+@pytest.mark.parametrize("profile", ["/abs/dir", "../../x", "a/b", "..", ".hidden", "-x", "draft\n"])
 def test_profile_name_is_not_a_path(small_drama: Path, profile: str) -> None:
     result = fanren("build", small_drama, "--profile", profile)
     assert result.code == 2, result.stderr
