@@ -400,7 +400,7 @@ def watch_command(directory: Path, profile: str, port: int, host: str, open_brow
     from .progress import make_reporter
 
     def say(text: str, error: bool) -> None:
-        click.echo(text, err=error)
+        click.echo(escape_controls(text), err=error)  # file names too: an ESC in one is not for the terminal
 
     session = WatchSession(directory, profile, cache_dir, jobs, debounce / 1000, float(release_after),
                            reporters=[make_reporter()], say=say)

@@ -311,3 +311,24 @@ def test_control_characters_in_error_messages_are_escaped(small_drama: Path) -> 
 def test_drama_toml_nested_too_deep(small_drama: Path) -> None:
     replace(small_drama, "fps = 12", "fps = 12\nx = " + "[" * 5000 + "]" * 5000)
     build_fails(small_drama, "drama.toml: expected valid TOML, got arrays or tables nested too deep")
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_a_node_error_is_shown_as_text_on_the_terminal(tty: bool) -> None:
+    """A node's error quotes ffmpeg, a server or the drama: '[/x]' in it is not rich markup, and
+    an ESC in it does not reach the terminal."""
+    import io
+
+    from fanren.graph import Node
+    from fanren.progress import PlainReporter, RichReporter
+    from fanren.run import FAILED, NodeResult
+
+    node = Node("episode", "episode", "mux", "mux", {}, {})
+    stream = io.StringIO()
+    reporter = RichReporter(stream) if tty else PlainReporter(stream)
+    reporter.begin([node], {})
+    reporter.start(node)
+    reporter.finish(NodeResult(node, FAILED, 1.0, error="[ogg @ 0x1] [/ogg] bad \x1b[31m file"))
+    reporter.end()
+    assert "[ogg @ 0x1] [/ogg] bad \\x1b[31m file" in stream.getvalue()
+    assert "\x1b[31m file" not in stream.getvalue()
