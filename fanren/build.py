@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .cache import Cache, atomic_write
 from .check import Mismatch, check_nodes
 from .compile import Engines, compile_project, resolve_engines
-from .errors import BuildFailed, FanrenError, NodeFailure
+from .errors import BuildFailed, DramaError, FanrenError, NodeFailure, Problem
 from .executors import ExecutorOptions
 from .graph import Graph
 from .lockfile import LockEntry, read_lock, write_lock
@@ -45,10 +45,26 @@ EXPORTS = {
 
 
 def cache_root(root: Path, cache_dir: Path | None = None) -> Path:
+    """The cache folder, absolute: a relative --cache-dir or FANREN_CACHE_DIR is taken from the
+    current directory here, once (engines and ffmpeg playlists resolve paths elsewhere)."""
     if cache_dir is not None:
-        return Path(cache_dir)
+        return Path(cache_dir).absolute()
     env = os.environ.get("FANREN_CACHE_DIR")
-    return Path(env) if env else Path(root) / CACHE_DIR
+    return Path(env).absolute() if env else Path(root).absolute() / CACHE_DIR
+
+
+def out_folder(root: Path, profile: str) -> Path:
+    """out/<profile>/ of the drama in `root`; bad input when out/ or out/<profile>/ is a symbolic
+    link or otherwise leads out of the drama folder (a build would write wherever it points)."""
+    base = Path(root).resolve()
+    out = Path(root) / "out" / profile
+    for folder in (out.parent, out):
+        if folder.is_symlink() or (folder.exists() and not folder.resolve().is_relative_to(base)):
+            raise DramaError(Problem(folder, "", "a folder inside the drama folder, where fanren writes the "
+                                     "episode", "a symbolic link" if folder.is_symlink() else "a path "
+                                     "that leaves the drama folder",
+                                     hint=f"remove {folder.relative_to(root)}; the build creates it"))
+    return out
 
 
 @dataclass
@@ -135,6 +151,7 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     project = project or load_project(Path(root))
     engines = engines or resolve_engines(project, profile)
     graph = compile_project(project, engines)  # bad input (a template error) fails before any write
+    out_folder(project.root, engines.profile)  # and so does an out/ that leads out of the drama folder
     cache = Cache(cache_root(project.root, cache_dir), remote=_remote(project, remote_read_only))
     cache.register_root(project.root)
     project_lock = "project-" + _slug(project.root)

@@ -30,7 +30,9 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 def fail(exc: FanrenError) -> NoReturn:
     """The one place a fanren error becomes output and an exit code (each error class says which:
     fanren/errors.py). Every command, including those beside their feature (split, watch), ends here."""
-    click.echo(exc.show(), err=True)
+    from .text import escape_controls
+
+    click.echo(escape_controls(exc.show()), err=True)  # an ESC in drama.toml must not reach the terminal
     sys.exit(exc.exit_code)
 
 

@@ -6,6 +6,7 @@ Nothing here runs an engine; it only asks engines for their identity and (video)
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from .engines.base import episode_size
 from .engines.voice import SpeechEngine
 from .errors import DramaError, OptionError, Problem, UsageError
 from .graph import Graph, Node
-from .project import NARRATOR, Character, Profile, Project, Scene, Shot, Voice
-from .text import sentences
+from .project import NARRATOR, Character, Profile, Project, Scene, Shot, Voice, decode_utf8
+from .text import clean_text, sentences
 
 LEAD_IN = 0.15       # seconds of silence before a shot's first line
 MAX_SLOW = 1.5       # a clip may be slowed to at most 1/1.5 of its speed to cover speech
@@ -38,6 +39,9 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 FAMILIES = ("image", "video", "voice")
+# A profile's name is the name of its folder under out/: a simple name, never a path.
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+PROFILE_NAME_RULE = "up to 64 letters, digits, '_' and '-', not starting with '-'"
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ def profile_names(project: Project) -> list[str]:
 
 def resolve_engines(project: Project, profile: str) -> Engines:
     """The engine of each family for `profile`: the drama's [profiles.<name>] over the built-in one."""
+    if not PROFILE_NAME.fullmatch(profile):  # it names the folder out/<profile>/
+        raise UsageError(f"--profile: expected a profile name ({PROFILE_NAME_RULE}), got {profile!r}")
     if profile not in BUILTIN_PROFILES and profile not in project.profiles:
         raise UsageError(f"no profile named {profile!r} (profiles: {', '.join(profile_names(project))})")
     chosen: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -250,38 +256,169 @@ def _voice_for(project: Project, who: str) -> Voice | None:
     return project.voices.get(vid) if vid else None
 
 
+# Bounds on what one template may do: a prompt is a paragraph, not a book.
+MAX_PROMPT = 100_000      # characters a template may render
+MAX_ITERATIONS = 100_000  # range() elements one rendering may ask for, all calls together
+MAX_NUMBER = 100_000      # largest integer argument a filter or method may be given
+
+
 class Prompts:
     """jinja2 prompt templates: the drama's templates/ folder first, then the packaged ones.
 
     Sandboxed, with StrictUndefined so a misspelt variable is an error rather than an empty prompt.
     The rendered prompt goes into the key, so a template edit re-renders exactly the nodes whose
-    prompt it changed.
+    prompt it changed. Every way a template can fail (syntax, a missing include, 1/0, an endless
+    extends, a loop or a string too large) is bad input naming the template file and line; a
+    template that is a symbolic link out of the drama folder is refused, as references are.
     """
 
     def __init__(self, root: Path) -> None:
         import jinja2
-        from jinja2.sandbox import SandboxedEnvironment
 
         from . import templates_dir
 
         self.root = root
         self._jinja = jinja2
-        self.env = SandboxedEnvironment(
-            loader=jinja2.FileSystemLoader([str(root / "templates"), str(templates_dir())]),
-            undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False,
-        )
+        self.env = _bounded_environment(jinja2.ChoiceLoader([
+            _inside_loader(root / "templates", root), jinja2.FileSystemLoader(str(templates_dir()))]))
 
     def render(self, name: str, where: str, **variables: Any) -> str:
         jinja2 = self._jinja
+        self.env.iterations = 0
         try:
             template = self.env.get_template(name)
-            return " ".join(template.render(**variables).split())
+            rendered: list[str] = []
+            size = 0
+            for chunk in template.generate(**variables):
+                size += len(chunk)
+                if size > MAX_PROMPT:
+                    raise jinja2.exceptions.SecurityError(
+                        f"the prompt is longer than {MAX_PROMPT:,} characters")
+                rendered.append(chunk)
+            return " ".join(clean_text("".join(rendered)).split())
+        except DramaError:
+            raise
         except jinja2.TemplateSyntaxError as exc:
-            raise DramaError(Problem(exc.filename or name, f"line {exc.lineno}",
+            raise DramaError(Problem(self._shown(exc.filename, name), f"line {exc.lineno}",
                                      "a valid jinja2 template", exc.message or "a syntax error",
                                      line=exc.lineno)) from None
-        except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError) as exc:
-            file = self.env.get_template(name).filename or name
+        except jinja2.TemplateNotFound as exc:
+            file, line = self._where(exc, name)
             raise DramaError(Problem(file, f"rendering for {where}", "a template that renders",
-                                     str(exc), hint="variables: scene, shot, characters, character, "
-                                     "style, language")) from None
+                                     f"no template named {exc.name!r}", line=line,
+                                     hint="templates/ of the drama holds the ones it may include")) from None
+        except Exception as exc:  # noqa: BLE001 -- whatever a template does wrong is bad input
+            file, line = self._where(exc, name)
+            if isinstance(exc, RecursionError):
+                message = "a template that extends or includes itself (endless recursion)"
+            elif isinstance(exc, MemoryError):
+                message = "MemoryError: the template asked for more memory than there is"
+            elif isinstance(exc, (jinja2.UndefinedError, jinja2.exceptions.SecurityError)):
+                message = str(exc)
+            else:
+                message = f"{type(exc).__name__}: {exc}"
+            raise DramaError(Problem(file, f"rendering for {where}", "a template that renders",
+                                     message, line=line, hint="variables: scene, shot, characters, "
+                                     "character, style, language")) from None
+
+    def _shown(self, filename: str | None, name: str) -> str:
+        return filename or self._filename(name)
+
+    def _filename(self, name: str) -> str:
+        try:
+            return self.env.get_template(name).filename or name
+        except Exception:  # noqa: BLE001 -- only for naming the file in a message
+            return name
+
+    def _where(self, exc: BaseException, name: str) -> tuple[str, int | None]:
+        """The template file and line the error was raised at (jinja2 puts template lines into
+        the traceback), else the template asked for."""
+        import traceback
+
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if f.filename.endswith(".j2") or "/templates/" in f.filename]
+        if frames:
+            return frames[-1].filename, frames[-1].lineno
+        return self._filename(name), None
+
+
+def _bounded_environment(loader: Any) -> Any:
+    """A SandboxedEnvironment whose range(), * and ** and filters cannot ask for unbounded work."""
+    import functools
+
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    def too_large(what: str) -> Exception:
+        return jinja2.exceptions.SecurityError(f"{what} is too large for a prompt template")
+
+    def check_numbers(values: Any) -> None:
+        for value in values:
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+                raise too_large(f"the number {value}")
+
+    class Bounded(SandboxedEnvironment):  # type: ignore[misc]
+        intercepted_binops = frozenset({"*", "**"})
+        iterations = 0
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**":
+                if isinstance(right, (int, float)) and abs(right) > 64 and abs(left) > 1:
+                    raise too_large(f"{left!r} ** {right!r}")
+            elif isinstance(left, (str, list, tuple)) or isinstance(right, (str, list, tuple)):
+                seq, count = (left, right) if isinstance(left, (str, list, tuple)) else (right, left)
+                if isinstance(count, int) and len(seq) * count > MAX_PROMPT:
+                    raise too_large("a repeated string or list")
+            return super().call_binop(context, operator, left, right)
+
+        def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+            check_numbers(args)
+            check_numbers(kwargs.values())
+            return super().call(context, obj, *args, **kwargs)
+
+    env = Bounded(loader=loader, undefined=jinja2.StrictUndefined, autoescape=False,
+                  keep_trailing_newline=False)
+
+    def budgeted_range(*args: int) -> range:
+        numbers = range(*args)
+        env.iterations += len(numbers)
+        if env.iterations > MAX_ITERATIONS:
+            raise too_large(f"range() with {env.iterations:,} elements in one prompt")
+        return numbers
+
+    def bounded(filter_fn: Any) -> Any:
+        @functools.wraps(filter_fn)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            check_numbers(args)
+            check_numbers(kwargs.values())
+            return filter_fn(*args, **kwargs)
+
+        return checked
+
+    env.globals["range"] = budgeted_range
+    env.globals.pop("lipsum", None)  # lipsum(10**6) is a megabyte of Latin
+    env.filters = {name: bounded(fn) for name, fn in env.filters.items()}
+    return env
+
+
+def _inside_loader(folder: Path, root: Path) -> Any:
+    """The drama's templates/: a template file must stay inside the drama folder (no symbolic link
+    out of it), as a reference image must, and be UTF-8; jinja2 already refuses '..' in names."""
+    import jinja2
+
+    class Inside(jinja2.FileSystemLoader):  # type: ignore[misc]
+        def get_source(self, environment: Any, template: str) -> Any:
+            try:
+                source, filename, uptodate = super().get_source(environment, template)
+            except UnicodeDecodeError:
+                file = folder.joinpath(*jinja2.loaders.split_template_path(template))
+                decode_utf8(file.read_bytes(), file)
+                raise
+            base = Path(root).resolve()
+            if not Path(filename).resolve().is_relative_to(base):
+                raise DramaError(Problem(Path(filename), "", "a template inside the drama folder",
+                                         repr(f"templates/{template}"),
+                                         hint="it is a symbolic link that leaves the folder"))
+            return source, filename, uptodate
+
+    return Inside(str(folder))

@@ -273,7 +273,8 @@ class LiveServer(ThreadingHTTPServer):
 
     def __init__(self, board: Board, root: Path, host: str = "127.0.0.1", port: int = 0) -> None:
         self.board = board
-        self.out_dir = (Path(root) / "out").resolve()
+        self.root = Path(root).resolve()
+        self.out_dir = self.root / "out"
         self.closing = False
         super().__init__((host, port), _Handler)
         self.host = host
@@ -303,10 +304,13 @@ class LiveServer(ThreadingHTTPServer):
         if not relative or "\x00" in relative or "\\" in relative:
             return None
         try:
-            path = (self.out_dir / relative).resolve()
+            # out/ itself is resolved on every request: a symbolic link out of the drama folder
+            # (made after the server started, too) serves nothing, as a build refuses to write there
+            out_dir = self.out_dir.resolve()
+            path = (out_dir / relative).resolve()
         except (OSError, RuntimeError):
             return None
-        if not path.is_relative_to(self.out_dir) or not path.is_file():
+        if not out_dir.is_relative_to(self.root) or not path.is_relative_to(out_dir) or not path.is_file():
             return None
         return path
 

@@ -10,6 +10,13 @@ from typing import IO, Any
 
 from .graph import Node
 from .run import CACHED, FAILED, RAN, NodeResult
+from .text import escape_controls
+
+
+def markup_escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def make_reporter(stream: IO[str] | None = None, quiet: bool = False) -> Any:
@@ -60,7 +67,7 @@ class PlainReporter:
         if result.status == RAN:
             self._say(f"  done    {result.node.id} {result.seconds:.1f}s  ({n}/{self.total})")
         elif result.status == FAILED:
-            self._say(f"  FAILED  {result.node.id}: {result.error}")
+            self._say(f"  FAILED  {result.node.id}: {escape_controls(result.error or '')}")
         elif result.status == CACHED:
             self._say(f"  cached  {result.node.id} (an input re-rendered into the same bytes)")
 
@@ -110,7 +117,8 @@ class RichReporter:
             self.bars.remove_task(task)
         mark = {RAN: "[green]✓[/]", CACHED: "[blue]=[/]", FAILED: "[red]✗[/]"}.get(result.status, "-")
         if result.status in (RAN, FAILED, CACHED):
-            extra = f" [red]{result.error}[/]" if result.error else ""
+            # an error quotes ffmpeg, a server or the drama: "[/x]" in it is text, not rich markup
+            extra = f" [red]{markup_escape(escape_controls(result.error))}[/]" if result.error else ""
             self.console.print(f"{mark} {result.node.id} [dim]{result.seconds:.1f}s[/]{extra}")
         if self.overall is not None:
             self.bars.advance(self.overall, max(self.estimates.get(result.node.id, 0.0), 0.2))

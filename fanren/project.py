@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
 from pydantic_core import PydanticCustomError
 
 from .errors import DramaError, Problem
+from .text import clean_text
 
 SCHEMA_VERSION = 1
 DRAMA_FILE = "drama.toml"
@@ -198,26 +199,66 @@ def load_project(root: Path) -> Project:
 
 def parse_project(source: bytes | str, root: Path) -> Project:
     file = Path(root) / DRAMA_FILE
-    text = source.decode("utf-8", errors="strict") if isinstance(source, bytes) else source
+    text = decode_utf8(source, file) if isinstance(source, bytes) else source
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(text.removeprefix("\ufeff"))  # a byte order mark, as Notepad writes
     except tomllib.TOMLDecodeError as exc:
         raise DramaError(_syntax_problem(file, exc)) from None
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise DramaError(Problem(file, "", "valid TOML", "arrays or tables nested too deep")) from None
+    if not raw:
+        raise DramaError(Problem(file, "", "a drama", "an empty file", hint=MINIMAL_DRAMA))
     return validate_project(raw, root)
+
+
+# What the message about an empty drama.toml (or one without [drama]) says a drama needs.
+MINIMAL_DRAMA = ("a drama needs at least `[drama] title`, one [[scenes]] with an id and a setting, and "
+                 "one [[scenes.shots]] under it with an id and an action; `fanren init` writes a "
+                 "commented example")
+
+
+def decode_utf8(data: bytes, file: Path | str) -> str:
+    """The text of a file that must be UTF-8; else bad input naming the first byte that is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        bad = " ".join(f"0x{b:02x}" for b in data[exc.start:exc.end])
+        hint = ("it looks like UTF-16: save it as UTF-8" if data[:2] in (b"\xff\xfe", b"\xfe\xff")
+                else "save it as UTF-8")
+        raise DramaError(Problem(file, "", "UTF-8 text",
+                                 f"byte {bad} at byte offset {exc.start}, which is not UTF-8",
+                                 hint=hint, line=line)) from None
 
 
 def validate_project(raw: dict[str, Any], root: Path) -> Project:
     root = Path(root).absolute()
     file = root / DRAMA_FILE
+    raw = _clean_strings(raw)
     try:
         project = Project.model_validate(raw)
     except ValidationError as exc:
-        raise DramaError([_schema_problem(file, raw, e) for e in exc.errors()]) from None
+        problems = [_schema_problem(file, raw, e) for e in exc.errors()]
+        if "drama" not in raw:
+            problems = [Problem(file, "drama", "this required key", "nothing", hint=MINIMAL_DRAMA)
+                        if p.key_path == "drama" else p for p in problems]
+        raise DramaError(problems) from None
     project._root = root
     problems = _check_references(project, file)
     if problems:
         raise DramaError(problems)
     return project
+
+
+def _clean_strings(value: Any) -> Any:
+    """Every string value of a parsed drama.toml without control characters or bidi overrides."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {k: _clean_strings(v) for k, v in value.items()}  # keys are ids, checked as such
+    if isinstance(value, list):
+        return [_clean_strings(v) for v in value]
+    return value
 
 
 def _syntax_problem(file: Path, exc: tomllib.TOMLDecodeError) -> Problem:
@@ -329,7 +370,7 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
     if project.narrator.voice is not None and project.narrator.voice not in project.voices:
         problems.append(unknown("narrator.voice", "voice", project.narrator.voice, voices))
     for cid, character in project.characters.items():
-        if not _ID.match(cid) or cid == NARRATOR:
+        if not _ID.fullmatch(cid) or cid == NARRATOR:
             problems.append(Problem(file, f"characters.{cid}", "an id of letters, digits, '_', '-' or '.' "
                                     f"other than {NARRATOR!r}", repr(cid),
                                     hint="ids appear in node ids such as character:<id>"))
@@ -346,6 +387,11 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
                                        f"voices.{vid}.{engine}.prompt_wav")
                 if problem:
                     problems.append(problem)
+    for name in project.profiles:
+        if not _PROFILE.fullmatch(name):
+            problems.append(Problem(file, f"profiles.{name}", "a profile name of up to 64 letters, digits, "
+                                    "'_' and '-', not starting with '-'", repr(name),
+                                    hint="it names the folder out/<profile>/"))
     if project.music is not None:
         problem = check_inside(project.root, project.music.file, file, "music.file")
         if problem:
@@ -384,6 +430,7 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
 
 
 _ID = re.compile(r"^[A-Za-z0-9_\-.]+$")
+_PROFILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")  # compile.PROFILE_NAME
 
 
 def _scene_music_problems(project: Project, scene: Scene, file: Path, path: str) -> list[Problem]:

@@ -30,3 +30,31 @@ def sentences(text: str) -> list[str]:
     if tail:
         out.append(tail)
     return out
+
+
+# ── text from the user, on its way out ───────────────────────────────────────
+
+# C0 controls but tab and newline, DEL, C1 controls; the bidi embeddings, overrides and isolates
+# (U+202A–U+202E, U+2066–U+2069), which reorder the text around them in a terminal, a subtitle
+# renderer or a browser; and U+2028/U+2029, line breaks that SRT and terminals do not know.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def clean_text(text: str) -> str:
+    """`text` without control characters or bidi overrides (see _CONTROLS); tab and newline stay.
+
+    Every text of a drama passes through here once, when drama.toml is read, so nothing that
+    leaves fanren (subtitles, the storyboard, prompts, cards, speech) carries a BEL, an ESC
+    sequence or a right-to-left override.
+    """
+    return _CONTROLS.sub("", text)
+
+
+def escape_controls(text: str) -> str:
+    """`text` for a terminal or a log: the characters clean_text removes, written as \\xNN or
+    \\uNNNN so that the reader sees where they were (error messages show what the user wrote)."""
+    def visible(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _CONTROLS.sub(visible, text)

@@ -46,6 +46,7 @@ from .graph import Node
 from .live import Board, LiveServer
 from .project import DRAMA_FILE, Project, load_project
 from .run import SKIPPED, EnginePool, NodeResult, Reporter
+from .text import escape_controls
 
 WATCHED_DIRS = ("refs", "templates")
 # Written by builds, never read by one.
@@ -291,7 +292,7 @@ class WatchSession:
 
     def _failed(self, trigger: tuple[str, ...], exc: FanrenError, noticed_at: float,
                 planned_at: float) -> Outcome:
-        message = exc.show()
+        message = escape_controls(exc.show())
         self.board.show_error(message)  # on the page by the time the terminal says it
         self.say(message, True)
         if not isinstance(exc, BuildFailed):
@@ -399,7 +400,7 @@ def watch_command(directory: Path, profile: str, port: int, host: str, open_brow
     from .progress import make_reporter
 
     def say(text: str, error: bool) -> None:
-        click.echo(text, err=error)
+        click.echo(escape_controls(text), err=error)  # file names too: an ESC in one is not for the terminal
 
     session = WatchSession(directory, profile, cache_dir, jobs, debounce / 1000, float(release_after),
                            reporters=[make_reporter()], say=say)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import fanren, ran, report
+import pytest
+from conftest import SMALL_DRAMA, fanren, ran, report, write_drama
 
 from fanren.media import probe
 
@@ -179,3 +180,32 @@ def test_noop_build_leaves_drama_lock_untouched_and_memoizes_it(small_drama: Pat
     assert json.loads(result.stdout)["stale"] == []
     rebuild(small_drama)
     assert "keyframe:old" not in lock.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_relative_cache_dir_builds(small_drama: Path, tmp_path: Path, how: str) -> None:
+    """ffmpeg's episode playlist names the shots by their path in the cache: a relative cache
+    folder must be made absolute once, where the command line takes it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    args = ("--cache-dir", "rel-cache") if how == "option" else ()
+    env = {"FANREN_CACHE_DIR": "rel-cache"} if how == "environment" else {}
+    result = fanren("build", small_drama, *args, cwd=work, env=env)
+    assert result.code == 0, result.stderr
+    assert (work / "rel-cache").is_dir() and not (small_drama / "rel-cache").exists()
+    again = fanren("status", small_drama, *args, cwd=work, env=env)
+    assert again.code == 0 and again.stdout.startswith("up to date"), again.stdout
+
+
+@pytest.mark.parametrize("subtitles", ["burn", "soft"])
+def test_a_drama_in_which_nobody_speaks_builds(tmp_path: Path, subtitles: str) -> None:
+    text = "\n".join(line for line in SMALL_DRAMA.splitlines()
+                     if not line.startswith(("narration = ", "lines = ")))
+    drama = write_drama(tmp_path / "silent", text.replace('seed = 7', f'seed = 7\nsubtitles = "{subtitles}"'))
+    result = fanren("build", drama)
+    assert result.code == 0, result.stderr
+    out = drama / "out" / "draft"
+    assert (out / "episode.srt").read_text(encoding="utf-8") == "\n"  # a valid SRT without cues
+    assert "Dialogue:" not in (out / "episode.ass").read_text(encoding="utf-8")
+    episode = probe(out / "episode.mp4")
+    assert episode.video is not None and episode.audio is not None and episode.duration > 2

@@ -224,3 +224,24 @@ def test_identity_names_the_font() -> None:
     identity = CardEngine().identity()
     assert identity["name"] == "card"
     assert "CJK" in identity["font"] or "Han" in identity["font"] or "Hei" in identity["font"]
+
+
+@pytest.mark.parametrize("aspect", list(SIZES))
+def test_sixty_characters_in_one_shot_draw_the_first_ones_and_a_count(tmp_path: Path, aspect: str) -> None:
+    colours = [(40 + 3 * i, 90, 200 - 2 * i) for i in range(60)]
+    inputs = {f"c{i:02d}": solid_png(tmp_path / f"c{i:02d}.png", colour) for i, colour in enumerate(colours)}
+    size = SIZES[aspect]
+    path = render(keyframe_request(tmp_path / "out", inputs, size=list(size)))
+    with Image.open(path) as image:
+        assert image.size == size
+        strip = image.convert("RGB").crop((0, size[1] // 2, size[0], size[1]))
+        # some portraits are drawn, at a readable size: the first character's colour covers at
+        # least (8% of the shorter side)² pixels; the 60th is not drawn
+        raw = strip.tobytes()
+        pixels = list(zip(raw[0::3], raw[1::3], raw[2::3], strict=True))
+        side = round(min(size) * 0.08)
+        assert pixels.count(colours[0]) >= side * side * 0.8
+        assert pixels.count(colours[59]) == 0
+    # the same request gives the same bytes
+    again = render(keyframe_request(tmp_path / "again", inputs, size=list(size)))
+    assert again.read_bytes() == path.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -14,7 +15,7 @@ from viewer import mono_samples, tone_db
 
 from fanren.engines.base import Request
 from fanren.engines.mux import CUE_ROOM, LINE_GAP, MuxEngine
-from fanren.engines.mux_subtitles import MIN_CUE, ass_style, wrap
+from fanren.engines.mux_subtitles import MIN_CUE, ROW, ass_style, row_width, split_long, wrap
 from fanren.engines.voice import SENTENCE_GAP, join_wavs
 from fanren.errors import EngineError
 from fanren.media import probe, wav_duration
@@ -429,6 +430,38 @@ def test_a_sentence_too_long_for_two_rows_still_gets_two() -> None:
     rows = wrap(text)
     assert len(rows) == 2 and "".join(rows) == text
     assert (len(rows[0]), len(rows[1])) == (25, 25)
+
+
+@pytest.mark.parametrize(("text", "join"), [
+    ("你为何而来" * 400, ""),                                                     # 2,000 characters, no stop
+    (" ".join(["The quick brown fox jumps over the lazy dog again and again"] * 30), " "),
+])
+def test_a_sentence_too_long_for_two_rows_is_several_readable_cues(tmp_path: Path, text: str, join: str) -> None:
+    said = 0.2 * len(text)  # seconds: what a voice takes to say it
+    timing = write_timing(tmp_path, "a", said + 1, [(0.15, 0.15 + said, text, "lin"), (said + 0.3, said + 0.8,
+                                                                                     "好。", "elder")])
+    outputs = MuxEngine().run(subtitles_request(tmp_path / "out", [timing]))
+
+    cues = parse_srt(outputs["episode.srt"].read_text(encoding="utf-8"))
+    *pieces, last = cues
+    assert len(pieces) > 10 and last[2] == ["好。"]
+    assert join.join(join.join(rows) for _, _, rows in pieces) == text  # in order, no text lost
+    for start, end, rows in pieces:
+        assert 1 <= len(rows) <= 2
+        assert all(row_width(row) <= ROW for row in rows)
+        assert end - start >= MIN_CUE / 100
+    assert pieces[0][0] == 0.15 and pieces[-1][1] <= last[0]
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(cues))  # one after the other
+    # and none shrinks its font to fit: every row fits the frame at the style's size
+    assert "\\fs" not in outputs["episode.ass"].read_text(encoding="utf-8")
+
+
+def test_split_long_prefers_punctuation_and_spaces() -> None:
+    text = "他走进了山门，看见一位白发长老正坐在石阶上闭目养神，身边的香炉冒着袅袅青烟，" * 3
+    pieces = split_long(text)
+    assert "".join(pieces) == text and len(pieces) > 1
+    assert all(piece.endswith("，") for piece in pieces[:-1])
+    assert split_long("短句。") == ["短句。"]
 
 
 def test_a_short_sentence_shares_the_cue_of_the_same_speakers_next(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,29 @@ from fanren.media import probe
 from fanren.watch import WatchSession
 
 CHROMIUM = Path("/usr/bin/chromium")
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_an_out_folder_linked_out_of_the_drama_serves_nothing(small_drama: Path, tmp_path: Path,
+                                                              when: str) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "draft").mkdir(parents=True)
+    (elsewhere / "secret.txt").write_text("secret", encoding="utf-8")
+    (elsewhere / "draft" / "report.json").write_text('{"secret": 1}', encoding="utf-8")
+    shutil.rmtree(small_drama / "out")
+    if when == "before":
+        (small_drama / "out").symlink_to(elsewhere)
+    server = LiveServer(Board(), small_drama)
+    server.start()
+    try:
+        if when == "after":
+            (small_drama / "out").symlink_to(elsewhere)
+        for path in ["/out/secret.txt", "/out/draft/report.json"]:
+            status, _, body = get(server, path)
+            assert (path, status) == (path, 404)
+            assert b"secret" not in body
+    finally:
+        server.close()
+
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 

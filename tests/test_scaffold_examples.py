@@ -150,7 +150,9 @@ def test_scaffold_quotes_any_title(tmp_path: Path) -> None:
     title = '命灯 "第一集" \\ tab\there \x7f'
     scaffold(tmp_path, title)
 
-    assert load_project(tmp_path).drama.title == title
+    # quoted so that it loads; loading then drops the control character (DEL), as from any text
+    assert load_project(tmp_path).drama.title == title.replace("\x7f", "")
+    assert "\\u007f" in (tmp_path / "drama.toml").read_text(encoding="utf-8")
 
 
 def test_scaffold_refuses_an_existing_drama(tmp_path: Path) -> None:

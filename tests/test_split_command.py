@@ -123,3 +123,14 @@ def test_the_text_check_ignores_whitespace_quotes_and_break_lines_only() -> None
     assert [d.show() for d in differences("甲乙丙丁", "甲乙戊丁")] == [
         "changed at character 2: the chapter has '丙', the shots have '戊'"]
     assert differences("甲乙丙丁", "甲乙丙丁") == []
+
+
+def test_control_characters_in_a_chapter_are_dropped_not_lost_text(tmp_path: Path) -> None:
+    chapter = tmp_path / "ch.txt"
+    chapter.write_text("第一章\n\n韩立\x07走进了\u202e山门。\x1b[31m他说：“你好。”\n\n长老点了点头。\n", encoding="utf-8")
+    result = run(chapter, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "ch" / "drama.toml").read_text(encoding="utf-8")
+    assert "韩立走进了山门。" in text
+    assert not any(c in text for c in "\x07\x1b\u202e")
+    load_project(tmp_path / "ch")

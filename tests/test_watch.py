@@ -18,6 +18,7 @@ from conftest import SMALL_DRAMA, fanren, write_drama
 
 from fanren.build import open_session
 from fanren.cache import digest_file
+from fanren.errors import DramaError
 from fanren.graph import Node
 from fanren.run import NodeResult
 from fanren.watch import Outcome, WatchSession, is_scratch
@@ -156,6 +157,30 @@ def test_an_invalid_edit_keeps_the_last_good_build_and_says_what_build_says(smal
         assert statuses(fixed, "ran") == {"line:s3:0", "shot:s3", "subtitles", "episode", "storyboard"}
         assert session.board.snapshot()["error"] is None
         assert digest_file(out / "episode.mp4") != before["episode.mp4"]
+
+
+def test_a_template_that_fails_to_render_is_a_banner_and_watch_keeps_running(small_drama: Path) -> None:
+    said: list[tuple[str, bool]] = []
+    out = small_drama / "out" / "draft"
+    (small_drama / "templates").mkdir()
+    with watching(small_drama, say=lambda text, error: said.append((text, error))) as session:
+        before = digest_file(out / "episode.mp4")
+        for count, template in enumerate(["{{ shot.action }} {{ 1/0 }}", "{% extends 'keyframe.j2' %}",
+                                          "{{ range(10**9)|list }}"], start=2):
+            (small_drama / "templates" / "keyframe.j2").write_text(template, encoding="utf-8")
+            outcome = wait_outcomes(session, count)[-1]
+            assert outcome.result is None and isinstance(outcome.error, DramaError)
+            message = outcome.error.show()
+            assert "templates/keyframe.j2:1: rendering for scenes[0].shots[0]" in message
+            assert (message, True) in said
+            assert session.board.snapshot()["error"] == message
+            assert session.alive
+            assert digest_file(out / "episode.mp4") == before
+        (small_drama / "templates" / "keyframe.j2").write_text("{{ shot.action }}, {{ style }}",
+                                                                encoding="utf-8")
+        fixed = wait_outcomes(session, 5)[4]
+        assert fixed.error is None
+        assert session.board.snapshot()["error"] is None
 
 
 class HoldFirstStart:

@@ -79,7 +79,8 @@ class MuxEngine(Engine):
     options_known = frozenset[str]()  # takes no options
     # 2: shots burn their own subtitles, the episode copies their video
     # 3: music per scene, ducked under speech and faded at scene changes; a line's last cue gets 0.7 s
-    version = "3"
+    # 4: a sentence too long for two rows is several cues (it was one cue in a tiny font)
+    version = "4"
     kinds = frozenset({"shot", "subtitles", "episode"})
     encodes = True
 
@@ -332,8 +333,9 @@ def render_episode(request: Request) -> dict[str, Path]:
         f"[mix]{loudness},{_exact_length(total_samples)}[a]",
     ])
     subtitle_args: list[str] = []
-    if mode == "soft":
-        audio_inputs += ["-i", str(_subtitle_file(request, "episode.srt"))]
+    srt = _subtitle_file(request, "episode.srt") if mode == "soft" else None
+    if srt is not None and srt.read_text(encoding="utf-8").strip():  # ffmpeg reads no SRT without cues
+        audio_inputs += ["-i", str(srt)]
         subtitle_args = ["-map", f"{1 + len(segments) + len(runs)}:s", "-c:s", "mov_text"]
     out = request.out_dir / "episode.mp4"
     # auto_convert 0: the packets stay as the shots hold them (length-prefixed, headers in the

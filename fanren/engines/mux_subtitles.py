@@ -7,6 +7,7 @@ SRT and the ASS of one episode say exactly the same thing.
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,8 +60,18 @@ def shot_cues(timing: Mapping[str, Any]) -> list[Cue]:
     cues: list[Cue] = []
     for i, (start, end, text, who) in enumerate(spoken):
         limit = spoken[i + 1][0] if i + 1 < len(spoken) else shot_end
-        end = min(max(end, start + MIN_CUE), max(limit, start + 1))
-        cues.append(Cue(start=start, end=end, rows=tuple(wrap(text)), who=who))
+        pieces = split_long(text)
+        end = min(max(end, start + MIN_CUE * len(pieces)), max(limit, start + 1))
+        # a sentence too long for two rows is several cues, in order, each shown for its share
+        # of the sentence's speech (by width): what is read keeps pace with what is said
+        widths = [width(piece) for piece in pieces]
+        total, done = sum(widths), 0.0
+        for piece, piece_width in zip(pieces, widths, strict=True):
+            piece_start = start + round((end - start) * done / total)
+            done += piece_width
+            piece_end = start + round((end - start) * done / total)
+            cues.append(Cue(start=piece_start, end=max(piece_end, piece_start + 1), rows=tuple(wrap(piece)),
+                            who=who))
     return cues
 
 
@@ -126,6 +137,52 @@ def wrap(text: str) -> list[str]:
     return best[1] if best else [text]
 
 
+def fits(text: str) -> bool:
+    """Whether `text` wraps to at most two rows that each fit a row."""
+    return all(row_width(row) <= ROW for row in wrap(text))
+
+
+def split_long(text: str) -> list[str]:
+    """A sentence too long for one cue (two rows) as several pieces that each fit one, no text lost.
+
+    The pieces are about equally long; each ends where a reader expects a pause if one is near
+    the end (after punctuation, at a space), else between two CJK characters, else anywhere.
+    """
+    if fits(text):
+        return [text]
+    count = math.ceil(width(text) / (2 * ROW * 0.9))
+    budget = min(2 * ROW, width(text) / count * 1.1)  # widths of even pieces, with some slack
+    pieces: list[str] = []
+    rest = text
+    while not fits(rest):
+        limit, used = 0, 0.0
+        while limit < len(rest) and used + width(rest[limit]) <= budget:
+            used += width(rest[limit])
+            limit += 1
+        cut = _best_cut(rest, max(limit, 1))
+        pieces.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def _best_cut(text: str, limit: int) -> int:
+    """Where to end the first piece of `text`, at most `limit` characters in: the last good break
+    in the second half of that stretch whose piece fits two rows, else the last break that fits."""
+    for best_kind in (0, 1, 2):
+        for i in range(limit, max(limit // 2, 1) - 1, -1):
+            if i >= len(text):
+                continue
+            _, kind = _break_at(text, i)
+            if kind <= best_kind and fits(text[:i].rstrip()):
+                return i
+    for i in range(limit, 0, -1):
+        if fits(text[:i]):
+            return i
+    return 1
+
+
 def _break_at(text: str, i: int) -> tuple[list[str], int]:
     """The two rows made by breaking before text[i], and how good a break it is (0 best)."""
     before, after = text[i - 1], text[i]
@@ -150,9 +207,11 @@ def srt_time(cs: int) -> str:
 
 
 def write_srt(cues: list[Cue], out: Path) -> None:
+    """The cues as SRT; a drama in which nobody speaks gets an SRT of one empty line: no cues, and
+    not an empty file (which the cache takes for an engine that wrote nothing)."""
     blocks = [f"{n}\n{srt_time(cue.start)} --> {srt_time(cue.end)}\n" + "\n".join(cue.rows) + "\n"
               for n, cue in enumerate(cues, start=1)]
-    out.write_text("\n".join(blocks), encoding="utf-8")
+    out.write_text("\n".join(blocks) or "\n", encoding="utf-8")
 
 
 # ── ASS ──────────────────────────────────────────────────────────────────────

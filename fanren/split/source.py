@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from ..errors import UsageError
+from ..text import clean_text
 
 _BOMS = (
     (b"\xef\xbb\xbf", "utf-8"),
@@ -24,7 +25,8 @@ _LATIN = re.compile(r"[A-Za-z]")
 def decode_chapter(raw: bytes, name: str = "the chapter") -> str:
     """The text of a chapter file: UTF-8 (with or without BOM), UTF-16 with BOM, else GB18030.
 
-    Line ends become '\\n'. Raises UsageError when no encoding fits or the text is empty.
+    Line ends become '\\n'; control characters and bidi overrides are dropped. Raises UsageError
+    when no encoding fits or the text is empty.
     """
     text = None
     for bom, encoding in _BOMS:
@@ -36,7 +38,8 @@ def decode_chapter(raw: bytes, name: str = "the chapter") -> str:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             text = _decode(raw, _FALLBACK, name)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # control characters and bidi overrides go here, as they do from every text of a drama.toml
+    text = clean_text(text.replace("\r\n", "\n").replace("\r", "\n"))
     if not text.strip():
         raise UsageError(f"{name} is empty: there is no text to split")
     return text

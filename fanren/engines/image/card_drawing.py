@@ -22,6 +22,7 @@ LABELS = {
     "en": {"camera": "Camera", "character": "Character"},
 }
 
+MIN_PORTRAIT = 0.08  # the smallest portrait on a keyframe card, as a share of the frame's shorter side
 TEXT = (240, 238, 232)
 MUTED = (182, 180, 172)
 
@@ -79,10 +80,15 @@ def keyframe_card(request: Request, size: tuple[int, int]) -> Image.Image:
     if portraits:
         name_font = font(round(unit * 0.028))
         gap = round(unit * 0.025)
-        thumb = min(round(unit * 0.17), (inner - gap * (len(portraits) - 1)) // len(portraits))
+        # As many portraits as fit at a readable size; past that, the first ones and "+N".
+        room = max(1, (inner + gap) // (round(unit * MIN_PORTRAIT) + gap))
+        more = len(portraits) - room + 1 if len(portraits) > room else 0
+        shown = portraits[:room - 1] if more else portraits
+        tiles = len(shown) + (1 if more else 0)
+        thumb = min(round(unit * 0.17), (inner - gap * (tiles - 1)) // tiles)
         name_height = round(name_font.size * 1.5)
         row_top = bottom - thumb - name_height
-        for i, (name, image) in enumerate(portraits):
+        for i, (name, image) in enumerate(shown):
             x = pad_x + i * (thumb + gap)
             paste_rounded(card, thumbnail(image, thumb), (x, row_top), radius=round(thumb * 0.12),
                           border=accent, border_width=max(1, round(unit * 0.003)))
@@ -90,6 +96,15 @@ def keyframe_card(request: Request, size: tuple[int, int]) -> Image.Image:
             label_width = name_font.getlength(label)
             draw.text((x + (thumb - label_width) / 2, row_top + thumb + round(name_font.size * 0.25)),
                       label, font=name_font, fill=TEXT)
+        if more:
+            x = pad_x + len(shown) * (thumb + gap)
+            draw.rounded_rectangle((x, row_top, x + thumb - 1, row_top + thumb - 1), radius=round(thumb * 0.12),
+                                   fill=tint(scene, 0.30, 0.27), outline=accent,
+                                   width=max(1, round(unit * 0.003)))
+            more_font = font(max(8, round(thumb * 0.3)), bold=True)
+            text = fit_line(f"+{more}", more_font, thumb * 0.9)
+            draw.text((x + (thumb - more_font.getlength(text)) / 2, row_top + thumb / 2), text,
+                      font=more_font, fill=TEXT, anchor="lm")
         bottom = row_top - round(unit * 0.035)
 
     # The action fills what is left, on a slightly lighter panel, as large as it fits.
