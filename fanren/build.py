@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import Cache, atomic_write
+from .cache import Cache
 from .compile import Engines, compile_project, resolve_engines
 from .errors import BuildFailed, NodeFailure
 from .graph import Graph
+from .index import Index
 from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
 from .project import Project, load_project
@@ -50,6 +51,7 @@ class Session:
     cache: Cache
     lock: dict[str, dict[str, LockEntry]]
     decisions: list[Decision]
+    index: Index | None = None
 
     @property
     def root(self) -> Path:
@@ -71,8 +73,9 @@ def open_session(root: Path, profile: str = "draft", cache_dir: Path | None = No
     graph = graph or compile_project(project, engines)
     cache = cache or Cache(cache_root(project.root, cache_dir))
     lock = read_lock(project.root, memo=cache.root / "lockmemo.json")
-    decisions = plan(graph, cache, project.root, lock.get(engines.profile, {}))
-    return Session(project, engines, graph, cache, lock, decisions)
+    index = Index(cache, project.root, engines.profile)
+    decisions = plan(graph, cache, project.root, lock.get(engines.profile, {}), index)
+    return Session(project, engines, graph, cache, lock, decisions, index)
 
 
 @dataclass
@@ -94,23 +97,29 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
           keep_going: bool = False, reporter: Reporter | None = None,
           on_wait: Callable[[], None] | None = None, pool: EnginePool | None = None,
           project: Project | None = None, engines: Engines | None = None,
-          cancelled: Callable[[], bool] = lambda: False) -> BuildResult:
+          cancelled: Callable[[], bool] = lambda: False, session: Session | None = None) -> BuildResult:
     """Build the episode of the drama in `root`. Raises DramaError (bad input) or BuildFailed.
 
     A caller's `pool` keeps its engines loaded after the build (`fanren watch`); once `cancelled()`
-    is true, queued nodes are skipped and the running ones finish (a node boundary).
+    is true, queued nodes are skipped and the running ones finish (a node boundary). A caller that
+    has just opened a `session` of this drama and profile (`fanren watch`, to show the plan) passes
+    it: its graph and plan are used instead of compiling and planning a second time, unless another
+    build of the drama had to be waited for (then the plan is made again, after it).
     """
     started = time.monotonic()
-    project = project or load_project(Path(root))
-    engines = engines or resolve_engines(project, profile)
-    graph = compile_project(project, engines)  # bad input (a template error) fails before any write
-    cache = Cache(cache_root(project.root, cache_dir))
+    if session is not None:
+        project, engines, graph, cache = session.project, session.engines, session.graph, session.cache
+    else:
+        project = project or load_project(Path(root))
+        engines = engines or resolve_engines(project, profile)
+        graph = compile_project(project, engines)  # bad input (a template error) fails before any write
+        cache = Cache(cache_root(project.root, cache_dir))
     project_lock = "project-" + _slug(project.root)
     # One build of a drama at a time; a second one waits, then finds the first one's work cached.
     with cache.lock(project_lock, blocking=False) as taken:
         if taken:
             results, session = _build_locked(project, engines, graph, cache, jobs, keep_going, reporter, pool,
-                                             cancelled)
+                                             cancelled, session)
     if not taken:
         if on_wait:
             on_wait()
@@ -128,11 +137,12 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
 
 def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache, jobs: int, keep_going: bool,
                   reporter: Reporter | None, pool: EnginePool | None,
-                  cancelled: Callable[[], bool]) -> tuple[dict[str, NodeResult], Session]:
+                  cancelled: Callable[[], bool],
+                  planned: Session | None = None) -> tuple[dict[str, NodeResult], Session]:
     started = time.monotonic()
     cache.clean_tmp()
-    session = open_session(project.root, engines.profile, project=project, engines=engines, cache=cache,
-                           graph=graph)
+    session = planned or open_session(project.root, engines.profile, project=project, engines=engines,
+                                      cache=cache, graph=graph)
     own_pool = pool is None
     pool = pool or EnginePool(engines.by_family())
     try:
@@ -143,6 +153,10 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
             pool.unload_all()
     out_dir = project.root / "out" / engines.profile
     _update_lock(session, results)
+    if session.index is not None:
+        session.index.update({nid: r.record for nid, r in results.items() if r.record is not None},
+                             set(session.graph.nodes))
+        session.index.save()
     write_report(out_dir, session, results, time.monotonic() - started)
     _export(out_dir, session, results)
     cache.memo.save()
@@ -185,8 +199,17 @@ def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult]
     out_dir.mkdir(parents=True, exist_ok=True)
     report = report_dict(session, results, seconds)
     text = json.dumps(report, ensure_ascii=False, indent=1)
-    atomic_write(out_dir / "report.json", text + "\n")
-    atomic_write(out_dir / "report.js", f"window.FANREN_REPORT = {text};\n")
+    _replace(out_dir / "report.json", text + "\n")
+    _replace(out_dir / "report.js", f"window.FANREN_REPORT = {text};\n")
+
+
+def _replace(path: Path, text: str) -> None:
+    """Readers see the old or the new report, never a part. Not fsynced, unlike the cache's files:
+    a report lost to a power cut is rewritten by the next build, and a no-op build would otherwise
+    spend more time waiting for two fsyncs than planning (a loaded disk: 15-50 ms each)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _export(out_dir: Path, session: Session, results: dict[str, NodeResult]) -> None:

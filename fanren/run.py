@@ -116,6 +116,7 @@ def run_graph(graph: Graph, decisions: list[Decision], engines: EnginePool, cach
             results[decision.node.id] = NodeResult(decision.node, CACHED, record=decision.record)
             outputs[decision.node.id] = decision.record
     timings = cache.load_timings()
+    timings_before = dict(timings)
     reporter.begin(waiting, {n.id: timings.get(estimate_key(n), 0.0) for n in waiting})
 
     done = threading.Condition()
@@ -189,7 +190,8 @@ def run_graph(graph: Graph, decisions: list[Decision], engines: EnginePool, cach
         state["finished"] = True
         done.notify_all()
     gpu_thread.join()
-    cache.save_timings(timings)
+    if timings != timings_before:  # a no-op build writes (and fsyncs) nothing here
+        cache.save_timings(timings)
     reporter.end()
     return results
 
