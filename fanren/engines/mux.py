@@ -363,13 +363,18 @@ def join_video(segments: list[Segment], fps: int, work: Path) -> Path:
 def encode_audio(target: Mapping[str, float], segments: list[Segment], runs: list[MusicRun],
                  total_samples: int, work: Path) -> Path:
     """The episode's audio track (AAC in an .m4a): speech joined, music ducked under it, loudness
-    measured, then the gain (and limiter) applied and encoded."""
-    speech = join_speech(segments, work)
+    measured, then the gain (and limiter) applied and encoded.
+
+    Without music the episode's audio is the joined speech, so pass 1 measures it on the way (each
+    part beside the others) and the measuring pass 2 is left out."""
+    speech, measured = join_speech(segments, work, measure=not runs)
     # The joined speech first, then each stretch of music.
     inputs = ["-f", "concat", "-safe", "0", "-i", str(speech)]
     inputs += [arg for run in runs for arg in ("-stream_loop", "-1", "-i", str(run.file))]
     mixed = episode_audio(runs, total_samples, 0)
-    loudness = loudness_filter(target, measure_loudness(inputs, mixed))
+    if measured is None:
+        measured = measure_loudness(inputs, mixed)
+    loudness = loudness_filter(target, measured)
     audio = work / "audio.m4a"
     run_ffmpeg([*inputs, "-filter_complex", f"{mixed};[mix]{loudness},{_exact_length(total_samples)}[a]",
                 "-map", "[a]", *AUDIO_CODEC, *BITEXACT, str(audio)], "encoding the episode's audio")
@@ -380,44 +385,85 @@ def encode_audio(target: Mapping[str, float], segments: list[Segment], runs: lis
 # graph (measured, bench/episode_bench.py: 1,000 shots in one graph took minutes; in 32 graphs of
 # 32, a few seconds of CPU).
 SPEECH_CHUNK = 32
+SPLIT_FROM = 8
 SPEECH_WORKERS = 2
 
 
 def speech_chunks(count: int) -> list[range]:
-    """Which shots go into each speech WAV: at most SPEECH_CHUNK, and two WAVs as soon as there are
-    two shots, so that two cores share even a short episode. A function of the count only: the
-    joined samples are the same whatever the split, and so is the split on every machine."""
-    parts = max(min(2, count), math.ceil(count / SPEECH_CHUNK))
+    """Which shots go into each speech WAV: at most SPEECH_CHUNK, and two WAVs from SPLIT_FROM shots
+    on, so that two cores share a short episode too. A function of the count only: the joined
+    samples are the same whatever the split, and so is the split (and the measured loudness) on
+    every machine."""
+    parts = max(2 if count >= SPLIT_FROM else 1, math.ceil(count / SPEECH_CHUNK))
     size = math.ceil(count / parts)
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-def join_speech(segments: list[Segment], work: Path) -> Path:
+def join_speech(segments: list[Segment], work: Path, measure: bool = False) -> tuple[Path, Loudness | None]:
     """Pass 1: every shot's audio cut to exactly its samples, end to end, as float WAVs (no
     quantisation: the AAC decoder's float samples go on unchanged). Returns an ffconcat playlist
-    of the WAVs, which the concat demuxer joins sample-exactly (PCM has no priming or padding)."""
+    of the WAVs, which the concat demuxer joins sample-exactly (PCM has no priming or padding),
+    and with `measure` the loudness of the whole (see `combined_loudness`)."""
     chunks = speech_chunks(len(segments))
     files = [work / f"speech{n:04d}.wav" for n in range(len(chunks))]
+    # ebur128 hands its input on unchanged (as doubles, which hold the float samples exactly)
+    meter = ",ebur128=peak=true" if measure else ""
 
-    def render(n: int) -> None:
+    def render(n: int) -> str:
         part = [segments[i] for i in chunks[n]]
         inputs = [arg for s in part for arg in ("-vn", "-i", str(s.file))]
-        run_ffmpeg([*inputs, "-filter_complex", speech_graph(part), "-map", "[speech]",
-                    "-c:a", "pcm_f32le", *BITEXACT, str(files[n])],
-                   f"joining the audio of shots {chunks[n].start + 1} to {chunks[n].stop}")
+        return run_ffmpeg([*inputs, "-filter_complex", speech_graph(part, meter), "-map", "[speech]",
+                           "-c:a", "pcm_f32le", *BITEXACT, str(files[n])],
+                          f"joining the audio of shots {chunks[n].start + 1} to {chunks[n].stop}",
+                          loglevel="info" if measure else "error")
 
     if len(chunks) == 1:
-        render(0)
+        logs = [render(0)]
     else:
         with ThreadPoolExecutor(max_workers=SPEECH_WORKERS, thread_name_prefix="fanren-speech") as pool:
-            list(pool.map(render, range(len(chunks))))
+            logs = list(pool.map(render, range(len(chunks))))
     playlist = work / "speech.ffconcat"
     playlist.write_text("ffconcat version 1.0\n" + "".join(f"file {_concat_quote(f)}\n" for f in files),
                         encoding="utf-8")
-    return playlist
+    return playlist, combined_loudness(logs) if measure else None
 
 
-def speech_graph(segments: list[Segment]) -> str:
+_BLOCK = re.compile(r"\bt:\s*[\d.]+\s+TARGET:\S+ LUFS\s+M:\s*(-?[\d.]+|-?inf)")
+
+
+def combined_loudness(logs: list[str]) -> Loudness:
+    """Integrated loudness and true peak of parts joined end to end, from each part's ebur128 log.
+
+    ebur128 prints the momentary loudness (M) every 100 ms: the loudness of the 400 ms block that
+    ends there, the very blocks ITU-R BS.1770 gates and averages for the integrated loudness. So
+    the blocks of all parts, gated together (absolute gate -70 LUFS, relative gate 10 LU under the
+    loudness of what passes the first), give the loudness of the whole; only the three blocks that
+    would straddle each join are missing, some 0.3 s in a part of a minute or more. The true peak of
+    the whole is the highest of the parts'.
+    """
+    blocks: list[float] = []
+    peaks: list[float] = []
+    for log in logs:
+        blocks += [float(m) for m in _BLOCK.findall(log)]
+        summary = log[log.rfind("Summary:"):]
+        peak = re.search(r"Peak:\s+(-?(?:[\d.]+|inf)) dBFS", summary)
+        if "Summary:" not in log or peak is None:
+            raise EngineError("ffmpeg's ebur128 printed no loudness measurement")
+        peaks.append(float(peak.group(1)))
+    loud = [m for m in blocks if m > -70.0]
+    if not loud:
+        return Loudness(integrated=-70.0, true_peak=max(peaks))
+    threshold = _mean_loudness(loud) - 10.0
+    gated = [m for m in loud if m > threshold]
+    return Loudness(integrated=round(_mean_loudness(gated or loud), 2), true_peak=max(peaks))
+
+
+def _mean_loudness(blocks: list[float]) -> float:
+    """The loudness of the mean power of blocks given as loudness (LUFS)."""
+    return -0.691 + 10 * math.log10(sum(10 ** ((m + 0.691) / 10) for m in blocks) / len(blocks))
+
+
+def speech_graph(segments: list[Segment], after: str = "") -> str:
     """Filter graph ending in [speech]: the segments' audio end to end.
 
     Each shot is its own input so that its audio can be cut to the exact sample: its AAC decodes
@@ -426,7 +472,7 @@ def speech_graph(segments: list[Segment]) -> str:
     """
     chains = [f"[{i}:a]{_exact_length(s.samples)},asetpts=PTS-STARTPTS[a{i}]" for i, s in enumerate(segments)]
     joined = "".join(f"[a{i}]" for i in range(len(segments)))
-    return ";".join([*chains, f"{joined}concat=n={len(segments)}:v=0:a=1[speech]"])
+    return ";".join([*chains, f"{joined}concat=n={len(segments)}:v=0:a=1{after}[speech]"])
 
 
 def concat_playlist(segments: list[Segment], fps: int) -> str:
