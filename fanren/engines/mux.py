@@ -308,13 +308,15 @@ def render_episode(request: Request) -> dict[str, Path]:
     loudness-normalised, and the subtitles as a text track when the mode is "soft" (in "burn" the
     shots carry them already).
 
-    The audio takes three ffmpeg passes, each linear in the number of shots:
+    The audio takes up to three ffmpeg passes, each linear in the number of shots:
     1. the shots' audio, cut to the sample, joined into a few float WAVs (SPEECH_CHUNK shots each,
        two at a time): an ffmpeg graph with one input per shot slows down with the square of the
-       inputs (1,000 shots: minutes), one with a few dozen does not;
-    2. those WAVs through the concat demuxer, the music mixed under them: the loudness measured;
-    3. the same mix with the gain (and limiter) applied, encoded.
-    Meanwhile the shots' video packets are joined; a last pass puts the two streams side by side.
+       inputs (1,000 shots: minutes), one with a few dozen does not. Without music this pass
+       measures the loudness too;
+    2. with music only: those WAVs through the concat demuxer, the music mixed under them, the
+       loudness measured;
+    3. the same mix with the gain (and limiter) applied, encoded into episode.mp4 beside the shots'
+       video packets, which were joined (copied, not decoded) during passes 1 and 2.
     """
     params = request.params
     fps = int(params["fps"])
@@ -329,20 +331,28 @@ def render_episode(request: Request) -> dict[str, Path]:
     work = request.out_dir / "episode-work"
     work.mkdir(exist_ok=True)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fanren-video") as side:
-        # The video needs no decode and no loudness: it is joined beside the audio passes.
+        # The video needs no decode and no loudness: it is joined beside the first audio passes.
         video = side.submit(join_video, segments, fps, work)
-        audio = encode_audio(params["loudness"], segments, runs, total_samples, work)
+        # Pass 1; without music the episode's audio is the joined speech, so pass 1 also measures
+        # its loudness (each part beside the others) and pass 2 is left out.
+        speech, measured = join_speech(segments, work, measure=not runs)
+        # The joined speech, then each stretch of music (inputs 1, 2, ... of pass 3).
+        audio_inputs = ["-f", "concat", "-safe", "0", "-i", str(speech)]
+        audio_inputs += [arg for run in runs for arg in ("-stream_loop", "-1", "-i", str(run.file))]
+        if measured is None:
+            measured = measure_loudness(audio_inputs, episode_audio(runs, total_samples, 0))
         video_file = video.result()
-    inputs = ["-i", str(video_file), "-i", str(audio)]
-    maps = ["-map", "0:v", "-map", "1:a"]
+    loudness = loudness_filter(params["loudness"], measured)
+    graph = f"{episode_audio(runs, total_samples, 1)};[mix]{loudness},{_exact_length(total_samples)}[a]"
+    subtitle_args: list[str] = []
     if mode == "soft":
-        inputs += ["-i", str(_subtitle_file(request, "episode.srt"))]
-        maps += ["-map", "2:s", "-c:s", "mov_text"]
+        audio_inputs += ["-i", str(_subtitle_file(request, "episode.srt"))]
+        subtitle_args = ["-map", f"{2 + len(runs)}:s", "-c:s", "mov_text"]
     out = request.out_dir / "episode.mp4"
-    # Both streams copied as they are (the decoded audio is the same samples as an encode straight
-    # into episode.mp4 would give); faststart moves the index to the front for players on the web.
-    run_ffmpeg([*inputs, *maps, "-c:v", "copy", "-c:a", "copy", *BITEXACT, "-movflags", "+faststart", str(out)],
-               "joining the episode's video and audio")
+    # Input 0: the joined video, whose packets are copied as they are.
+    run_ffmpeg(["-i", str(video_file), *audio_inputs, "-filter_complex", graph,
+                "-map", "0:v", "-map", "[a]", *subtitle_args, "-c:v", "copy", *AUDIO_CODEC, *BITEXACT,
+                "-movflags", "+faststart", str(out)], "rendering the episode")
     shutil.rmtree(work)
     return {"episode.mp4": out}
 
@@ -358,27 +368,6 @@ def join_video(segments: list[Segment], fps: int, work: Path) -> Path:
     run_ffmpeg(["-f", "concat", "-safe", "0", "-auto_convert", "0", "-i", str(playlist), "-map", "0:v",
                 "-c:v", "copy", *BITEXACT, str(video)], "joining the shots' video")
     return video
-
-
-def encode_audio(target: Mapping[str, float], segments: list[Segment], runs: list[MusicRun],
-                 total_samples: int, work: Path) -> Path:
-    """The episode's audio track (AAC in an .m4a): speech joined, music ducked under it, loudness
-    measured, then the gain (and limiter) applied and encoded.
-
-    Without music the episode's audio is the joined speech, so pass 1 measures it on the way (each
-    part beside the others) and the measuring pass 2 is left out."""
-    speech, measured = join_speech(segments, work, measure=not runs)
-    # The joined speech first, then each stretch of music.
-    inputs = ["-f", "concat", "-safe", "0", "-i", str(speech)]
-    inputs += [arg for run in runs for arg in ("-stream_loop", "-1", "-i", str(run.file))]
-    mixed = episode_audio(runs, total_samples, 0)
-    if measured is None:
-        measured = measure_loudness(inputs, mixed)
-    loudness = loudness_filter(target, measured)
-    audio = work / "audio.m4a"
-    run_ffmpeg([*inputs, "-filter_complex", f"{mixed};[mix]{loudness},{_exact_length(total_samples)}[a]",
-                "-map", "[a]", *AUDIO_CODEC, *BITEXACT, str(audio)], "encoding the episode's audio")
-    return audio
 
 
 # Shots per speech WAV of pass 1. ffmpeg's time per input grows with the number of inputs of its
