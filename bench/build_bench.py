@@ -85,8 +85,8 @@ def noop_checks(folder: Path) -> dict[str, object]:
         "print(r.session.cache.memo.hashed, 'torch' in sys.modules, r.count('ran'), r.session.index.misses)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("FANREN_CACHE_DIR", "PYTHONDONTWRITEBYTECODE")}
-    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True,
-                         env=env)
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True,
+                         check=True, env=env)
     hashed, torch, ran, misses = out.stdout.split()
     return {"files_hashed": int(hashed), "torch_imported": torch == "True", "nodes_ran": int(ran),
             "index_misses": int(misses)}

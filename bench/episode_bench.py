@@ -69,7 +69,8 @@ def run(shots: list[dict[str, Path]], count: int, work: Path) -> dict[str, objec
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shots", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--drama", type=Path, help="a drama folder built with the draft profile")
     args = parser.parse_args()

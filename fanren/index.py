@@ -89,16 +89,17 @@ class Index:
             except OSError:
                 self._entries.pop(node_id, None)
                 continue
+            outputs = {name: [o.digest, o.size] for name, o in sorted(record.outputs.items())}
             self._entries[node_id] = [record.key, stamp, record.node, record.kind, record.engine,
-                                      record.seconds, record.host, record.time,
-                                      {name: [o.digest, o.size] for name, o in sorted(record.outputs.items())}]
+                                      record.seconds, record.host, record.time, outputs]
         if nodes is not None:
             for node_id in [n for n in self._entries if n not in nodes]:
                 del self._entries[node_id]
 
     @staticmethod
     def _matches(entry: list[Any], record: ActionRecord) -> bool:
-        return entry[2:8] == [record.node, record.kind, record.engine, record.seconds, record.host, record.time]
+        return entry[2:8] == [record.node, record.kind, record.engine, record.seconds, record.host,
+                              record.time]
 
     def save(self) -> None:
         """Write the index if it changed (not fsynced: losing it costs a slower plan, nothing else)."""

@@ -770,7 +770,8 @@ def _ebur128_log(blocks: list[float], peak: float) -> str:
     lines = [f"[Parsed_ebur128_0 @ 0x1] t: {0.1 * (i + 1):.1f}  TARGET:-23 LUFS    M:{m:6.1f} S:-120.7     "
              "I: -70.0 LUFS       LRA:   0.0 LU  FTPK:  -inf  -inf dBFS  TPK:  -inf  -inf dBFS"
              for i, m in enumerate(blocks)]
-    return "\n".join([*lines, "[Parsed_ebur128_0 @ 0x1] Summary:", "  True peak:", f"    Peak:  {peak:5.1f} dBFS"])
+    summary = ["[Parsed_ebur128_0 @ 0x1] Summary:", "  True peak:", f"    Peak:  {peak:5.1f} dBFS"]
+    return "\n".join([*lines, *summary])
 
 
 def test_loudness_of_parts_is_gated_over_all_their_blocks() -> None:
