@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cache import Cache, atomic_write
+from .cache import Cache
 from .check import Mismatch, check_nodes
 from .compile import Engines, compile_project, resolve_engines
 from .errors import BuildFailed, DramaError, FanrenError, NodeFailure, Problem
 from .executors import ExecutorOptions
 from .graph import Graph
+from .index import Index
 from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
 from .project import Project, load_project
@@ -77,6 +78,7 @@ class Session:
     cache: Cache
     lock: dict[str, dict[str, LockEntry]]
     decisions: list[Decision]
+    index: Index | None = None
 
     @property
     def root(self) -> Path:
@@ -98,8 +100,9 @@ def open_session(root: Path, profile: str = "draft", cache_dir: Path | None = No
     graph = graph or compile_project(project, engines)
     cache = cache or Cache(cache_root(project.root, cache_dir))
     lock = read_lock(project.root, memo=cache.root / "lockmemo.json")
-    decisions = plan(graph, cache, project.root, lock.get(engines.profile, {}))
-    return Session(project, engines, graph, cache, lock, decisions)
+    index = Index(cache, project.root, engines.profile)
+    decisions = plan(graph, cache, project.root, lock.get(engines.profile, {}), index)
+    return Session(project, engines, graph, cache, lock, decisions, index)
 
 
 @dataclass
@@ -136,7 +139,8 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
           project: Project | None = None, engines: Engines | None = None,
           cancelled: Callable[[], bool] = lambda: False, remote_read_only: bool = False,
           executor: ExecutorOptions | None = None, check: bool = False,
-          on_check: Callable[[int, int, str], None] | None = None) -> BuildResult:
+          on_check: Callable[[int, int, str], None] | None = None,
+          session: Session | None = None) -> BuildResult:
     """Build the episode of the drama in `root`. Raises DramaError (bad input) or BuildFailed.
 
     A caller's `pool` keeps its engines loaded after the build (`fanren watch`); once `cancelled()`
@@ -145,14 +149,20 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     that runs is uploaded, unless `remote_read_only`. `executor` says where nodes run
     (fanren/executors): default one GPU and `jobs` CPU threads in this process. With `check`, every
     node is then rendered again and compared with the cache (see fanren.check); the result lists
-    the nodes whose bytes differ.
+    the nodes whose bytes differ. A caller that has just opened a `session` of this drama and
+    profile (`fanren watch`, to show the plan) passes it: its graph and plan are used instead of
+    compiling and planning a second time, unless another build of the drama had to be waited for
+    (then the plan is made again, after it).
     """
     started = time.monotonic()
-    project = project or load_project(Path(root))
-    engines = engines or resolve_engines(project, profile)
-    graph = compile_project(project, engines)  # bad input (a template error) fails before any write
+    if session is not None:
+        project, engines, graph, cache = session.project, session.engines, session.graph, session.cache
+    else:
+        project = project or load_project(Path(root))
+        engines = engines or resolve_engines(project, profile)
+        graph = compile_project(project, engines)  # bad input (a template error) fails before any write
+        cache = Cache(cache_root(project.root, cache_dir), remote=_remote(project, remote_read_only))
     out_folder(project.root, engines.profile)  # and so does an out/ that leads out of the drama folder
-    cache = Cache(cache_root(project.root, cache_dir), remote=_remote(project, remote_read_only))
     cache.register_root(project.root)
     project_lock = "project-" + _slug(project.root)
     # gc waits for every build using the cache (and a build for a running gc); one build of a drama
@@ -163,7 +173,7 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
             if taken:
                 results, session, workers, checked = _build_locked(
                     project, engines, graph, cache, jobs, keep_going, reporter, pool, cancelled, executor,
-                    check, on_check)
+                    check, on_check, planned=session)
         if not taken:
             if on_wait:
                 on_wait()
@@ -192,12 +202,13 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
                   reporter: Reporter | None, pool: EnginePool | None,
                   cancelled: Callable[[], bool], executor: ExecutorOptions | None = None,
                   check: bool = False, on_check: Callable[[int, int, str], None] | None = None,
+                  planned: Session | None = None,
                   ) -> tuple[dict[str, NodeResult], Session, dict[str, dict[str, object]],
                              tuple[int, list[Mismatch]]]:
     started = time.monotonic()
     cache.clean_tmp()
-    session = open_session(project.root, engines.profile, project=project, engines=engines, cache=cache,
-                           graph=graph)
+    session = planned or open_session(project.root, engines.profile, project=project, engines=engines,
+                                      cache=cache, graph=graph)
     own_pool = pool is None
     pool = pool or EnginePool(engines.by_family())
     runner = None
@@ -222,6 +233,10 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
     out_dir = project.root / "out" / engines.profile
     try:
         _update_lock(session, results)
+        if session.index is not None:
+            session.index.update({nid: r.record for nid, r in results.items() if r.record is not None},
+                                 set(session.graph.nodes))
+            session.index.save()
         write_report(out_dir, session, results, time.monotonic() - started, workers)
         _export(out_dir, session, results)
     except OSError as exc:  # a full disk: say so, naming what could not be written; never a traceback
@@ -281,8 +296,17 @@ def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult]
     out_dir.mkdir(parents=True, exist_ok=True)
     report = report_dict(session, results, seconds, workers)
     text = json.dumps(report, ensure_ascii=False, indent=1)
-    atomic_write(out_dir / "report.json", text + "\n")
-    atomic_write(out_dir / "report.js", f"window.FANREN_REPORT = {text};\n")
+    _replace(out_dir / "report.json", text + "\n")
+    _replace(out_dir / "report.js", f"window.FANREN_REPORT = {text};\n")
+
+
+def _replace(path: Path, text: str) -> None:
+    """Readers see the old or the new report, never a part. Not fsynced, unlike the cache's files:
+    a report lost to a power cut is rewritten by the next build, and a no-op build would otherwise
+    spend more time waiting for two fsyncs than planning (a loaded disk: 15-50 ms each)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _export(out_dir: Path, session: Session, results: dict[str, NodeResult]) -> None:

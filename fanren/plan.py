@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cache import ActionRecord, Cache, Output, canonical_json, digest_bytes
 from .errors import DramaError, Problem
 from .graph import Graph, Node
 from .lockfile import LockEntry
+
+if TYPE_CHECKING:
+    from .index import Index
 
 KEY_SCHEMA = 1
 
@@ -74,8 +77,13 @@ class Decision:
         return self.reason is not None
 
 
-def plan(graph: Graph, cache: Cache, root: Path, lock: Mapping[str, LockEntry]) -> list[Decision]:
-    """Every node in topological order with its decision. Reads action records, never content."""
+def plan(graph: Graph, cache: Cache, root: Path, lock: Mapping[str, LockEntry],
+         index: Index | None = None) -> list[Decision]:
+    """Every node in topological order with its decision. Reads action records, never content.
+
+    With an index (fanren/index.py), a node whose computed key the index holds, intact, takes its
+    record from there instead of reading the action record: the same record, one file read in all.
+    """
     decisions: dict[str, Decision] = {}
     for node in graph.topological():
         stale_inputs = tuple(i for i in node.inputs if decisions[i].stale)
@@ -83,8 +91,11 @@ def plan(graph: Graph, cache: Cache, root: Path, lock: Mapping[str, LockEntry]) 
             decisions[node.id] = Decision(node, INPUT, None, None, stale_inputs)
             continue
         inputs = {i: decisions[i].record.outputs for i in node.inputs}  # type: ignore[union-attr]
-        key = key_of(key_fields(node, inputs, source_digests(node, root, cache)))
-        record = cache.lookup(key)
+        fields = key_fields(node, inputs, source_digests(node, root, cache))
+        key = key_of(fields)
+        record = index.lookup(node.id, key, fields) if index is not None else None
+        if record is None:
+            record = cache.lookup(key)
         reason = None if record is not None else _why_missing(node, key, lock)
         decisions[node.id] = Decision(node, reason, key, record)
     return list(decisions.values())

@@ -160,6 +160,7 @@ class _Scheduler:
         self.events: queue.Queue[tuple[str, object]] = queue.Queue()
         self.stopped = False
         self.timings = cache.load_timings()
+        self.timings_before = dict(self.timings)
         self.priority = critical_paths(graph, self.timings)
 
     # ── the loop ─────────────────────────────────────────────────────────────
@@ -197,7 +198,8 @@ class _Scheduler:
         for node in self.stale.values():  # what never got to run (the build stopped)
             self.results.setdefault(node.id, NodeResult(node, SKIPPED, error="build stopped"))
         try:
-            self.cache.save_timings(self.timings)
+            if self.timings != self.timings_before:  # a no-op build writes (and fsyncs) nothing here
+                self.cache.save_timings(self.timings)
         except OSError as exc:  # ETAs only: a full disk must not turn the build's result into a traceback
             log.warning("could not save timings.json: %s", exc)
         self.reporter.end()

@@ -270,7 +270,7 @@ class WatchSession:
         try:
             result = build(self.root, self.profile, self.cache_dir, jobs=self.jobs, keep_going=True,
                            reporter=_Reporters(self.reporters), pool=self.pool, project=project,
-                           engines=engines, cancelled=self.change_pending,
+                           engines=engines, cancelled=self.change_pending, session=session,
                            on_wait=lambda: self.say("another build of this drama is running; waiting "
                                                     "for it to finish...", True))
         except FanrenError as exc:  # BuildFailed, or a DramaError found while compiling templates

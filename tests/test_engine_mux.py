@@ -14,7 +14,7 @@ import pytest
 from viewer import mono_samples, tone_db
 
 from fanren.engines.base import Request
-from fanren.engines.mux import CUE_ROOM, LINE_GAP, MuxEngine
+from fanren.engines.mux import CUE_ROOM, LINE_GAP, SPEECH_CHUNK, MuxEngine, combined_loudness, speech_chunks
 from fanren.engines.mux_subtitles import MIN_CUE, ROW, ass_style, row_width, split_long, wrap
 from fanren.engines.voice import SENTENCE_GAP, join_wavs
 from fanren.errors import EngineError
@@ -803,3 +803,29 @@ def test_music_not_given_as_a_source_is_an_engine_error(
 def test_unknown_kind_is_an_engine_error(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="cannot render a 'clip' node"):
         MuxEngine().run(Request(node_id="clip:x", kind="clip", params={}, inputs={}, out_dir=tmp_path))
+
+
+def test_speech_chunks_cover_every_shot_once_in_order() -> None:
+    for count in (1, 2, 7, 8, 9, 32, 33, 64, 65, 1000):
+        chunks = speech_chunks(count)
+        assert [i for chunk in chunks for i in chunk] == list(range(count))
+        assert all(0 < len(chunk) <= SPEECH_CHUNK for chunk in chunks)
+    assert len(speech_chunks(7)) == 1 and len(speech_chunks(14)) == 2
+
+
+def _ebur128_log(blocks: list[float], peak: float) -> str:
+    lines = [f"[Parsed_ebur128_0 @ 0x1] t: {0.1 * (i + 1):.1f}  TARGET:-23 LUFS    M:{m:6.1f} S:-120.7     "
+             "I: -70.0 LUFS       LRA:   0.0 LU  FTPK:  -inf  -inf dBFS  TPK:  -inf  -inf dBFS"
+             for i, m in enumerate(blocks)]
+    summary = ["[Parsed_ebur128_0 @ 0x1] Summary:", "  True peak:", f"    Peak:  {peak:5.1f} dBFS"]
+    return "\n".join([*lines, *summary])
+
+
+def test_loudness_of_parts_is_gated_over_all_their_blocks() -> None:
+    # -120.7: the blocks before the first 400 ms are full, and silence; both fall under the gates
+    first = _ebur128_log([-120.7] * 3 + [-20.0] * 50, -3.0)
+    second = _ebur128_log([-120.7] * 3 + [-20.0] * 50 + [-45.0] * 40, -1.5)
+    measured = combined_loudness([first, second])
+    assert measured.integrated == pytest.approx(-20.0, abs=0.01)  # -45 is under the relative gate
+    assert measured.true_peak == -1.5
+    assert combined_loudness([_ebur128_log([-120.7] * 10, -200.0)]).integrated == -70.0

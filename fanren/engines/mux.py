@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,7 +309,18 @@ class MusicRun:
 def render_episode(request: Request) -> dict[str, Path]:
     """episode.mp4: the shots' video joined as it is, their audio with the music ducked under it,
     loudness-normalised, and the subtitles as a text track when the mode is "soft" (in "burn" the
-    shots carry them already)."""
+    shots carry them already).
+
+    The audio takes up to three ffmpeg passes, each linear in the number of shots:
+    1. the shots' audio, cut to the sample, joined into a few float WAVs (SPEECH_CHUNK shots each,
+       two at a time): an ffmpeg graph with one input per shot slows down with the square of the
+       inputs (1,000 shots: minutes), one with a few dozen does not. Without music this pass
+       measures the loudness too;
+    2. with music only: those WAVs through the concat demuxer, the music mixed under them, the
+       loudness measured;
+    3. the same mix with the gain (and limiter) applied, encoded into episode.mp4 beside the shots'
+       video packets, which were joined (copied, not decoded) during passes 1 and 2.
+    """
     params = request.params
     fps = int(params["fps"])
     mode = _subtitle_mode(params)
@@ -318,34 +331,141 @@ def render_episode(request: Request) -> dict[str, Path]:
     total_samples = sum(s.samples for s in segments)
     runs = music_runs(params.get("music") or [], [node for node, _ in shots], segments, request.sources)
 
-    # Each shot again as an input for its audio (see episode_audio), then each stretch of music.
-    audio_inputs = [arg for s in segments for arg in ("-i", str(s.file))]
-    audio_inputs += [arg for run in runs for arg in ("-stream_loop", "-1", "-i", str(run.file))]
-    measured = measure_loudness(audio_inputs, episode_audio(segments, runs, total_samples, 0))
+    work = request.out_dir / "episode-work"
+    work.mkdir(exist_ok=True)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fanren-video") as side:
+        # The video needs no decode and no loudness: it is joined beside the first audio passes.
+        video = side.submit(join_video, segments, fps, work)
+        # Pass 1; without music the episode's audio is the joined speech, so pass 1 also measures
+        # its loudness (each part beside the others) and pass 2 is left out.
+        speech, measured = join_speech(segments, work, measure=not runs)
+        # The joined speech, then each stretch of music (inputs 1, 2, ... of pass 3).
+        audio_inputs = ["-f", "concat", "-safe", "0", "-i", str(speech)]
+        audio_inputs += [arg for run in runs for arg in ("-stream_loop", "-1", "-i", str(run.file))]
+        if measured is None:
+            measured = measure_loudness(audio_inputs, episode_audio(runs, total_samples, 0))
+        video_file = video.result()
     loudness = loudness_filter(params["loudness"], measured)
-
-    # Input 0: the shots' video packets through the concat demuxer, copied without a decode. The
-    # shots were encoded with identical settings (shot_video_codec) and each starts on a keyframe.
-    playlist = request.out_dir / "shots.ffconcat"
-    playlist.write_text(concat_playlist(segments, fps), encoding="utf-8")
-    graph = ";".join([
-        episode_audio(segments, runs, total_samples, first_input=1),
-        f"[mix]{loudness},{_exact_length(total_samples)}[a]",
-    ])
+    graph = f"{episode_audio(runs, total_samples, 1)};[mix]{loudness},{_exact_length(total_samples)}[a]"
     subtitle_args: list[str] = []
     srt = _subtitle_file(request, "episode.srt") if mode == "soft" else None
     if srt is not None and srt.read_text(encoding="utf-8").strip():  # ffmpeg reads no SRT without cues
         audio_inputs += ["-i", str(srt)]
-        subtitle_args = ["-map", f"{1 + len(segments) + len(runs)}:s", "-c:s", "mov_text"]
+        subtitle_args = ["-map", f"{2 + len(runs)}:s", "-c:s", "mov_text"]
     out = request.out_dir / "episode.mp4"
+    # Input 0: the joined video, whose packets are copied as they are.
+    run_ffmpeg(["-i", str(video_file), *audio_inputs, "-filter_complex", graph,
+                "-map", "0:v", "-map", "[a]", *subtitle_args, "-c:v", "copy", *AUDIO_CODEC, *BITEXACT,
+                "-movflags", "+faststart", str(out)], "rendering the episode")
+    shutil.rmtree(work)
+    return {"episode.mp4": out}
+
+
+def join_video(segments: list[Segment], fps: int, work: Path) -> Path:
+    """The shots' video packets through the concat demuxer, copied without a decode. The shots were
+    encoded with identical settings (shot_video_codec) and each starts on a keyframe."""
+    playlist = work / "shots.ffconcat"
+    playlist.write_text(concat_playlist(segments, fps), encoding="utf-8")
+    video = work / "video.mp4"
     # auto_convert 0: the packets stay as the shots hold them (length-prefixed, headers in the
     # stream's extradata) instead of being rewritten to Annex B on the way through
-    run_ffmpeg(["-f", "concat", "-safe", "0", "-auto_convert", "0", "-i", str(playlist), *audio_inputs,
-                "-filter_complex", graph, "-map", "0:v", "-map", "[a]", *subtitle_args,
-                "-c:v", "copy", *AUDIO_CODEC, *BITEXACT, "-movflags", "+faststart", str(out)],
-               "rendering the episode")
-    playlist.unlink()
-    return {"episode.mp4": out}
+    run_ffmpeg(["-f", "concat", "-safe", "0", "-auto_convert", "0", "-i", str(playlist), "-map", "0:v",
+                "-c:v", "copy", *BITEXACT, str(video)], "joining the shots' video")
+    return video
+
+
+# Shots per speech WAV of pass 1. ffmpeg's time per input grows with the number of inputs of its
+# graph (measured, bench/episode_bench.py: 1,000 shots in one graph took minutes; in 32 graphs of
+# 32, a few seconds of CPU).
+SPEECH_CHUNK = 32
+SPLIT_FROM = 8
+SPEECH_WORKERS = 2
+
+
+def speech_chunks(count: int) -> list[range]:
+    """Which shots go into each speech WAV: at most SPEECH_CHUNK, and two WAVs from SPLIT_FROM shots
+    on, so that two cores share a short episode too. A function of the count only: the joined
+    samples are the same whatever the split, and so is the split (and the measured loudness) on
+    every machine."""
+    parts = max(2 if count >= SPLIT_FROM else 1, math.ceil(count / SPEECH_CHUNK))
+    size = math.ceil(count / parts)
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def join_speech(segments: list[Segment], work: Path, measure: bool = False) -> tuple[Path, Loudness | None]:
+    """Pass 1: every shot's audio cut to exactly its samples, end to end, as float WAVs (no
+    quantisation: the AAC decoder's float samples go on unchanged). Returns an ffconcat playlist
+    of the WAVs, which the concat demuxer joins sample-exactly (PCM has no priming or padding),
+    and with `measure` the loudness of the whole (see `combined_loudness`)."""
+    chunks = speech_chunks(len(segments))
+    files = [work / f"speech{n:04d}.wav" for n in range(len(chunks))]
+    # ebur128 hands its input on unchanged (as doubles, which hold the float samples exactly)
+    meter = ",ebur128=peak=true" if measure else ""
+
+    def render(n: int) -> str:
+        part = [segments[i] for i in chunks[n]]
+        inputs = [arg for s in part for arg in ("-vn", "-i", str(s.file))]
+        return run_ffmpeg([*inputs, "-filter_complex", speech_graph(part, meter), "-map", "[speech]",
+                           "-c:a", "pcm_f32le", *BITEXACT, str(files[n])],
+                          f"joining the audio of shots {chunks[n].start + 1} to {chunks[n].stop}",
+                          loglevel="info" if measure else "error")
+
+    if len(chunks) == 1:
+        logs = [render(0)]
+    else:
+        with ThreadPoolExecutor(max_workers=SPEECH_WORKERS, thread_name_prefix="fanren-speech") as pool:
+            logs = list(pool.map(render, range(len(chunks))))
+    playlist = work / "speech.ffconcat"
+    playlist.write_text("ffconcat version 1.0\n" + "".join(f"file {_concat_quote(f)}\n" for f in files),
+                        encoding="utf-8")
+    return playlist, combined_loudness(logs) if measure else None
+
+
+_BLOCK = re.compile(r"\bt:\s*[\d.]+\s+TARGET:\S+ LUFS\s+M:\s*(-?[\d.]+|-?inf)")
+
+
+def combined_loudness(logs: list[str]) -> Loudness:
+    """Integrated loudness and true peak of parts joined end to end, from each part's ebur128 log.
+
+    ebur128 prints the momentary loudness (M) every 100 ms: the loudness of the 400 ms block that
+    ends there, the very blocks ITU-R BS.1770 gates and averages for the integrated loudness. So
+    the blocks of all parts, gated together (absolute gate -70 LUFS, relative gate 10 LU under the
+    loudness of what passes the first), give the loudness of the whole; only the three blocks that
+    would straddle each join are missing, some 0.3 s in a part of a minute or more. The true peak of
+    the whole is the highest of the parts'.
+    """
+    blocks: list[float] = []
+    peaks: list[float] = []
+    for log in logs:
+        blocks += [float(m) for m in _BLOCK.findall(log)]
+        summary = log[log.rfind("Summary:"):]
+        peak = re.search(r"Peak:\s+(-?(?:[\d.]+|inf)) dBFS", summary)
+        if "Summary:" not in log or peak is None:
+            raise EngineError("ffmpeg's ebur128 printed no loudness measurement")
+        peaks.append(float(peak.group(1)))
+    loud = [m for m in blocks if m > -70.0]
+    if not loud:
+        return Loudness(integrated=-70.0, true_peak=max(peaks))
+    threshold = _mean_loudness(loud) - 10.0
+    gated = [m for m in loud if m > threshold]
+    return Loudness(integrated=round(_mean_loudness(gated or loud), 2), true_peak=max(peaks))
+
+
+def _mean_loudness(blocks: list[float]) -> float:
+    """The loudness of the mean power of blocks given as loudness (LUFS)."""
+    return -0.691 + 10 * math.log10(sum(10 ** ((m + 0.691) / 10) for m in blocks) / len(blocks))
+
+
+def speech_graph(segments: list[Segment], after: str = "") -> str:
+    """Filter graph ending in [speech]: the segments' audio end to end.
+
+    Each shot is its own input so that its audio can be cut to the exact sample: its AAC decodes
+    to a little more than its length, as the encoder pads the last frame, and those extra samples
+    would push every later shot (and subtitle) a little late.
+    """
+    chains = [f"[{i}:a]{_exact_length(s.samples)},asetpts=PTS-STARTPTS[a{i}]" for i, s in enumerate(segments)]
+    joined = "".join(f"[a{i}]" for i in range(len(segments)))
+    return ";".join([*chains, f"{joined}concat=n={len(segments)}:v=0:a=1{after}[speech]"])
 
 
 def concat_playlist(segments: list[Segment], fps: int) -> str:
@@ -358,8 +478,7 @@ def concat_playlist(segments: list[Segment], fps: int) -> str:
     """
     entries = ["ffconcat version 1.0", "stream", "exact_stream_id 1"]
     for segment in segments:
-        quoted = str(segment.file).replace("'", "'\\''")
-        entries += [f"file '{quoted}'", f"duration {segment.frames / fps:.6f}"]
+        entries += [f"file {_concat_quote(segment.file)}", f"duration {segment.frames / fps:.6f}"]
     return "\n".join(entries) + "\n"
 
 
@@ -408,25 +527,15 @@ def music_runs(music: list[Mapping[str, Any]], shot_nodes: list[str], segments: 
     return runs
 
 
-def episode_audio(segments: list[Segment], runs: list[MusicRun], total_samples: int,
-                  first_input: int) -> str:
-    """Filter graph ending in [mix]: the shots' audio end to end, with the music ducked under it.
-
-    Each shot is its own input (numbered from first_input, the music's inputs after them) so that
-    its audio can be cut to the exact sample: its AAC decodes to a little more than its length, as
-    the encoder pads the last frame, and those extra samples would push every later shot (and
-    subtitle) a little late.
-    """
-    chains = [f"[{first_input + i}:a]{_exact_length(s.samples)},asetpts=PTS-STARTPTS[a{i}]"
-              for i, s in enumerate(segments)]
-    joined = "".join(f"[a{i}]" for i in range(len(segments)))
-    concat = f"{joined}concat=n={len(segments)}:v=0:a=1"
+def episode_audio(runs: list[MusicRun], total_samples: int, first_input: int) -> str:
+    """Filter graph ending in [mix]: the joined speech (input first_input), with the music (the
+    inputs after it) ducked under it."""
+    speech = f"[{first_input}:a]{_exact_length(total_samples)}"
     if not runs:
-        return ";".join([*chains, f"{concat}[mix]"])
+        return f"{speech}[mix]"
     return ";".join([
-        *chains,
-        f"{concat},asplit=2[speech][key]",
-        music_track(runs, total_samples, first_input + len(segments)),
+        f"{speech},asplit=2[speech][key]",
+        music_track(runs, total_samples, first_input + 1),
         f"[key]{DUCKING_KEY}[levelled]",
         f"[music][levelled]{DUCKING}[ducked]",
         "[speech][ducked]amix=inputs=2:duration=first:normalize=0[mix]",
@@ -525,6 +634,11 @@ def _filter_value(value: str) -> str:
     for char in "\\'[],;":
         value = value.replace(char, "\\" + char)
     return value
+
+
+def _concat_quote(path: Path) -> str:
+    """A path quoted for an ffconcat playlist."""
+    return "'" + str(path).replace("'", "'\\''") + "'"
 
 
 def _exact_length(samples: int) -> str:
