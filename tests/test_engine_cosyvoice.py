@@ -17,7 +17,7 @@ from fanren.engines.base import Request
 from fanren.engines.voice import SENTENCE_GAP
 from fanren.engines.voice.cosyvoice import SFT_SPEAKERS, CosyVoiceEngine
 from fanren.engines.voice.http import PAUSE_SECONDS, Audio, check_sound
-from fanren.errors import EngineError
+from fanren.errors import EngineError, OptionError
 from fanren.http import TransientError
 
 FAST = {"timeout": 0.5, "retries": 3, "backoff": 0.001}  # keep failing cases well under a second
@@ -206,20 +206,23 @@ def test_source_files_names_the_prompt_a_voice_needs() -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"mode": "cross"}, "option mode must be one of sft, zero_shot, instruct2, not 'cross'"),
-    ({"sample_rte": 24000}, "unknown option 'sample_rte' (did you mean 'sample_rate'?)"),
-    ({"speed": 2}, "unknown option 'speed' (known: backoff, mode, model, retries, sample_rate, timeout, url)"),
-    ({"sample_rate": "24k"}, ("option sample_rate must be the model's rate in Hz (22050 for CosyVoice-300M, "
-                              "24000 for CosyVoice2 and 3), not '24k'")),
-    ({"url": "127.0.0.1:50000"}, "option url must be an http:// or https:// URL, not '127.0.0.1:50000'"),
-    ({"retries": -1}, "option retries must be a number >= 0, not -1"),
-    ({"retries": 1.5}, "option retries must be a whole number, not 1.5"),
+    ({"mode": "cross"}, "mode: expected one of sft, zero_shot, instruct2, got 'cross'"),
+    ({"sample_rte": 24000}, ("sample_rte: expected an option of engine 'cosyvoice' (did you mean 'sample_rate'? "
+                             "known options: backoff, mode, model, retries, sample_rate, timeout, url)")),
+    ({"speed": 2}, ("speed: expected an option of engine 'cosyvoice' "
+                    "(known options: backoff, mode, model, retries, sample_rate, timeout, url)")),
+    ({"sample_rate": "24k"}, ("sample_rate: expected the model's rate in Hz (22050 for CosyVoice-300M, "
+                              "24000 for CosyVoice2 and 3), got '24k'")),
+    ({"url": "127.0.0.1:50000"}, "url: expected an http:// or https:// URL, got '127.0.0.1:50000'"),
+    ({"retries": -1}, "retries: expected a number >= 0, got -1"),
+    ({"retries": 1.5}, "retries: expected a whole number, got 1.5"),
 ])
-def test_bad_profile_options_are_value_errors_for_the_compiler_to_locate(
+def test_bad_profile_options_are_option_errors_the_compiler_places_in_drama_toml(
         options: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(OptionError) as error:
         CosyVoiceEngine(options)
-    assert str(error.value) == message
+    assert error.value.problem("drama.toml", "profiles.final.voice").show() == \
+        f"drama.toml: profiles.final.voice.{message}"
 
 
 # ── voices that cannot work are refused before any request ──────────────────

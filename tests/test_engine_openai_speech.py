@@ -14,7 +14,7 @@ from speech_servers import FAULTS, OpenAISpeechServer, WavShape, closed_port_url
 from fanren.engines.base import Request
 from fanren.engines.voice import SENTENCE_GAP
 from fanren.engines.voice.openai import OpenAISpeechEngine
-from fanren.errors import EngineError
+from fanren.errors import EngineError, OptionError
 
 KEY = "sk-test-0123456789abcdefSECRET"
 KEY_ENV = "FANREN_TEST_SPEECH_KEY"
@@ -164,10 +164,13 @@ def test_a_refused_key_fails_at_once_without_echoing_it(
 
 
 def test_an_api_key_option_is_refused_without_repeating_it() -> None:
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(OptionError) as error:
         OpenAISpeechEngine({"api_key": KEY})
-    assert str(error.value) == ("no api_key option: put the key in an environment variable and name that "
-                                "variable with api_key_env (default OPENAI_API_KEY)")
+    shown = error.value.problem("drama.toml", "profiles.final.voice").show()
+    assert shown == ("drama.toml: profiles.final.voice.api_key: expected no api_key option (a key is a secret: "
+                     "drama.toml is committed) (put the key in an environment variable and name that variable "
+                     "with api_key_env (default OPENAI_API_KEY))")
+    assert KEY not in shown
 
 
 # ── failures ────────────────────────────────────────────────────────────────

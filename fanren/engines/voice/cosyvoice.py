@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...errors import EngineError
+from ...errors import EngineError, OptionError
 from ...http import PermanentError, TransientError, mask, post, request_secrets, with_retries
 from ...media import run_ffmpeg
 from . import SpeechEngine
@@ -78,16 +78,19 @@ class CosyVoiceEngine(SpeechEngine):
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        check_option_names(self.options, self.OPTIONS)
-        self.url = check_url(self.options.get("url", DEFAULT_URL), "url")
-        self.mode = _check_mode(self.options.get("mode", "sft"), "option mode", ValueError)
+        check_option_names(self.options, self.OPTIONS, self.name)
+        self.url = check_url(self.options.get("url", DEFAULT_URL), "url", self.name)
+        mode = self.options.get("mode", "sft")
+        if mode not in ENDPOINTS:
+            raise OptionError(self.name, "mode", f"one of {', '.join(ENDPOINTS)}", repr(mode))
+        self.mode = str(mode)
         rate = self.options.get("sample_rate", 22050)
         if isinstance(rate, bool) or not isinstance(rate, int) or not 8000 <= rate <= 192000:
-            raise ValueError("option sample_rate must be the model's rate in Hz (22050 for CosyVoice-300M, "
-                             f"24000 for CosyVoice2 and 3), not {rate!r}")
+            raise OptionError(self.name, "sample_rate", "the model's rate in Hz (22050 for CosyVoice-300M, "
+                              "24000 for CosyVoice2 and 3)", repr(rate))
         self.sample_rate: int = rate
         self.model = str(self.options.get("model", ""))
-        self.policy = RetryPolicy.from_options(self.options, timeout=120.0)
+        self.policy = RetryPolicy.from_options(self.options, timeout=120.0, engine=self.name)
 
     def identity(self) -> dict[str, Any]:
         options: dict[str, Any] = {"mode": self.mode, "sample_rate": self.sample_rate}

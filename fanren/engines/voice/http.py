@@ -20,7 +20,6 @@ What is checked in the audio, before it is written and cached as speech (`check_
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import sys
@@ -31,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...errors import OptionError, unknown_option
 from ...http import PermanentError, Reply, TransientError, excerpt
 
 # A reply shorter than this per spoken character is a cut stream, not speech: the fastest voices
@@ -42,7 +42,7 @@ MIN_SECONDS_PER_CHARACTER = 0.015
 class RetryPolicy:
     """How long one attempt may take and how often to try: profile options that change no bytes.
 
-    Bad options raise ValueError: the compiler reports it at profiles.<name>.voice in drama.toml.
+    Bad options raise OptionError: the compiler reports it at profiles.<name>.voice.<option> in drama.toml.
     """
 
     timeout: float
@@ -52,36 +52,34 @@ class RetryPolicy:
     KEYS = ("timeout", "retries", "backoff")
 
     @classmethod
-    def from_options(cls, options: Mapping[str, object], timeout: float) -> RetryPolicy:
+    def from_options(cls, options: Mapping[str, object], timeout: float, engine: str) -> RetryPolicy:
         def number(key: str, default: float) -> float:
             value = options.get(key, default)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"option {key} must be a number >= 0, not {value!r}")
+                raise OptionError(engine, key, "a number >= 0", repr(value))
             return float(value)
 
         retries = number("retries", 3)
         if retries != int(retries):
-            raise ValueError(f"option retries must be a whole number, not {retries:g}")
+            raise OptionError(engine, "retries", "a whole number", f"{retries:g}")
         seconds = number("timeout", timeout)
         if seconds == 0:
-            raise ValueError("option timeout must be more than 0 seconds")
+            raise OptionError(engine, "timeout", "more than 0 seconds", "0")
         return cls(timeout=seconds, retries=int(retries), backoff=number("backoff", 1.0))
 
 
-def check_url(url: object, option: str) -> str:
-    """`url` without a trailing slash, or ValueError if it is not an http(s) URL."""
+def check_url(url: object, option: str, engine: str) -> str:
+    """`url` without a trailing slash, or OptionError if it is not an http(s) URL."""
     parts = urllib.parse.urlsplit(str(url))
     if not isinstance(url, str) or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"option {option} must be an http:// or https:// URL, not {url!r}")
+        raise OptionError(engine, option, "an http:// or https:// URL", repr(url))
     return url.rstrip("/")
 
 
-def check_option_names(options: Mapping[str, object], known: frozenset[str]) -> None:
-    """ValueError naming the first unknown option, with the closest known one."""
+def check_option_names(options: Mapping[str, object], known: frozenset[str], engine: str) -> None:
+    """OptionError naming the first unknown option, with the closest known one and all of them."""
     for name in sorted(set(options) - known):
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
-        raise ValueError(f"unknown option {name!r} ({hint})")
+        raise unknown_option(engine, name, known)
 
 
 @dataclass(frozen=True)

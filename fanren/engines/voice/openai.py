@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...errors import EngineError
+from ...errors import EngineError, OptionError
 from ...http import PermanentError, TransientError, mask, post, request_secrets, with_retries
 from . import SpeechEngine
 from .http import (
@@ -51,13 +51,14 @@ class OpenAISpeechEngine(SpeechEngine):
         super().__init__(options)
         if "api_key" in self.options:
             # Never echo the value: it is a secret that was put in the wrong place.
-            raise ValueError("no api_key option: put the key in an environment variable and name that "
-                             "variable with api_key_env (default OPENAI_API_KEY)")
-        check_option_names(self.options, self.OPTIONS)
-        self.base_url = check_url(self.options.get("base_url", DEFAULT_BASE_URL), "base_url")
+            raise OptionError(self.name, "api_key", "no api_key option (a key is a secret: drama.toml is "
+                              "committed)", hint="put the key in an environment variable and name that "
+                              "variable with api_key_env (default OPENAI_API_KEY)")
+        check_option_names(self.options, self.OPTIONS, self.name)
+        self.base_url = check_url(self.options.get("base_url", DEFAULT_BASE_URL), "base_url", self.name)
         self.model = str(self.options.get("model", DEFAULT_MODEL))
         self.api_key_env = str(self.options.get("api_key_env", "OPENAI_API_KEY"))
-        self.policy = RetryPolicy.from_options(self.options, timeout=60.0)
+        self.policy = RetryPolicy.from_options(self.options, timeout=60.0, engine=self.name)
         self._rate = OPENAI_RATE
 
     def identity(self) -> dict[str, Any]:
