@@ -33,7 +33,7 @@ from typing import Any
 
 from .cache import ActionRecord, Cache, Output, digest_bytes
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: outputs carry their sha256
 
 
 class Index:
@@ -70,7 +70,8 @@ class Index:
             _, stamp, node, kind, engine, seconds, host, time, outputs = entry
             if _stamp(self.cache.record_path(key)) != stamp:
                 return None
-            objects = {str(name): Output(digest=str(o[0]), size=int(o[1])) for name, o in outputs.items()}
+            objects = {str(name): Output(digest=str(o[0]), size=int(o[1]), sha256=o[2] and str(o[2]))
+                       for name, o in outputs.items()}
         except (OSError, ValueError, TypeError, AttributeError, IndexError):
             return None
         if not objects or not all(self.cache.verify_object(o) for o in objects.values()):
@@ -89,7 +90,7 @@ class Index:
             except OSError:
                 self._entries.pop(node_id, None)
                 continue
-            outputs = {name: [o.digest, o.size] for name, o in sorted(record.outputs.items())}
+            outputs = _outputs(record)
             self._entries[node_id] = [record.key, stamp, record.node, record.kind, record.engine,
                                       record.seconds, record.host, record.time, outputs]
         if nodes is not None:
@@ -98,8 +99,8 @@ class Index:
 
     @staticmethod
     def _matches(entry: list[Any], record: ActionRecord) -> bool:
-        return entry[2:8] == [record.node, record.kind, record.engine, record.seconds, record.host,
-                              record.time]
+        return entry[2:9] == [record.node, record.kind, record.engine, record.seconds, record.host,
+                              record.time, _outputs(record)]
 
     def save(self) -> None:
         """Write the index if it changed (not fsynced: losing it costs a slower plan, nothing else)."""
@@ -113,6 +114,11 @@ class Index:
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, self.file)
             self._saved = dict(self._entries)
+
+
+def _outputs(record: ActionRecord) -> dict[str, list[Any]]:
+    """A record's outputs as the index keeps them: name → [xxh3-128, size, sha256 or None]."""
+    return {name: [o.digest, o.size, o.sha256] for name, o in sorted(record.outputs.items())}
 
 
 def _stamp(path: Path) -> list[int]:

@@ -66,7 +66,7 @@ def test_a_damaged_index_is_ignored(small_drama: Path) -> None:
     assert not any(d.stale for d in again.decisions)
     assert again.index is not None and again.index.hits == 0
 
-    session.index.file.write_text(json.dumps({"version": 1, "root": str(small_drama.resolve()),
+    session.index.file.write_text(json.dumps({"version": 2, "root": str(small_drama.resolve()),
                                               "profile": "draft", "nodes": {"clip:s1": ["x", 1, 2]}}))
     assert decisions(open_session(small_drama)) == decisions_without_index(again)
 
