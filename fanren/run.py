@@ -277,7 +277,9 @@ class _Scheduler:
         if running is None:
             return  # dropped when the build stopped, after it had already started: nothing to do
         node = running.node
-        seconds = time.monotonic() - running.started
+        # the engine's own time, not the time the job waited in the executor's queue: reports, gc's
+        # cost of recomputing and the ETAs all mean the work
+        seconds = outcome.seconds or (time.monotonic() - running.started)
         try:
             if outcome.error is not None:
                 result = failure(node, outcome.error, self.cache, seconds, trace=outcome.trace or None)

@@ -483,6 +483,30 @@ def test_seed_endpoint_on_the_smoke_profile_and_a_repeat_is_all_cached(tmp_path:
         server.stop()
 
 
+@pytest.mark.slow
+def test_serve_gpus_builds_jobs_on_gpu_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fanren serve --gpus` hands GPU nodes to the same executors as `fanren build --gpus` (two fake
+    GPUs: worker processes running the smoke profile's engines on the CPU)."""
+    pytest.importorskip("diffusers")
+    monkeypatch.setenv("FANREN_FAKE_GPUS", "2")
+    server = Server(tmp_path / "data", "smoke", "--gpus", "0,1").start()
+    try:
+        with server.client(server.key("multi")) as client:
+            response = generate(client, model_type="cogvideox-5b")
+            assert response.status_code == 202, response.text
+            job = wait_for(client, response.json()["task_id"], timeout=600)
+            assert job["status"] == "completed", (job, "".join(server.log))
+            workers = job["report"]["workers"]
+            assert set(workers) == {"gpu0", "gpu1"}
+            assert sorted(node for w in workers.values() for node in w["nodes"]) == ["clip:video"]
+            assert all(load <= 1 for w in workers.values() for load in w["loads"].values())
+            video = client.get(f"/api/v1/files/videos/{job['id']}.mp4")
+            (tmp_path / "clip.mp4").write_bytes(video.content)
+            assert probe(tmp_path / "clip.mp4").frames == 9
+    finally:
+        server.stop()
+
+
 def test_gpu_seconds_quota_is_403_once_spent(server: Server) -> None:
     key = server.key("gpu-budget", "--gpu-seconds-per-day", "30")
     with server.client(key) as client:

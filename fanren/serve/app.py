@@ -90,7 +90,7 @@ async def _no_receive() -> Message:
 
 def create_app(settings: Settings) -> FastAPI:
     store = Store(settings.data / "fanren.db")
-    runner = Runner(store, settings.data, jobs=settings.jobs)
+    runner = Runner(store, settings.data, jobs=settings.jobs, executor=settings.executor)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

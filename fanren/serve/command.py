@@ -44,9 +44,16 @@ def _seconds(text: str) -> float:
               help="CPU nodes (speech, mux) a build runs at once.")
 @click.option("--requests-per-minute", type=click.IntRange(0), default=0, show_default=True,
               help="Requests one key may send a minute (429 + Retry-After past it); 0: no limit.")
+@click.option("--gpus", metavar="all|0,1,...",
+              help="Build every job's GPU nodes on one worker process per GPU, as `fanren build --gpus` "
+                   "(default: one GPU, in the server's process, models kept loaded between jobs).")
+@click.option("--executor", "executor_kind", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Where GPU nodes run: this machine, or a Ray cluster (docs/executors.md).")
+@click.option("--address", help="The Ray cluster to join with --executor ray (e.g. auto).")
 @handles_errors
 def serve_command(host: str, port: int, data: Path, profile: str, max_queue: int, max_queue_per_key: int,
-                  max_upload: str, jobs: int, requests_per_minute: int) -> None:
+                  max_upload: str, jobs: int, requests_per_minute: int, gpus: str | None, executor_kind: str,
+                  address: str | None) -> None:
     """Serve the build over HTTP: API keys, quotas, a persistent job queue, warm models.
 
     \b
@@ -54,6 +61,7 @@ def serve_command(host: str, port: int, data: Path, profile: str, max_queue: int
       fanren keys create alice --jobs-per-day 100
       fanren serve --profile draft                   http://127.0.0.1:8000/docs
       fanren serve --profile final --data /srv/fanren
+      fanren serve --profile final --gpus all        one worker per GPU, as fanren build --gpus
 
     One runner builds the jobs, oldest first, keeping models loaded between them; all jobs share one
     cache under --data, so a resubmitted edit renders only what changed. Jobs survive a restart.
@@ -66,6 +74,12 @@ def serve_command(host: str, port: int, data: Path, profile: str, max_queue: int
     from .app import create_app
     from .deps import Settings
 
+    from ..executors import ExecutorOptions, parse_gpus
+
+    executor = None
+    if gpus is not None or executor_kind != "local":
+        parse_gpus(gpus)  # a bad --gpus is a usage error now, not a failed job later
+        executor = ExecutorOptions(executor_kind, gpus, address)
     limit = _parse_size(max_upload)
     assert limit is not None
     # job and key ids (never keys) go to stderr; the CLI's "fanren" logger shows only warnings
@@ -77,7 +91,7 @@ def serve_command(host: str, port: int, data: Path, profile: str, max_queue: int
     service_log.propagate = False
     app = create_app(Settings(data=data.resolve(), profile=profile, max_queue=max_queue,
                               max_queue_per_key=max_queue_per_key, max_upload=limit, jobs=jobs,
-                              requests_per_minute=requests_per_minute))
+                              requests_per_minute=requests_per_minute, executor=executor))
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from ..executors import ExecutorOptions
 from .runner import Runner
 from .store import ApiKey, Store, next_reset
 
@@ -51,6 +52,7 @@ class Settings:
     max_upload: int = 256 << 20   # bytes of one request body
     jobs: int = 2                 # CPU nodes a build runs at once
     requests_per_minute: int = 0  # per key; 0: no limit
+    executor: ExecutorOptions | None = None  # where GPU nodes run (fanren/executors); None: in-process
 
 
 def get_settings(request: Request) -> Settings:

@@ -24,6 +24,7 @@ from ..cache import Cache
 from ..compile import Engines, compile_project, resolve_engines
 from ..engines import Engine
 from ..errors import BuildFailed, FanrenError
+from ..executors import ExecutorOptions
 from ..graph import Graph, Node
 from ..project import Project, load_project
 from ..run import CACHED, RAN, EnginePool, NodeResult
@@ -99,8 +100,11 @@ class JobReporter:
 
 
 class Runner:
-    def __init__(self, store: Store, data: Path, jobs: int = 2) -> None:
+    def __init__(self, store: Store, data: Path, jobs: int = 2, executor: ExecutorOptions | None = None) -> None:
         self.store = store
+        # Where GPU nodes run, as `fanren build --gpus/--executor` says. None: on this process's GPU,
+        # in the warm pool. Worker processes and Ray actors keep their models for one job's build.
+        self.executor = executor
         self.data = Path(data)
         self.cache_dir = self.data / "cache"
         self.cache = Cache(self.cache_dir)   # for reading outputs; builds open their own
@@ -179,7 +183,7 @@ class Runner:
             result = build(root, engines.profile, self.cache_dir, jobs=self.jobs, keep_going=False,
                            reporter=JobReporter(self.store, job, compile_project(project, engines)),
                            pool=self.pool, project=project, engines=engines,
-                           cancelled=lambda: self._interrupted(job.id))
+                           cancelled=lambda: self._interrupted(job.id), executor=self.executor)
         except BuildFailed as exc:
             if self._interrupted(job.id):
                 self._stopped(job, root)
