@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=4, help="denoising steps per image and per clip")
     parser.add_argument("--fake", action="store_true", help="tiny models (set FANREN_FAKE_GPUS too)")
+    parser.add_argument("--digests", type=Path, help="also write every output's digest here (JSON), to compare "
+                                                     "runs made in separate calls")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="fanren-gpunodes-") as tmp:
@@ -113,6 +115,8 @@ def main() -> None:
     base = rows[0]
     for r in rows[1:]:
         print(f"{r['gpus']} GPUs are {float(base['wall_s']) / float(r['wall_s']):.2f}x as fast as {base['gpus']}")
+    if args.digests:
+        args.digests.write_text(json.dumps({r["gpus"]: r["digests"] for r in rows}, indent=1), encoding="utf-8")
     for r in rows:
         r.pop("digests")
         print(json.dumps({"bench": "multi_gpu_nodes", "shots": args.shots, "steps": args.steps, **r}))
