@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import ActionRecord, Cache, digest_file
-from .engines import Request
 from .errors import FanrenError
+from .executors.local import run_engine
 from .graph import Graph, Node
-from .run import EnginePool
+from .run import EnginePool, input_files
 
 
 @dataclass(frozen=True)
@@ -76,15 +76,9 @@ def _check_node(node: Node, records: Mapping[str, ActionRecord], engines: Engine
     record = records[node.id]
     tmp = cache.new_tmp()
     try:
-        request = Request(
-            node_id=node.id, kind=node.kind, params=node.params,
-            inputs={i: {name: cache.object_for_use(records[i], name)
-                        for name in node.read_outputs(i, records[i].outputs)}
-                    for i in node.inputs},
-            sources={s: root / s for s in node.sources},
-            out_dir=tmp,
-        )
-        files = engines.get(node.family).run(request)
+        files = run_engine(engines, node.family, node.id, node.kind, node.params,
+                           input_files(node, records, cache), {s: root / s for s in node.sources}, tmp,
+                           progress=lambda fraction, message: None)
         new = {name: digest_file(Path(path)) for name, path in files.items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

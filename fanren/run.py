@@ -259,9 +259,7 @@ class _Scheduler:
                 return
             tmp = self.cache.new_tmp()
             job = Job(node=node,
-                      inputs={i: {name: self.cache.object_for_use(self.outputs[i], name)
-                                  for name in node.read_outputs(i, self.outputs[i].outputs)}
-                              for i in node.inputs},
+                      inputs=input_files(node, self.outputs, self.cache),
                       sources={s: self.root / s for s in node.sources}, out_dir=tmp,
                       priority=self.priority.get(node.id, 0.0))
         except Exception as exc:  # noqa: BLE001
@@ -331,6 +329,13 @@ class _Scheduler:
                 if dep in self.stale and dep not in self.results:
                     self._resolve(self.stale[dep], NodeResult(self.stale[dep], SKIPPED,
                                                               error=f"input {node.id} did not build"))
+
+
+def input_files(node: Node, records: Mapping[str, ActionRecord], cache: Cache) -> dict[str, dict[str, Path]]:
+    """The files `node` reads from its inputs (input id → output name → object path), each checked
+    to still have its recorded size (Cache.object_for_use)."""
+    return {i: {name: cache.object_for_use(records[i], name) for name in node.read_outputs(i, records[i].outputs)}
+            for i in node.inputs}
 
 
 # Log file names are bounded: a node id can be longer than a file name may be (255 bytes).
