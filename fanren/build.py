@@ -140,7 +140,7 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
           cancelled: Callable[[], bool] = lambda: False, remote_read_only: bool = False,
           executor: ExecutorOptions | None = None, check: bool = False,
           on_check: Callable[[int, int, str], None] | None = None,
-          session: Session | None = None) -> BuildResult:
+          session: Session | None = None, graph: Graph | None = None) -> BuildResult:
     """Build the episode of the drama in `root`. Raises DramaError (bad input) or BuildFailed.
 
     A caller's `pool` keeps its engines loaded after the build (`fanren watch`); once `cancelled()`
@@ -152,7 +152,8 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     the nodes whose bytes differ. A caller that has just opened a `session` of this drama and
     profile (`fanren watch`, to show the plan) passes it: its graph and plan are used instead of
     compiling and planning a second time, unless another build of the drama had to be waited for
-    (then the plan is made again, after it).
+    (then the plan is made again, after it). A caller that compiled the drama already passes its
+    `graph` (with the `project` and `engines` it was compiled from).
     """
     started = time.monotonic()
     if session is not None:
@@ -160,7 +161,7 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     else:
         project = project or load_project(Path(root))
         engines = engines or resolve_engines(project, profile)
-        graph = compile_project(project, engines)  # bad input (a template error) fails before any write
+        graph = graph or compile_project(project, engines)  # bad input fails before any write
         cache = Cache(cache_root(project.root, cache_dir), remote=_remote(project, remote_read_only))
     out_folder(project.root, engines.profile)  # and so does an out/ that leads out of the drama folder
     cache.register_root(project.root)

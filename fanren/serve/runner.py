@@ -179,10 +179,12 @@ class Runner:
             project = load_project(root)
             engines = self._engines_for(job, project)
             self.pool.use(engines.by_family())
-            # the reporter lists the nodes when the build has planned them (no second plan here)
+            # the reporter lists the nodes when the build has planned them (no second plan here),
+            # from the graph the build runs (no second compile either)
+            graph = compile_project(project, engines)
             result = build(root, engines.profile, self.cache_dir, jobs=self.jobs, keep_going=False,
-                           reporter=JobReporter(self.store, job, compile_project(project, engines)),
-                           pool=self.pool, project=project, engines=engines,
+                           reporter=JobReporter(self.store, job, graph),
+                           pool=self.pool, project=project, engines=engines, graph=graph,
                            cancelled=lambda: self._interrupted(job.id), executor=self.executor)
         except BuildFailed as exc:
             if self._interrupted(job.id):
