@@ -46,12 +46,12 @@ X86_64_V3_FFMPEG = "mmx+mmxext+sse+sse2+sse3+ssse3+sse4.1+sse4.2+avx+avx2+fma3+b
 def encoder_platform() -> str:
     """The CPU feature set every ffmpeg and x264 run is held to: "x86-64-v3", or, on a machine
     without it, "native-<os>-<arch>" (its own SIMD choices, so its own keys)."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    flags: list[str] = []
+    try:  # the first CPU's flags: on a 128-core machine the whole file is hundreds of kB
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
     except OSError:
-        cpuinfo = ""
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                  if line.startswith("flags")), [])
+        pass
     if platform.machine() in ("x86_64", "AMD64") and X86_64_V3_CPUINFO <= set(flags):
         return "x86-64-v3"
     return f"native-{platform.system().lower()}-{platform.machine().lower()}"
