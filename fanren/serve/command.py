@@ -71,10 +71,9 @@ def serve_command(host: str, port: int, data: Path, profile: str, max_queue: int
     import uvicorn
 
     from ..cli import _parse_size
+    from ..executors import ExecutorOptions, parse_gpus
     from .app import create_app
     from .deps import Settings
-
-    from ..executors import ExecutorOptions, parse_gpus
 
     executor = None
     if gpus is not None or executor_kind != "local":
