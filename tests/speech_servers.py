@@ -156,17 +156,24 @@ class SpeechServer:
 
     def _trickle(self, request: BaseHTTPRequestHandler, audio: bytes, content_type: str) -> None:
         """The whole reply, status line first, at TRICKLE_BYTES_PER_SECOND until the client leaves."""
-        reply = (b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type.encode("ascii")
-                 + b"\r\nContent-Length: " + str(len(audio)).encode("ascii") + b"\r\n\r\n" + audio)
-        request.close_connection = True
-        for start in range(0, len(reply), 2):
-            try:
-                request.wfile.write(reply[start:start + 2])
-                request.wfile.flush()
-            except OSError:
-                return  # the client gave up
-            if self._stopping.wait(2 / TRICKLE_BYTES_PER_SECOND):
-                return
+        trickle_reply(request, audio, content_type, self._stopping, 2 / TRICKLE_BYTES_PER_SECOND)
+
+
+def trickle_reply(request: BaseHTTPRequestHandler, body: bytes, content_type: str, stopping: threading.Event,
+                  every: float) -> None:
+    """A 200 reply, status line first, two bytes every `every` seconds until the client leaves or
+    `stopping` is set."""
+    reply = (b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type.encode("ascii")
+             + b"\r\nContent-Length: " + str(len(body)).encode("ascii") + b"\r\n\r\n" + body)
+    request.close_connection = True
+    for start in range(0, len(reply), 2):
+        try:
+            request.wfile.write(reply[start:start + 2])
+            request.wfile.flush()
+        except OSError:
+            return  # the client gave up
+        if stopping.wait(every):
+            return
 
 
 def send_body(request: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str) -> None:

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from speech_servers import trickle_reply
 
 from fanren.http import (
     MAX_BACKOFF,
@@ -92,16 +93,7 @@ def echo_authorization(status: int) -> Answer:
 def trickle(server: Server) -> Answer:
     """A whole reply, status line first, two bytes every half second, until the client leaves."""
     def send(request: BaseHTTPRequestHandler) -> None:
-        reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 64\r\n\r\n" + b"\0" * 64
-        request.close_connection = True
-        for start in range(0, len(reply), 2):
-            try:
-                request.wfile.write(reply[start:start + 2])
-                request.wfile.flush()
-            except OSError:
-                return
-            if server.stopping.wait(0.5):
-                return
+        trickle_reply(request, b"\0" * 64, "application/octet-stream", server.stopping, 0.5)
     return send
 
 

@@ -51,8 +51,14 @@ def test_a_misspelt_diffusion_option_names_file_key_path_and_known_options(small
      "(9, 17, 25, …, 49), got 50"),
     ('video = { engine = "svd", min_guidance = 2.0, max_guidance = 1.0 }',
      "profiles.final.video.max_guidance: expected at least min_guidance (2.0), got 1.0"),
+    # voice engines are placed the same way
+    ('voice = { engine = "cosyvoice", retrys = 3 }',
+     "profiles.final.voice.retrys: expected an option of engine 'cosyvoice' (did you mean 'retries'? "
+     "known options: backoff, mode, model, retries, sample_rate, timeout, url)"),
+    ('voice = { engine = "openai", base_url = "localhost:8000" }',
+     "profiles.final.voice.base_url: expected an http:// or https:// URL, got 'localhost:8000'"),
 ])
-def test_a_bad_diffusion_option_value(small_drama: Path, table: str, message: str) -> None:
+def test_a_bad_engine_option_value(small_drama: Path, table: str, message: str) -> None:
     with_profile(small_drama, f"[profiles.final]\n{table}\n")
     fails_with(small_drama, "final", message)
 
@@ -94,15 +100,3 @@ def test_a_misspelt_engine_name(small_drama: Path) -> None:
     fails_with(small_drama, "final",
                "profiles.final.image.engine: expected an installed engine, got 'flx' (did you mean 'flux'? "
                "installed: card, cogvideox, cosyvoice, espeak, flux, kenburns, mux, openai, storyboard, svd)")
-
-
-@pytest.mark.parametrize("table, message", [
-    ('voice = { engine = "cosyvoice", retrys = 3 }',
-     "profiles.final.voice.retrys: expected an option of engine 'cosyvoice' (did you mean 'retries'? "
-     "known options: backoff, mode, model, retries, sample_rate, timeout, url)"),
-    ('voice = { engine = "openai", base_url = "localhost:8000" }',
-     "profiles.final.voice.base_url: expected an http:// or https:// URL, got 'localhost:8000'"),
-])
-def test_a_bad_voice_option_is_placed_like_any_other(small_drama: Path, table: str, message: str) -> None:
-    with_profile(small_drama, f"[profiles.final]\n{table}\n")
-    fails_with(small_drama, "final", message)
