@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cache import Cache
+from .cache import Cache, atomic_write
 from .check import Mismatch, check_nodes
 from .compile import Engines, compile_project, resolve_engines
 from .errors import BuildFailed, DramaError, FanrenError, NodeFailure, Problem
@@ -29,8 +29,6 @@ from .run import CACHED, FAILED, RAN, SKIPPED, EnginePool, NodeResult, Reporter,
 
 if TYPE_CHECKING:
     from .remote import RemoteCache
-
-log = logging.getLogger("fanren")
 
 log = logging.getLogger("fanren")
 
@@ -163,7 +161,7 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
         engines = engines or resolve_engines(project, profile)
         graph = graph or compile_project(project, engines)  # bad input fails before any write
         cache = Cache(cache_root(project.root, cache_dir), remote=_remote(project, remote_read_only))
-    out_folder(project.root, engines.profile)  # and so does an out/ that leads out of the drama folder
+    out_dir = out_folder(project.root, engines.profile)  # bad input too: an out/ leading out of the drama
     cache.register_root(project.root)
     project_lock = "project-" + _slug(project.root)
     # gc waits for every build using the cache (and a build for a running gc); one build of a drama
@@ -183,7 +181,6 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
                     project, engines, graph, cache, jobs, keep_going, reporter, pool, cancelled, executor,
                     check, on_check)
     seconds = time.monotonic() - started
-    out_dir = project.root / "out" / engines.profile
     failures = [NodeFailure(r.node.id, r.error or "failed", r.log)
                 for r in results.values() if r.status == FAILED]
     if failures:
@@ -297,17 +294,10 @@ def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult]
     out_dir.mkdir(parents=True, exist_ok=True)
     report = report_dict(session, results, seconds, workers)
     text = json.dumps(report, ensure_ascii=False, indent=1)
-    _replace(out_dir / "report.json", text + "\n")
-    _replace(out_dir / "report.js", f"window.FANREN_REPORT = {text};\n")
-
-
-def _replace(path: Path, text: str) -> None:
-    """Readers see the old or the new report, never a part. Not fsynced, unlike the cache's files:
-    a report lost to a power cut is rewritten by the next build, and a no-op build would otherwise
-    spend more time waiting for two fsyncs than planning (a loaded disk: 15-50 ms each)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    # not fsynced: a report lost to a power cut is rewritten by the next build, and a no-op build
+    # would otherwise wait longer for two fsyncs than it takes to plan (a loaded disk: 15-50 ms each)
+    atomic_write(out_dir / "report.json", text + "\n", durable=False)
+    atomic_write(out_dir / "report.js", f"window.FANREN_REPORT = {text};\n", durable=False)
 
 
 def _export(out_dir: Path, session: Session, results: dict[str, NodeResult]) -> None:

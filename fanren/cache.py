@@ -640,13 +640,16 @@ def validate_output(name: str, file: Path) -> None:
 # ── small file-system helpers ────────────────────────────────────────────────
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a part."""
+def atomic_write(path: Path, text: str, durable: bool = True) -> None:
+    """Write a file so that readers see the old or the new content, never a part. `durable`: fsync
+    it first; files that are only a speed-up or rewritten by every build (the index, the reports)
+    skip that, since a no-op build would wait longer for the fsyncs than it takes to plan."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .cache import ActionRecord, Cache, Output, digest_bytes
+from .cache import ActionRecord, Cache, Output, atomic_write, digest_bytes
 
 INDEX_VERSION = 2  # 2: outputs carry their sha256
 
@@ -109,10 +108,8 @@ class Index:
         self.file.parent.mkdir(exist_ok=True)
         text = json.dumps({"version": INDEX_VERSION, "root": self.root, "profile": self.profile,
                            "nodes": self._entries}, ensure_ascii=False, separators=(",", ":"))
-        tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
         with contextlib.suppress(OSError):
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, self.file)
+            atomic_write(self.file, text, durable=False)
             self._saved = dict(self._entries)
 
 
