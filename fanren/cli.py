@@ -76,7 +76,8 @@ class LazyGroup(click.Group):
     """Commands that live beside their feature (split, watch) load only when they are called."""
 
     lazy = {"split": "fanren.split.command:split_command", "watch": "fanren.watch:watch_command",
-            "serve": "fanren.serve.command:serve_command", "keys": "fanren.serve.command:keys_command"}
+            "serve": "fanren.serve.command:serve_command", "keys": "fanren.serve.command:keys_command",
+            "diff": "fanren.diff.command:diff_command"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])

@@ -1,0 +1,84 @@
+"""A drama folder as it was at a git revision: `git archive` of its folder into a temp directory.
+
+Everything the compile reads lives in the drama folder (drama.toml, refs/, templates/, music, voice
+prompts), so the folder's tracked files at a revision are the drama at that revision. The working
+tree is the folder itself, untouched.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DramaError, EngineError, Problem, UsageError
+from ..project import DRAMA_FILE
+
+WORKTREE = None  # a revision of None means the working tree
+
+
+@dataclass(frozen=True)
+class Repository:
+    """The git repository holding a drama folder, and the folder's path inside it."""
+
+    top: Path      # the work tree's top folder
+    prefix: str    # the drama folder relative to it, "" or ending in "/"
+
+    def git(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return _git(self.top, *args)
+
+    def commit_of(self, revision: str) -> str:
+        """The commit `revision` names, or bad input naming it."""
+        found = self.git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
+        if found.returncode != 0:
+            raise UsageError(f"unknown revision {revision!r} in the git repository {self.top} "
+                             f"(the drama folder: {self.prefix or './'})")
+        return found.stdout.decode().strip()
+
+    def shown(self, revision: str | None) -> str:
+        """How a side is named in messages: `HEAD:drama/drama.toml` or the working tree's file."""
+        if revision is None:
+            return str(self.top / self.prefix / DRAMA_FILE)
+        return f"{revision}:{self.prefix}{DRAMA_FILE}"
+
+
+def repository_of(folder: Path) -> Repository:
+    """The repository `folder` is in; bad input when it is in none."""
+    folder = Path(folder).absolute()
+    if not folder.is_dir():
+        raise UsageError(f"no folder {folder}")
+    found = _git(folder, "rev-parse", "--show-toplevel", "--show-prefix")
+    if found.returncode != 0:
+        raise UsageError(f"{folder} is not in a git repository (fanren diff compares git revisions "
+                         "of the drama folder)")
+    top, prefix = (found.stdout.decode().splitlines() + ["", ""])[:2]
+    return Repository(Path(top), prefix)
+
+
+@contextmanager
+def checkout(repository: Repository, revision: str) -> Iterator[Path]:
+    """The drama folder at `revision`, extracted into a temp folder that is removed afterwards."""
+    commit = repository.commit_of(revision)
+    if repository.git("cat-file", "-e", f"{commit}:{repository.prefix}{DRAMA_FILE}").returncode != 0:
+        raise DramaError(Problem(repository.shown(revision), "", f"a {DRAMA_FILE} at revision {revision}",
+                                 f"no such file in commit {commit[:12]}",
+                                 hint="the drama folder is not in that commit; name another revision"))
+    archive = repository.git("archive", "--format=tar", commit, "--", repository.prefix or ".")
+    if archive.returncode != 0:
+        raise EngineError(f"git archive {revision} failed: {archive.stderr.decode(errors='replace').strip()}")
+    with tempfile.TemporaryDirectory(prefix="fanren-diff-") as temp:
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(temp, filter="data")  # no links or paths out of the temp folder
+        yield Path(temp) / repository.prefix
+
+
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=120, check=False)
+    except FileNotFoundError:
+        raise EngineError("git is not installed (fanren diff reads revisions with git)") from None
