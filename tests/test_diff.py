@@ -1,0 +1,205 @@
+"""`fanren diff`: a drama in a real git repository, compared at two revisions; the page in Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import SMALL_DRAMA, Run, fanren
+
+from fanren.diff.page import text_diff
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+S1_ACTION = 'action = "Lin Qing climbs the stone steps"'
+S2_NARRATION = 'narration = "长老拦住了她。"'
+
+# The nodes one narration line (s2) and one shot action (s1) change, with the fields that say why.
+EDITED = {
+    "keyframe:s1": ("changed", ["params.action", "params.prompt"], []),
+    "clip:s1": ("changed", ["params.prompt"], ["keyframe:s1"]),
+    "shot:s1": ("input-changed", [], ["clip:s1"]),
+    "line:s2:0": ("changed", ["params.sentences[0]", "params.text"], []),
+    "shot:s2": ("changed", ["params.lines[0].text"], ["line:s2:0"]),
+    "subtitles": ("input-changed", [], ["shot:s1", "shot:s2"]),
+    "episode": ("input-changed", [], ["shot:s1", "shot:s2", "subtitles"]),
+    "storyboard": ("changed", ["params.shots[0].action", "params.shots[1].narration"],
+                   ["keyframe:s1", "shot:s1", "shot:s2"]),
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True,
+                          timeout=60).stdout
+
+
+def edit(drama: Path, old: str, new: str) -> None:
+    toml = drama / "drama.toml"
+    text = toml.read_text(encoding="utf-8")
+    assert old in text
+    toml.write_text(text.replace(old, new), encoding="utf-8")
+
+
+@pytest.fixture
+def repo(small_drama: Path) -> Path:
+    """A git repository whose folder `drama/` is the built small drama: HEAD~1 is the drama as built,
+    HEAD edits s1's action and s2's narration (not built)."""
+    top = small_drama.parent
+    git(top, "init", "-q", "-b", "main")
+    (top / ".gitignore").write_text(".fanren-cache/\nout/\n", encoding="utf-8")
+    git(top, "add", ".gitignore")
+    git(top, "commit", "-q", "-m", "no drama yet")
+    git(top, "add", "drama")
+    git(top, "commit", "-q", "-m", "the drama")
+    edit(small_drama, S1_ACTION, 'action = "Lin Qing runs up the stone steps"')
+    edit(small_drama, S2_NARRATION, 'narration = "长老在门前拦住了她。"')
+    git(top, "commit", "-q", "-am", "an action and a narration line")
+    return top
+
+
+def differences(result: Run) -> dict[str, tuple[str, list[str], list[str]]]:
+    assert result.code == 0, result.stderr
+    out = json.loads(result.stdout)
+    return {d["id"]: (d["status"], [f["path"] for f in d["fields"]], d["inputs"]) for d in out["differ"]}
+
+
+def test_two_revisions_name_exactly_the_changed_nodes_and_why(repo: Path) -> None:
+    assert differences(fanren("diff", "HEAD~1", "HEAD", "drama", "--json", cwd=repo)) == EDITED
+    # the terminal output gives the same, with explain's before/after lines
+    result = fanren("diff", "HEAD~1", "HEAD", "-C", "drama", cwd=repo)
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "HEAD~1 → HEAD (profile draft): 8 of 18 nodes differ (0 added, 0 removed)"
+    assert lines[1:5] == ["  changed        keyframe:s1 [card]", "      params.action:",
+                          "        - Lin Qing climbs the stone steps", "        + Lin Qing runs up the stone steps"]
+    assert "  input-changed  shot:s1 [mux]  (reads clip:s1)" in lines
+    assert ["      params.text:", "        - 长老拦住了她。", "        + 长老在门前拦住了她。"] == \
+        lines[lines.index("      params.text:"):][:3]
+
+
+def test_head_against_the_working_tree_by_default(repo: Path) -> None:
+    drama = repo / "drama"
+    result = fanren("diff", "--exit-code", cwd=drama)
+    assert (result.code, result.stdout) == (0, ("HEAD → working tree (profile draft): 0 of 18 nodes differ "
+                                               "(0 added, 0 removed)\n"))
+    # one revision: that revision against the working tree
+    assert differences(fanren("diff", "HEAD~1", "--json", cwd=drama)) == EDITED
+    assert fanren("diff", "HEAD~1", "--exit-code", cwd=drama).code == 1
+
+
+def test_added_and_removed_shots(repo: Path) -> None:
+    drama = repo / "drama"
+    text = (drama / "drama.toml").read_text(encoding="utf-8")
+    s3 = text[text.index('[[scenes.shots]]\nid = "s3"'):text.index("[profiles.draft]")]
+    (drama / "drama.toml").write_text(text.replace(s3, s3.replace('"s3"', '"s4"').replace("他点了点头。", "他走了。")),
+                                      encoding="utf-8")
+    found = differences(fanren("diff", "--json", cwd=drama))
+    shots = {k: v[0] for k, v in found.items() if k.endswith(("s3", "s4", "s3:0", "s4:0"))}
+    assert shots == {**{f"{kind}:s4": "added" for kind in ("keyframe", "clip", "shot")}, "line:s4:0": "added",
+                     **{f"{kind}:s3": "removed" for kind in ("keyframe", "clip", "shot")}, "line:s3:0": "removed"}
+    assert found["episode"] == ("changed", ["inputs"], ["shot:s4", "subtitles"])
+
+
+def test_bad_revisions_and_folders_exit_2(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    drama = repo / "drama"
+    result = fanren("diff", "nosuch", cwd=drama)
+    assert (result.code, result.stderr) == (2, (f"error: unknown revision 'nosuch' in the git repository {repo} "
+                                               "(the drama folder: drama/)\n"))
+    result = fanren("diff", "HEAD~2", "HEAD", cwd=drama)
+    assert (result.code, result.stderr) == (2, ("error: HEAD~2:drama/drama.toml: expected a drama.toml at "
+                                               f"revision HEAD~2, got no such file in commit "
+                                               f"{git(repo, 'rev-parse', 'HEAD~2')[:12]} (the drama folder is "
+                                               "not in that commit; name another revision)\n"))
+    edit(drama, 'fps = 12', 'fps = "twelve"')
+    git(repo, "commit", "-q", "-am", "a bad fps")
+    result = fanren("diff", "HEAD~1", "HEAD", cwd=drama)
+    assert (result.code, result.stderr) == (2, ("error: HEAD:drama/drama.toml: drama.fps: expected an integer, "
+                                               "got 'twelve'\n"))
+    outside = tmp_path_factory.mktemp("no-git")
+    (outside / "drama.toml").write_text(SMALL_DRAMA, encoding="utf-8")
+    result = fanren("diff", outside)
+    assert (result.code, result.stderr) == (2, (f"error: {outside} is not in a git repository (fanren diff "
+                                               "compares git revisions of the drama folder)\n"))
+
+
+def test_text_diff_marks_the_changed_words() -> None:
+    left, right = text_diff(["action: Lin Qing climbs the steps", "narration: 长老拦住了她。", "same"],
+                            ["action: Lin Qing runs up the steps", "narration: 长老在门前拦住了她。", "same"])
+    assert left == ('<div class="line changed">action: Lin Qing <del>climbs</del> the steps</div>\n'
+                    '<div class="line changed">narration: 长老拦住了她。</div>\n'
+                    '<div class="line same">same</div>')
+    assert right == ('<div class="line changed">action: Lin Qing <ins>runs up</ins> the steps</div>\n'
+                     '<div class="line changed">narration: 长老<ins>在门前</ins>拦住了她。</div>\n'
+                     '<div class="line same">same</div>')
+
+
+def _playwright() -> object:
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("needs the playwright package (pip install playwright; its browsers are not needed)")
+    return sync_playwright
+
+
+SIDE = 'section[data-shot="{}"] .side.{}'
+
+
+def test_the_page_shows_changed_shots_side_by_side_and_build_renders_the_missing(repo: Path) -> None:
+    sync_playwright = _playwright()
+    page_file = repo / "review" / "diff.html"
+    result = fanren("diff", "HEAD~1", "HEAD", "drama", "--html", page_file, cwd=repo)
+    assert result.code == 0, result.stderr
+    with sync_playwright() as p:  # type: ignore[operator]
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(page_file.as_uri())
+            assert page.eval_on_selector_all("section.shot", "s => s.map(e => e.dataset.shot)") == ["s1", "s2"]
+            # side by side: the older revision left, the newer right, on one row
+            left = page.locator(SIDE.format("s1", "before")).bounding_box()
+            right = page.locator(SIDE.format("s1", "after")).bounding_box()
+            assert left and right and left["x"] + left["width"] <= right["x"] and left["y"] == right["y"]
+            assert page.text_content(SIDE.format("s1", "before") + " h3") == "HEAD~1"
+            assert page.text_content(SIDE.format("s1", "after") + " h3") == "HEAD"
+            # the changed words are marked, nothing else is
+            assert page.eval_on_selector_all("del", "d => d.map(e => e.textContent)") == ["climbs"]
+            assert page.eval_on_selector_all("ins", "d => d.map(e => e.textContent)") == ["runs up", "在门前"]
+            # HEAD's s1 keyframe and s2 shot are not rendered; HEAD~1's are, and load
+            assert page.eval_on_selector_all(SIDE.format("s1", "after") + " .missing",
+                                             "m => m.map(e => e.textContent)") == [
+                "keyframe not rendered — run with --build", "video not rendered — run with --build"]
+            assert page.text_content(SIDE.format("s2", "after") + " .note") == \
+                "the clip, silent: the shot video is not rendered"
+            assert _image_widths(page) == [1280, 1280, 1280]
+            assert _video_widths(page) == [1280, 1280, 1280]
+
+            result = fanren("diff", "HEAD~1", "HEAD", "drama", "--html", page_file, "--build", cwd=repo)
+            assert result.code == 0, result.stderr
+            ran = {line.split()[1] for line in result.stderr.splitlines() if line.startswith("  run ")}
+            assert ran == {"keyframe:s1", "clip:s1", "shot:s1", "line:s2:0", "shot:s2"}
+            page.goto(page_file.as_uri())
+            assert page.locator(".missing, .note").count() == 0
+            assert _image_widths(page) == [1280] * 4
+            assert _video_widths(page) == [1280] * 4
+        finally:
+            browser.close()
+
+
+def _image_widths(page: object) -> list[int]:
+    page.wait_for_function("[...document.images].every(i => i.complete)", timeout=20_000)  # type: ignore[attr-defined]
+    return page.eval_on_selector_all("img.keyframe", "i => i.map(e => e.naturalWidth)")  # type: ignore[attr-defined,no-any-return]
+
+
+def _video_widths(page: object) -> list[int]:
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "[...document.querySelectorAll('video')].every(v => v.readyState >= 1 || v.error)", timeout=20_000)
+    return page.eval_on_selector_all("video.clip", "v => v.map(e => e.videoWidth)")  # type: ignore[attr-defined,no-any-return]
