@@ -203,3 +203,25 @@ def _video_widths(page: object) -> list[int]:
     page.wait_for_function(  # type: ignore[attr-defined]
         "[...document.querySelectorAll('video')].every(v => v.readyState >= 1 || v.error)", timeout=20_000)
     return page.eval_on_selector_all("video.clip", "v => v.map(e => e.videoWidth)")  # type: ignore[attr-defined,no-any-return]
+
+
+def test_the_older_side_comes_from_the_remote_cache(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    remote = tmp_path_factory.mktemp("remote")
+    env = {"FANREN_REMOTE_CACHE": remote.as_uri()}
+    pushed = fanren("cache", "push", "drama", cwd=repo, env=env)  # drama.lock names HEAD~1's build
+    assert pushed.code == 0, pushed.stderr
+    empty = tmp_path_factory.mktemp("empty-cache")
+
+    def rendered(extra_env: dict[str, str]) -> dict[str, bool | None]:
+        result = fanren("diff", "HEAD~1", "HEAD", "drama", "--json", "--cache-dir", empty, cwd=repo, env=extra_env)
+        assert result.code == 0, result.stderr
+        return {d["id"]: d["rendered"]["before"] for d in json.loads(result.stdout)["differ"]}
+
+    assert set(rendered({}).values()) == {False}
+    assert rendered(env) == dict.fromkeys(EDITED, True)  # pulled, checked against their sha256
+
+
+def test_help_has_examples() -> None:
+    result = fanren("diff", "--help")
+    assert result.code == 0, result.stderr
+    assert "fanren diff origin/main HEAD --html diff.html" in result.stdout

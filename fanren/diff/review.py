@@ -8,10 +8,12 @@ for the page (fanren/diff/page.py). Nothing renders unless `build_changed` is ca
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..build import cache_root
 from ..cache import Cache
@@ -24,7 +26,11 @@ from ..run import FAILED, EnginePool, Reporter, run_graph
 from .compare import ADDED, REMOVED, Comparison, NodeDiff, Side, compare
 from .revisions import Repository, checkout, repository_of
 
+if TYPE_CHECKING:
+    from ..remote import RemoteCache
+
 WORKING_TREE = "working tree"
+REMOTE_ENV = "FANREN_REMOTE_CACHE"
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ def open_review(folder: Path, before: str, after: str | None, profile: str = "dr
     repository = repository_of(folder)
     with ExitStack() as stack:
         sides = [_revision(stack, repository, folder, revision, profile) for revision in (before, after)]
-        cache = Cache(cache_root(folder, cache_dir))
+        cache = Cache(cache_root(folder, cache_dir), remote=_remote(sides[1].project))
         review = Review(sides[0], sides[1], cache, _compare(sides[0], sides[1], cache))
         yield review
 
@@ -195,6 +201,16 @@ def _shown(file: Path | str, root: Path, repository: Repository, revision: str) 
     except ValueError:
         return str(file)
     return f"{revision}:{repository.prefix}{relative.as_posix()}"
+
+
+def _remote(project: Project) -> RemoteCache | None:
+    """The remote tier the newer revision names, read-only: a review pulls what others rendered, and
+    what --build renders stays local (a pull request's review holds no write credentials)."""
+    if project.cache.remote is None and REMOTE_ENV not in os.environ:
+        return None  # not even the remote module is imported
+    from ..remote import open_remote
+
+    return open_remote(project.cache.remote, project.file, read_only=True)
 
 
 def _compare(before: Revision, after: Revision, cache: Cache) -> Comparison:
