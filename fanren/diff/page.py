@@ -149,7 +149,8 @@ def _asset(file: Path | None, assets: Path) -> str | None:
     """`file` (a cache object) placed in the assets folder; its path relative to the page."""
     if file is None:
         return None
-    suffix = {"PNG": ".png"}.get(file.read_bytes()[1:4].decode("latin-1"), ".mp4")
+    with open(file, "rb") as f:  # objects are named by digest: the suffix comes from the bytes
+        suffix = ".png" if f.read(8) == b"\x89PNG\r\n\x1a\n" else ".mp4"
     target = assets / f"{file.parent.name}{file.name}{suffix}"
     if not target.exists():
         try:
