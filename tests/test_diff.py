@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_DRAMA, Run, fanren
+from conftest import REPO, SMALL_DRAMA, Run, fanren
 
 from fanren.diff.page import text_diff
 
@@ -225,3 +225,30 @@ def test_help_has_examples() -> None:
     result = fanren("diff", "--help")
     assert result.code == 0, result.stderr
     assert "fanren diff origin/main HEAD --html diff.html" in result.stdout
+
+
+def test_the_example_drama_edited_and_never_rendered(tmp_path: Path) -> None:
+    """The example drama, nothing rendered: an unchanged input reads the same on both sides, so
+    exactly the edited nodes and those reading them differ."""
+    drama = tmp_path / "xianxia"
+    drama.mkdir()
+    (drama / "drama.toml").write_text((REPO / "examples" / "xianxia" / "drama.toml").read_text(encoding="utf-8"),
+                                      encoding="utf-8")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "the example")
+    edit(drama, "the girl runs up a steep snowy path", "the girl stumbles up a steep snowy path")
+    edit(drama, "雪里坐着一个人，白衣破碎，满身是霜。", "雪里坐着一个人，白衣破碎。")
+    git(tmp_path, "commit", "-q", "-am", "one action, one narration line")
+    found = differences(fanren("diff", "HEAD~1", "HEAD", "xianxia", "--json", cwd=tmp_path))
+    assert found == {
+        "keyframe:chase": ("changed", ["params.action", "params.prompt"], []),
+        "clip:chase": ("changed", ["params.prompt"], ["keyframe:chase"]),
+        "shot:chase": ("input-changed", [], ["clip:chase"]),
+        "line:the_man:0": ("changed", ["params.sentences[0]", "params.text"], []),
+        "shot:the_man": ("changed", ["params.lines[0].text"], ["line:the_man:0"]),
+        "subtitles": ("input-changed", [], ["shot:chase", "shot:the_man"]),
+        "episode": ("input-changed", [], ["shot:chase", "shot:the_man", "subtitles"]),
+        "storyboard": ("changed", ["params.shots[4].action", "params.shots[5].narration"],
+                       ["keyframe:chase", "shot:chase", "shot:the_man"]),
+    }

@@ -67,16 +67,23 @@ class Comparison:
 def resolve(graph: Graph, root: Path, cache: Cache) -> dict[str, Side]:
     """Every node of `graph` with its key fields, and its key and cached result where they are known."""
     sides: dict[str, Side] = {}
-    outputs: dict[str, Mapping[str, Output]] = {}
     for node in graph.topological():
-        fields = key_fields(node, {i: outputs[i] for i in node.inputs}, source_digests(node, root, cache))
+        inputs = {i: _outputs(sides[i], node.reads.get(i)) for i in node.inputs}
+        fields = key_fields(node, inputs, source_digests(node, root, cache))
         known = all(sides[i].record is not None for i in node.inputs)
         key = key_of(fields) if known else None
         record = cache.lookup(key) if key is not None else None
         sides[node.id] = Side(node, fields, key, record)
-        outputs[node.id] = record.outputs if record is not None else {
-            "*": Output(digest=f"(not rendered: {key_of(fields)[:16]})", size=0)}
     return sides
+
+
+def _outputs(side: Side, names: tuple[str, ...] | None) -> Mapping[str, Output]:
+    """An input's outputs: its cached ones, else stand-ins for the ones read (all: "*"), named by
+    the input's own key fields."""
+    if side.record is not None:
+        return side.record.outputs
+    stand_in = Output(digest=f"(not rendered: {key_of(side.fields)[:16]})", size=0)
+    return dict.fromkeys(names or ("*",), stand_in)
 
 
 def compare(before: Graph, before_root: Path, after: Graph, after_root: Path, cache: Cache) -> Comparison:
