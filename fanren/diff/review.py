@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..build import cache_root
-from ..cache import Cache
+from ..cache import Cache, canonical_json
 from ..compile import Engines, compile_project, resolve_engines
-from ..errors import BuildFailed, DramaError, NodeFailure
+from ..errors import BuildFailed, DramaError, NodeFailure, UsageError
 from ..graph import Graph
 from ..plan import plan
 from ..project import NARRATOR, Project, load_project
@@ -63,8 +63,6 @@ def revisions_to_compare(revisions: tuple[str, ...]) -> tuple[str, str | None]:
     """`fanren diff`'s revisions: none is HEAD against the working tree, one is that revision
     against the working tree, two are the older and the newer."""
     if len(revisions) > 2:
-        from ..errors import UsageError
-
         raise UsageError(f"expected at most two revisions, got {len(revisions)}: {' '.join(revisions)}")
     if not revisions:
         return "HEAD", None
@@ -89,20 +87,28 @@ def build_changed(review: Review, jobs: int = 2, reporter: Reporter | None = Non
     and what those read; then compare again. Raises BuildFailed naming the nodes that failed."""
     wanted = {f"{kind}:{shot.shot_id}" for shot in shots(review) for kind in ("keyframe", "clip", "shot")}
     failures: list[NodeFailure] = []
+    pool: EnginePool | None = None
+    pool_engines = ""
     with review.cache.in_use():
-        for side in (review.before, review.after):
-            graph = _closure(side.graph, wanted)
-            decisions = plan(graph, review.cache, side.project.root, {})
-            if not any(d.stale for d in decisions):
-                continue
-            pool = EnginePool(side.engines.by_family())
-            try:
+        try:
+            for side in (review.before, review.after):
+                graph = _closure(side.graph, wanted)
+                decisions = plan(graph, review.cache, side.project.root, {})
+                if not any(d.stale for d in decisions):
+                    continue
+                # both sides usually render with the same engines: a model is loaded once, not twice
+                engines = canonical_json({f: e.identity() for f, e in side.engines.by_family().items()})
+                if pool is None or engines != pool_engines:
+                    if pool is not None:
+                        pool.unload_all()
+                    pool, pool_engines = EnginePool(side.engines.by_family()), engines
                 results = run_graph(graph, decisions, pool, review.cache, side.project.root, jobs=jobs,
                                     keep_going=True, reporter=reporter)
-            finally:
+                failures += [NodeFailure(f"{r.node.id} ({side.label})", r.error or "failed", r.log)
+                             for r in results.values() if r.status == FAILED]
+        finally:
+            if pool is not None:
                 pool.unload_all()
-            failures += [NodeFailure(f"{r.node.id} ({side.label})", r.error or "failed", r.log)
-                         for r in results.values() if r.status == FAILED]
     if failures:
         raise BuildFailed(failures)
     review.comparison = _compare(review.before, review.after, review.cache)
