@@ -252,3 +252,22 @@ def test_the_example_drama_edited_and_never_rendered(tmp_path: Path) -> None:
         "storyboard": ("changed", ["params.shots[4].action", "params.shots[5].narration"],
                        ["keyframe:chase", "shot:chase", "shot:the_man"]),
     }
+
+
+def test_build_renders_both_revisions_changed_shots_into_an_empty_cache(repo: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty-cache"
+    lock = (repo / "drama" / "drama.lock").read_bytes()
+    report = (repo / "drama" / "out" / "draft" / "report.json").read_bytes()
+    result = fanren("diff", "HEAD~1", "HEAD", "drama", "--json", "--build", "--cache-dir", empty, cwd=repo)
+    assert result.code == 0, result.stderr
+    ran = sorted(line.split()[1] for line in result.stderr.splitlines() if line.startswith("  run "))
+    # HEAD~1 (read out of git into a temp folder): s1 and s2 and what they read; HEAD: what it changed
+    older = ["character:elder", "character:lin", "clip:s1", "clip:s2", "keyframe:s1", "keyframe:s2",
+             "line:s1:0", "line:s2:0", "line:s2:1", "shot:s1", "shot:s2"]
+    assert ran == sorted([*older, "keyframe:s1", "clip:s1", "shot:s1", "line:s2:0", "shot:s2"])
+    rendered = {d["id"]: d["rendered"] for d in json.loads(result.stdout)["differ"]}
+    shown = ("keyframe:s1", "clip:s1", "shot:s1", "line:s2:0", "shot:s2")
+    assert {nid: rendered[nid] for nid in shown} == {nid: {"before": True, "after": True} for nid in shown}
+    # a review writes neither drama.lock nor out/
+    assert (repo / "drama" / "drama.lock").read_bytes() == lock
+    assert (repo / "drama" / "out" / "draft" / "report.json").read_bytes() == report
