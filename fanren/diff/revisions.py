@@ -7,7 +7,6 @@ tree is the folder itself, untouched.
 
 from __future__ import annotations
 
-import io
 import subprocess
 import tarfile
 import tempfile
@@ -68,12 +67,20 @@ def checkout(repository: Repository, revision: str) -> Iterator[Path]:
         raise DramaError(Problem(repository.shown(revision), "", f"a {DRAMA_FILE} at revision {revision}",
                                  f"no such file in commit {commit[:12]}",
                                  hint="the drama folder is not in that commit; name another revision"))
-    archive = repository.git("archive", "--format=tar", commit, "--", repository.prefix or ".")
-    if archive.returncode != 0:
-        raise EngineError(f"git archive {revision} failed: {archive.stderr.decode(errors='replace').strip()}")
     with tempfile.TemporaryDirectory(prefix="fanren-diff-") as temp:
-        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(temp, filter="data")  # no links or paths out of the temp folder
+        # streamed: a drama's music and references need not fit in memory twice
+        with subprocess.Popen(["git", "archive", "--format=tar", commit, "--", repository.prefix or "."],
+                              cwd=repository.top, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as git:
+            assert git.stdout is not None and git.stderr is not None
+            unreadable: tarfile.TarError | None = None
+            try:
+                with tarfile.open(fileobj=git.stdout, mode="r|") as tar:
+                    tar.extractall(temp, filter="data")  # no links or paths out of the temp folder
+            except tarfile.TarError as exc:
+                unreadable = exc
+            message = git.stderr.read().decode(errors="replace").strip()
+        if git.returncode != 0 or unreadable is not None:
+            raise EngineError(f"git archive {revision} failed: {message or unreadable}")
         yield Path(temp) / repository.prefix
 
 
