@@ -271,3 +271,29 @@ def test_build_renders_both_revisions_changed_shots_into_an_empty_cache(repo: Pa
     # a review writes neither drama.lock nor out/
     assert (repo / "drama" / "drama.lock").read_bytes() == lock
     assert (repo / "drama" / "out" / "draft" / "report.json").read_bytes() == report
+
+
+def test_references_and_templates_are_read_at_each_revision(tmp_path: Path) -> None:
+    from PIL import Image
+
+    drama = tmp_path / "drama"
+    (drama / "refs").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "blue").save(drama / "refs" / "lin.png")
+    (drama / "drama.toml").write_text(SMALL_DRAMA.replace('voice = "lin"\n', 'voice = "lin"\nreference = "refs/lin.png"\n'),
+                                      encoding="utf-8")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "lin has a reference")
+    Image.new("RGB", (8, 8), "red").save(drama / "refs" / "lin.png")
+    (drama / "templates").mkdir()
+    (drama / "templates" / "motion.j2").write_text("{{ shot.action }}, slowly", encoding="utf-8")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "another reference, a motion template")
+    found = differences(fanren("diff", "HEAD~1", "HEAD", "drama", "--json", cwd=tmp_path))
+    assert {k: v for k, v in found.items() if k.startswith(("character", "keyframe", "clip"))} == {
+        "character:lin": ("changed", ["sources.refs/lin.png"], []),
+        "keyframe:s1": ("input-changed", [], ["character:lin"]),
+        "keyframe:s2": ("input-changed", [], ["character:lin"]),
+        **{f"clip:{s}": ("changed", ["params.prompt"], [f"keyframe:{s}"]) for s in ("s1", "s2")},
+        "clip:s3": ("changed", ["params.prompt"], []),
+    }
