@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SMALL_DRAMA, Run, fanren
 
+from fanren.cache import digest_bytes
 from fanren.diff.page import text_diff
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -279,17 +280,26 @@ def test_references_and_templates_are_read_at_each_revision(tmp_path: Path) -> N
     drama = tmp_path / "drama"
     (drama / "refs").mkdir(parents=True)
     Image.new("RGB", (8, 8), "blue").save(drama / "refs" / "lin.png")
+    blue = (drama / "refs" / "lin.png").read_bytes()
     (drama / "drama.toml").write_text(SMALL_DRAMA.replace('voice = "lin"\n', 'voice = "lin"\nreference = "refs/lin.png"\n'),
                                       encoding="utf-8")
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", ".")
     git(tmp_path, "commit", "-q", "-m", "lin has a reference")
     Image.new("RGB", (8, 8), "red").save(drama / "refs" / "lin.png")
+    red = (drama / "refs" / "lin.png").read_bytes()
     (drama / "templates").mkdir()
     (drama / "templates" / "motion.j2").write_text("{{ shot.action }}, slowly", encoding="utf-8")
     git(tmp_path, "add", ".")
     git(tmp_path, "commit", "-q", "-m", "another reference, a motion template")
-    found = differences(fanren("diff", "HEAD~1", "HEAD", "drama", "--json", cwd=tmp_path))
+    found = differences(fanren("diff", "HEAD~1", "HEAD", "drama", "--json", "--html", tmp_path / "d.html",
+                               cwd=tmp_path))
+    page = (tmp_path / "d.html").read_text(encoding="utf-8")
+    assert '<section class="character changed" id="character-lin" data-character="lin">' in page
+    # the reference's digest is the text that changed; neither side's sheet is rendered
+    assert page.count("character sheet not rendered — run with --build") == 2
+    assert f"reference: refs/lin.png (<del>{digest_bytes(blue)[:12]}</del>)" in page
+    assert f"reference: refs/lin.png (<ins>{digest_bytes(red)[:12]}</ins>)" in page
     assert {k: v for k, v in found.items() if k.startswith(("character", "keyframe", "clip"))} == {
         "character:lin": ("changed", ["sources.refs/lin.png"], []),
         "keyframe:s1": ("input-changed", [], ["character:lin"]),

@@ -1,4 +1,4 @@
-"""The review page: each changed shot side by side, older revision left, newer right.
+"""The review page: each changed character sheet and shot side by side, older revision left, newer right.
 
 An HTML file with its media in a folder beside it (`diff.html`, `diff_files/`): keyframes and shot
 videos are copied from the cache (hard links where the file system allows), never rendered here, so
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..cache import atomic_write
 from .compare import ADDED, INPUT, REMOVED, NodeDiff
-from .review import Review, ShotChange, ShotSide, shots
+from .review import CharacterChange, CharacterSide, Review, ShotChange, ShotSide, characters, shots
 
 NOT_RENDERED = "not rendered — run with --build"
 NOT_THERE = "not in this revision"
@@ -34,8 +34,11 @@ def write_page(review: Review, target: Path) -> Path:
         shutil.rmtree(assets)
     assets.mkdir(parents=True)
     changed = shots(review)
-    sections = "\n".join(_shot_section(review, shot, assets) for shot in changed)
-    others = [d for d in review.comparison.differences if not any(d in s.nodes for s in changed)]
+    sheets = characters(review)
+    sections = "\n".join([*(_character_section(review, c, assets) for c in sheets),
+                          *(_shot_section(review, shot, assets) for shot in changed)])
+    shown = {d.node_id for s in changed for d in s.nodes} | {c.diff.node_id for c in sheets}
+    others = [d for d in review.comparison.differences if d.node_id not in shown]
     title = f"{review.before.label} → {review.after.label}"
     page = PAGE.format(
         title=html.escape(f"fanren diff: {title}"),
@@ -46,7 +49,7 @@ def write_page(review: Review, target: Path) -> Path:
         nodes="\n".join(_node_row(d) for d in review.comparison.differences) or
               '<tr><td colspan="3">no node differs</td></tr>',
         others=len(others),
-        shots=sections or '<p class="none">no shot differs</p>',
+        shots=sections or '<p class="none">no character or shot differs</p>',
         style=STYLE,
     )
     atomic_write(target, page, durable=False)
@@ -118,11 +121,32 @@ def _node_row(diff: NodeDiff) -> str:
 def _shot_section(review: Review, shot: ShotChange, assets: Path) -> str:
     left, right = text_diff(shot.before.text if shot.before else [], shot.after.text if shot.after else [])
     reasons = "".join(f"<li>{_node_row_text(d)}</li>" for d in shot.nodes)
-    return SHOT.format(
-        id=html.escape(shot.shot_id), status=html.escape(shot.status), reasons=reasons,
+    return SECTION.format(
+        kind="shot", id=html.escape(shot.shot_id), heading=f"shot {html.escape(shot.shot_id)}", status=html.escape(shot.status), reasons=reasons,
         before=_side(shot.before, left, review.before.label, "before", assets),
         after=_side(shot.after, right, review.after.label, "after", assets),
     )
+
+
+def _character_section(review: Review, character: CharacterChange, assets: Path) -> str:
+    left, right = text_diff(character.before.text if character.before else [],
+                            character.after.text if character.after else [])
+
+    def side(look: CharacterSide | None, text: str, label: str, which: str) -> str:
+        if look is None:
+            return f'<div class="side {which}"><h3>{html.escape(label)}</h3><div class="missing">{NOT_THERE}</div></div>'
+        image = _asset(look.image, assets)
+        picture = (f'<img class="sheet" alt="character sheet" src="{image}">' if image else
+                   f'<div class="missing sheet">character sheet {NOT_RENDERED}</div>')
+        return (f'<div class="side {which}"><h3>{html.escape(label)}</h3><div class="media">{picture}</div>'
+                f'<div class="text">{text}</div></div>')
+
+    return SECTION.format(
+        kind="character", id=html.escape(character.character_id),
+        heading=f"character {html.escape(character.character_id)}", status=html.escape(character.diff.status),
+        reasons=f"<li>{_node_row_text(character.diff)}</li>",
+        before=side(character.before, left, review.before.label, "before"),
+        after=side(character.after, right, review.after.label, "after"))
 
 
 def _node_row_text(diff: NodeDiff) -> str:
@@ -167,14 +191,14 @@ table.nodes { border-collapse: collapse; margin: 1rem 0; font-size: .9rem; }
 table.nodes td { border-bottom: 1px solid #ddd; padding: .2rem .6rem; vertical-align: top; }
 tr.added td:first-child { color: #1a7f37; } tr.removed td:first-child { color: #cf222e; }
 tr.changed td:first-child { color: #9a6700; } tr.input-changed td:first-child { color: #777; }
-section.shot { background: #fff; border: 1px solid #ddd; border-radius: 6px; margin: 1.2rem 0; padding: .8rem 1rem; }
-section.shot h2 { font-size: 1.1rem; margin: 0 0 .4rem; } .status { font-weight: normal; color: #777; }
+section.shot, section.character { background: #fff; border: 1px solid #ddd; border-radius: 6px; margin: 1.2rem 0; padding: .8rem 1rem; }
+section h2 { font-size: 1.1rem; margin: 0 0 .4rem; } .status { font-weight: normal; color: #777; }
 ul.reasons { font-size: .85rem; color: #444; margin: 0 0 .6rem; }
 .sides { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
 .side h3 { font-size: .95rem; margin: 0 0 .4rem; } .side.before h3 { color: #cf222e; } .side.after h3 { color: #1a7f37; }
 .media { display: grid; grid-template-columns: 1fr 1fr; gap: .5rem; margin-bottom: .5rem; align-items: start; }
 .media figure { margin: 0; } .note { font-size: .8rem; color: #777; margin: .2rem 0 0; }
-.side img.keyframe, .side video.clip { display: block; width: 100%; background: #000; }
+.side img.keyframe, .side img.sheet, .side video.clip { display: block; width: 100%; background: #000; }
 .missing { display: flex; align-items: center; justify-content: center; min-height: 6rem; text-align: center;
   border: 2px dashed #bbb; color: #777; font-size: .9rem; padding: .3rem; }
 .text { font-size: .95rem; line-height: 1.5; } .line { padding: 0 .3rem; }
@@ -192,13 +216,13 @@ PAGE = """<!doctype html>
 <table class="nodes"><tbody>
 {nodes}
 </tbody></table>
-<p class="legend">left: <b>{before}</b> · right: <b>{after}</b> · {others} node(s) outside the shots (subtitles, episode, characters, storyboard) are listed above only</p>
+<p class="legend">left: <b>{before}</b> · right: <b>{after}</b> · {others} node(s) outside the characters and shots (subtitles, episode, storyboard) are listed above only</p>
 {shots}
 </body></html>
 """
 
-SHOT = """<section class="shot {status}" id="shot-{id}" data-shot="{id}">
-<h2>{id} <span class="status">{status}</span></h2>
+SECTION = """<section class="{kind} {status}" id="{kind}-{id}" data-{kind}="{id}">
+<h2>{heading} <span class="status">{status}</span></h2>
 <ul class="reasons">{reasons}</ul>
 <div class="sides">{before}{after}</div>
 </section>"""

@@ -153,6 +153,42 @@ def shots(review: Review) -> list[ShotChange]:
     return sorted(changes, key=lambda c: (c.shot_id not in order, order.get(c.shot_id, 0)))
 
 
+@dataclass(frozen=True)
+class CharacterSide:
+    """A character sheet at one revision: its picture in the cache (None: not rendered) and its text."""
+
+    image: Path | None
+    text: list[str]        # "name: …", "description: …", "reference: …"
+
+
+@dataclass(frozen=True)
+class CharacterChange:
+    character_id: str
+    diff: NodeDiff
+    before: CharacterSide | None
+    after: CharacterSide | None
+
+
+def characters(review: Review) -> list[CharacterChange]:
+    """Every character whose sheet differs (its keyframes follow as input-changed shots)."""
+    changes: list[CharacterChange] = []
+    for diff in review.comparison.differences:
+        if diff.node.kind == "character":
+            before, after = (_character_side(review, side) for side in (diff.before, diff.after))
+            changes.append(CharacterChange(diff.node_id.partition(":")[2], diff, before, after))
+    return changes
+
+
+def _character_side(review: Review, side: Side | None) -> CharacterSide | None:
+    if side is None:
+        return None
+    params = side.node.params
+    text = [f"name: {params['name']}", f"description: {params['description']}"]
+    if params.get("reference"):
+        text.append(f"reference: {params['reference']} ({side.fields['sources'][params['reference']][:12]})")
+    return CharacterSide(_object(review.cache, side, "image.png"), text)
+
+
 def _shot_of(node_id: str) -> str | None:
     kind, _, rest = node_id.partition(":")
     if kind in ("keyframe", "clip", "shot"):
