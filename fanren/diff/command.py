@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..cli import _short, cache_option, handles_errors, profile_option
+
+if TYPE_CHECKING:
+    from .review import Review
 
 
 @click.command("diff")
@@ -41,12 +44,11 @@ def diff_command(arguments: tuple[str, ...], directory: Path | None, profile: st
     \b
     Examples:
       fanren diff                                  HEAD against the working tree
-      fanren diff HEAD~1 examples/xianxia          the last commit's parent against the working tree
+      fanren diff HEAD~1 examples/xianxia          the commit before HEAD against the working tree
       fanren diff origin/main HEAD --html diff.html    a review page of a pull request
       fanren diff origin/main HEAD --html diff.html --build   render the changed shots first
     """
     from ..progress import make_reporter
-    from .compare import ADDED, REMOVED
     from .page import write_page
     from .review import build_changed, open_review, revisions_to_compare
 
@@ -61,34 +63,45 @@ def diff_command(arguments: tuple[str, ...], directory: Path | None, profile: st
         if page is not None:
             write_page(review, page)
         if as_json:
-            click.echo(json.dumps({
-                "before": review.before.label, "after": review.after.label, "profile": review.profile,
-                "nodes": len(review.comparison.after),
-                "differ": [{"id": d.node_id, "kind": d.node.kind, "engine": d.node.engine, "status": d.status,
-                            "fields": [{"path": c.path, "before": c.before, "after": c.after} for c in d.changes],
-                            "inputs": list(d.changed_inputs),
-                            "rendered": {"before": d.before.rendered if d.before else None,
-                                         "after": d.after.rendered if d.after else None}}
-                           for d in differences],
-                **({"html": str(page)} if page is not None else {}),
-            }, ensure_ascii=False, indent=1))
+            click.echo(json.dumps(_as_json(review, page), ensure_ascii=False, indent=1))
         else:
-            added = sum(1 for d in differences if d.status == ADDED)
-            removed = sum(1 for d in differences if d.status == REMOVED)
-            click.echo(f"{review.before.label} → {review.after.label} (profile {review.profile}): "
-                       f"{len(differences)} of {len(review.comparison.after)} nodes differ "
-                       f"({added} added, {removed} removed)")
-            for d in differences:
-                detail = f"  (reads {', '.join(d.changed_inputs)})" if d.changed_inputs else ""
-                click.echo(f"  {_styled(d.status):<14} {d.node_id} [{d.node.engine}]{detail}")
-                for change in d.changes:
-                    click.echo(f"      {change.path}:")
-                    click.echo(click.style(f"        - {_short(change.before)}", fg="red"))
-                    click.echo(click.style(f"        + {_short(change.after)}", fg="green"))
-            if page is not None:
-                click.echo(f"page: {page}")
+            _show(review, page)
     if exit_code and differences:
         sys.exit(1)
+
+
+def _show(review: Review, page: Path | None) -> None:
+    from ..text import escape_controls
+    from .compare import ADDED, REMOVED
+
+    differences = review.comparison.differences
+    added = sum(1 for d in differences if d.status == ADDED)
+    removed = sum(1 for d in differences if d.status == REMOVED)
+    click.echo(f"{review.before.label} → {review.after.label} (profile {review.profile}): "
+               f"{len(differences)} of {len(review.comparison.after)} nodes differ ({added} added, {removed} removed)")
+    for d in differences:
+        detail = f"  (reads {', '.join(d.changed_inputs)})" if d.changed_inputs else ""
+        click.echo(f"  {_styled(d.status):<14} {d.node_id} [{d.node.engine}]{detail}")
+        for change in d.changes:  # a drama's text may hold an ESC: it must not reach the terminal
+            click.echo(f"      {change.path}:")
+            click.echo(click.style(f"        - {escape_controls(_short(change.before))}", fg="red"))
+            click.echo(click.style(f"        + {escape_controls(_short(change.after))}", fg="green"))
+    if page is not None:
+        click.echo(f"page: {page}")
+
+
+def _as_json(review: Review, page: Path | None) -> dict[str, Any]:
+    return {
+        "before": review.before.label, "after": review.after.label, "profile": review.profile,
+        "nodes": len(review.comparison.after),
+        "differ": [{"id": d.node_id, "kind": d.node.kind, "engine": d.node.engine, "status": d.status,
+                    "fields": [{"path": c.path, "before": c.before, "after": c.after} for c in d.changes],
+                    "inputs": list(d.changed_inputs),
+                    "rendered": {"before": d.before.rendered if d.before else None,
+                                 "after": d.after.rendered if d.after else None}}
+                   for d in review.comparison.differences],
+        **({"html": str(page)} if page is not None else {}),
+    }
 
 
 def _styled(status: str) -> Any:
