@@ -60,9 +60,6 @@ class Comparison:
     after: dict[str, Side]
     differences: list[NodeDiff] = field(default_factory=list)   # new graph's order, then removed
 
-    def get(self, node_id: str) -> NodeDiff | None:
-        return next((d for d in self.differences if d.node_id == node_id), None)
-
 
 def resolve(graph: Graph, root: Path, cache: Cache) -> dict[str, Side]:
     """Every node of `graph` with its key fields, and its key and cached result where they are known."""

@@ -18,8 +18,6 @@ from pathlib import Path
 from ..errors import DramaError, EngineError, Problem, UsageError
 from ..project import DRAMA_FILE
 
-WORKTREE = None  # a revision of None means the working tree
-
 
 @dataclass(frozen=True)
 class Repository:
