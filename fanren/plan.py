@@ -151,9 +151,11 @@ def explain(decision: Decision, cache: Cache, root: Path, lock: Mapping[str, Loc
     node = decision.node
     previous = lock.get(node.id)
     old_record = cache.peek(previous.key) if previous else None
-    # Inputs that will be rebuilt have no digest yet: compare them as "(will be rebuilt)".
+    # Inputs that will be rebuilt have no digest yet: compare them as "(will be rebuilt)", under
+    # the output names this node reads (a stand-in under another name would be filtered out).
+    rebuilt = Output(digest="(will be rebuilt)", size=0)
     inputs = {i: (decisions[i].record.outputs if decisions[i].record is not None else
-                  {"*": Output(digest="(will be rebuilt)", size=0)}) for i in node.inputs}
+                  dict.fromkeys(node.reads.get(i) or ("*",), rebuilt)) for i in node.inputs}
     fields = key_fields(node, inputs, source_digests(node, root, cache))
     if old_record is None:
         return Explanation(decision, previous.key if previous else None, [], False)

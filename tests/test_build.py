@@ -132,6 +132,15 @@ def test_explain_shows_the_changed_field(small_drama: Path) -> None:
     assert "- The elder nods" in result.stdout and "+ The elder bows" in result.stdout
 
 
+def test_explain_names_an_input_that_will_be_rebuilt(small_drama: Path) -> None:
+    # subtitles read only a line's timing.json: the stand-in for the stale line must carry that
+    # name, or explain shows a vanished digest instead of the input that changed
+    edit(small_drama, "他点了点头。", "他微微点头。")
+    result = fanren("explain", "subtitles", "-C", small_drama)
+    assert result.code == 0, result.stderr
+    assert "(will be rebuilt)" in result.stdout, result.stdout
+
+
 def test_explain_unknown_node_suggests(small_drama: Path) -> None:
     result = fanren("explain", "keyframe:s9", "-C", small_drama)
     assert result.code == 2
