@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("character", "keyframe", "clip", "line", "shot", "subtitles", "episode", "storyboard")
+KINDS = ("character", "keyframe", "clip", "line", "shot", "subtitles", "episode", "storyboard", "export")
 
 
 @dataclass(frozen=True)
