@@ -300,7 +300,7 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     tables: dict[str, type[BaseModel]] = {
         "drama": Drama, "narrator": Narrator, "characters": Character, "scenes": Scene,
         "shots": Shot, "lines": Line, "profiles": Profile, "music": Music, "voices": Voice,
-        "cache": CacheSettings,
+        "cache": CacheSettings, "export": Export,
     }
     for name in names:
         nxt = tables.get(name)

@@ -41,3 +41,21 @@ def media_line(line_node: str) -> str:
 def media_music(file: str) -> str:
     """A music file by its drama-relative path, under media/music/."""
     return f"{MEDIA}/music/{file}"
+
+
+def parse_formats(text: str) -> list[str]:
+    """`--format otio,fcpxml`: the formats in the order given, each once; UsageError (exit 2) for
+    one fanren does not write, with the closest and all of them."""
+    import difflib
+
+    from ..errors import UsageError
+
+    formats = [name.strip() for name in text.split(",") if name.strip()]
+    if not formats:
+        raise UsageError(f"--format: expected one or more of {', '.join(FORMATS)}, comma-separated, got {text!r}")
+    for name in formats:
+        if name not in FORMATS:
+            close = difflib.get_close_matches(name, FORMATS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UsageError(f"--format: unknown format {name!r} ({hint}formats: {', '.join(FORMATS)})")
+    return list(dict.fromkeys(formats))

@@ -4,7 +4,7 @@ adapter (the otio-fcp-adapter package) for Premiere Pro and DaVinci Resolve.
 Tracks: "Shots" (video), "Speech" and "Music" (audio), gaps between the clips; the subtitles are
 markers on the timeline's stack, each over its cue's time, named by its text. Picture items are
 timed at the drama's frame rate, sound items at 48 kHz (the sample the episode places them at) in
-the .otio file and at the frame rate in FCP 7 XML, which counts everything in frames.
+the .otio file; FCP 7 XML counts everything in frames of one timebase (`fcp_timebase`).
 Media are ExternalReferences to paths relative to out/<profile>/ (the folder the .otio file is in).
 """
 
@@ -19,8 +19,9 @@ from .timeline import Item, Timeline
 AUDIO_RATE = 48000
 
 
-def to_otio(timeline: Timeline, sound_rate: int = AUDIO_RATE) -> Any:
-    """The OTIO timeline; sound items timed at `sound_rate` (FCP 7 XML counts everything in frames)."""
+def to_otio(timeline: Timeline, sound_rate: int = AUDIO_RATE, picture_rate: int | None = None) -> Any:
+    """The OTIO timeline: picture items timed at `picture_rate` (default: the drama's fps), sound
+    items at `sound_rate`."""
     import opentimelineio as otio
 
     def time(seconds: Fraction, rate: int) -> Any:
@@ -42,10 +43,10 @@ def to_otio(timeline: Timeline, sound_rate: int = AUDIO_RATE) -> Any:
             position = item.end
         return out
 
-    fps = timeline.fps
+    fps = picture_rate or timeline.fps
     result = otio.schema.Timeline(name=timeline.title,
                                   global_start_time=otio.opentime.RationalTime(0, fps))
-    result.metadata["fanren"] = {"fps": fps, "size": list(timeline.size)}
+    result.metadata["fanren"] = {"fps": timeline.fps, "size": list(timeline.size)}
     result.tracks.append(track("Shots", otio.schema.TrackKind.Video, timeline.shots, fps))
     result.tracks.append(track("Speech", otio.schema.TrackKind.Audio, timeline.lines, sound_rate))
     if timeline.music:
@@ -69,5 +70,14 @@ def write_otio(timeline: Timeline, out: Path) -> Path:
 def write_fcpxml(timeline: Timeline, out: Path) -> Path:
     import opentimelineio as otio
 
-    out.write_text(otio.adapters.write_to_string(to_otio(timeline, timeline.fps), "fcp_xml"), encoding="utf-8")
+    rate = fcp_timebase(timeline.fps)
+    out.write_text(otio.adapters.write_to_string(to_otio(timeline, rate, rate), "fcp_xml"), encoding="utf-8")
     return out
+
+
+def fcp_timebase(fps: int) -> int:
+    """The timebase FCP 7 XML is written at. The adapter gives every file a SMPTE start timecode,
+    defined at 24, 25, 30, 48, 50 and 60 fps only: the drama's fps when it is one of them, else
+    the smallest of them that is a multiple of it (12 → 24, every frame two), else 60."""
+    smpte = (24, 25, 30, 48, 50, 60)
+    return next((rate for rate in smpte if rate % fps == 0), 60)
