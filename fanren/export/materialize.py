@@ -53,9 +53,10 @@ def place_exports(out_dir: Path, session: Session, results: dict[str, NodeResult
             source = _output(session, results, node.id, output)
             target = out_dir / name
             if fmt == "jianying":
-                text = source.read_text(encoding="utf-8")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(target, _localize_draft(output, text, out_dir), durable=False)
+                text = _localize_draft(output, source.read_text(encoding="utf-8"), out_dir)
+                if not (target.is_file() and target.read_text(encoding="utf-8") == text):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write(target, text, durable=False)
             else:
                 place(source, target, link=True)
 
@@ -75,9 +76,10 @@ def place(source: Path, target: Path, link: bool) -> None:
             return
     except OSError:
         pass
-    if not link and target.exists() and target.stat().st_size == source.stat().st_size \
-            and target.read_bytes() == source.read_bytes():
-        return
+    if not link and target.exists():
+        ours, theirs = target.stat(), source.stat()
+        if (ours.st_size, ours.st_mtime_ns) == (theirs.st_size, theirs.st_mtime_ns):
+            return  # copied with its modification time (copy2) and unchanged since
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)
     if link:
@@ -86,7 +88,7 @@ def place(source: Path, target: Path, link: bool) -> None:
         except OSError:
             shutil.copyfile(source, tmp)
     else:
-        shutil.copyfile(source, tmp)
+        shutil.copy2(source, tmp)
     os.replace(tmp, target)
 
 
