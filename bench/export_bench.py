@@ -62,6 +62,7 @@ def main() -> None:
     from fanren.build import open_session
     from fanren.check import check_nodes
     from fanren.executors.local import EnginePool
+    from fanren.graph import Node
 
     session = open_session(drama)
     records = {d.node.id: d.record for d in session.decisions if d.record is not None}
@@ -69,8 +70,12 @@ def main() -> None:
     seconds: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         marks: list[tuple[str, float]] = []  # (node, when it started); on_node is called before each
+
+        def mark(done: int, total: int, node: Node, marks: list[tuple[str, float]] = marks) -> None:
+            marks.append((node.id, time.perf_counter()))
+
         mismatches = check_nodes(session.graph, records, pool, session.cache, drama, kinds={"export"},
-                                 on_node=lambda done, total, node: marks.append((node.id, time.perf_counter())))
+                                 on_node=mark)
         ends = [when for _, when in marks[1:]] + [time.perf_counter()]
         for (node_id, started), ended in zip(marks, ends):
             seconds.setdefault(node_id, []).append(ended - started)

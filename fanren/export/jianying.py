@@ -81,7 +81,7 @@ def write_draft(timeline: Timeline, media_files: dict[str, Path], out_dir: Path)
             material["path"] = relative.get(material["path"], material["path"])
     content["duration"] = us(timeline.duration)
 
-    import pyJianYingDraft.assets as assets
+    from pyJianYingDraft import assets
 
     meta = json.loads(Path(assets.get_asset_path("DRAFT_META_TEMPLATE")).read_text(encoding="utf-8"))
     meta.update({"draft_name": timeline.title, "tm_duration": us(timeline.duration)})
