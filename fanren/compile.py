@@ -183,21 +183,37 @@ def compile_project(project: Project, engines: Engines) -> Graph:
 
 def _compile_exports(project: Project, engines: Engines, graph: Graph, node: Any, size: list[int],
                      music: list[dict[str, Any]]) -> None:
-    """One `export:<format>` node per format of `[export] formats`: it reads every shot (its
-    pictures and timing), every line (its speech and cues) and the music files, so editing one
-    line re-writes the exports and nothing else more than the episode already re-renders."""
+    """One `export:<format>` node per format of `[export] formats`: it reads every shot's picture
+    and timing, every line's speech and cues and the music files, so editing one line re-writes
+    the exports and nothing more than the episode already re-renders.
+
+    The picture of a shot is its shot.mp4, unless the shots burn their subtitles in: then a
+    `picture:<shot>` node renders the shot's clip fitted the same way without them, so that the
+    exports' subtitles, which an editor can restyle, are the only ones on screen."""
     formats = list(dict.fromkeys(project.export.formats))
     if not formats:
         return
+    burned = project.drama.subtitles == "burn"
     shots: list[dict[str, Any]] = []
     inputs: list[str] = []
     reads: dict[str, tuple[str, ...]] = {}
     for _, shot in project.shots():
-        shot_node = f"shot:{shot.id}"
-        lines = list(graph[shot_node].params["lines"])
-        shots.append({"id": shot.id, "lines": lines})
-        inputs += [shot_node, *(line["node"] for line in lines)]
-        reads[shot_node] = ("shot.mp4", "timing.json")
+        shot_node = graph[f"shot:{shot.id}"]
+        lines = list(shot_node.params["lines"])
+        if burned:
+            picture = node(f"picture:{shot.id}", "picture", engines.export, {
+                "shot_id": shot.id, **{k: shot_node.params[k] for k in ("size", "fps", "fit", "max_slow")},
+            }, inputs=(f"clip:{shot.id}", shot_node.id), reads={shot_node.id: ("timing.json",)})
+            inputs += [shot_node.id, picture.id]
+            reads[shot_node.id] = ("timing.json",)
+            reads[picture.id] = ("picture.mp4",)
+            source = [picture.id, "picture.mp4"]
+        else:
+            inputs.append(shot_node.id)
+            reads[shot_node.id] = ("shot.mp4", "timing.json")
+            source = [shot_node.id, "shot.mp4"]
+        shots.append({"id": shot.id, "picture": source, "lines": lines})
+        inputs += [line["node"] for line in lines]
         reads.update({line["node"]: ("speech.wav", "cues.json") for line in lines})
     for fmt in formats:
         node(f"export:{fmt}", "export", engines.export, {

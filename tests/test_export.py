@@ -28,6 +28,7 @@ EXPORT_DRAMA = SMALL_DRAMA.replace('setting = "a mountain gate in the mist"',
                                    'setting = "a mountain gate in the mist"\nmusic = { file = "music/tune.wav", volume = 0.5 }'
                                    ) + '\n[export]\nformats = ["otio", "fcpxml", "jianying"]\n'
 EXPORT_NODES = {"export:otio", "export:fcpxml", "export:jianying"}
+PICTURES = {"picture:s1", "picture:s2", "picture:s3"}  # the shots burn their subtitles in (the default)
 
 
 def write_tune(folder: Path) -> None:
@@ -86,14 +87,17 @@ def line_files(out: Path) -> list[str]:
 
 def test_every_format_is_a_node_of_the_build_reading_every_shot_and_line(built: Path) -> None:
     nodes = {n["id"]: n for n in report(built)["nodes"]}
-    assert {nid for nid in nodes if nid.startswith("export:")} == EXPORT_NODES
-    assert {nodes[nid]["status"] for nid in EXPORT_NODES} == {"ran"}
+    assert {nid for nid in nodes if nid.split(":")[0] in ("export", "picture")} == EXPORT_NODES | PICTURES
+    assert {nodes[nid]["status"] for nid in EXPORT_NODES | PICTURES} == {"ran"}
     session = open_session(built)
     node = session.graph["export:otio"]
-    assert node.inputs == ("shot:s1", "line:s1:0", "shot:s2", "line:s2:0", "line:s2:1",
-                           "shot:s3", "line:s3:0")
-    assert node.reads["shot:s2"] == ("shot.mp4", "timing.json")
+    assert node.inputs == ("shot:s1", "picture:s1", "line:s1:0", "shot:s2", "picture:s2", "line:s2:0",
+                           "line:s2:1", "shot:s3", "picture:s3", "line:s3:0")
+    assert node.reads["shot:s2"] == ("timing.json",)
+    assert node.reads["picture:s2"] == ("picture.mp4",)
     assert node.reads["line:s2:1"] == ("speech.wav", "cues.json")
+    picture = session.graph["picture:s2"]
+    assert (picture.inputs, picture.reads) == (("clip:s2", "shot:s2"), {"shot:s2": ("timing.json",)})
     assert node.sources == ("music/tune.wav",)
     assert node.params["libraries"] == {"opentimelineio": otio.__version__}
     assert not any(d.stale for d in session.decisions)
@@ -105,7 +109,9 @@ def test_editing_one_line_reruns_its_speech_its_shot_and_the_exports_and_nothing
                     encoding="utf-8")
     result = fanren("build", drama)
     assert result.code == 0, result.stderr
-    assert ran(drama) == {"line:s3:0", "shot:s3", "subtitles", "episode", "storyboard", *EXPORT_NODES}
+    # the shot's picture too: the new line makes the shot longer
+    assert ran(drama) == {"line:s3:0", "shot:s3", "picture:s3", "subtitles", "episode", "storyboard",
+                          *EXPORT_NODES}
     texts = [m.name for m in otio.adapters.read_from_file(str(drama / "out" / "draft" / "episode.otio")).tracks.markers]
     assert "他终于点了点头。" in texts
 
@@ -115,10 +121,41 @@ def test_an_export_rendered_again_gives_the_same_bytes(built: Path) -> None:
     records = {d.node.id: d.record for d in session.decisions if d.record is not None}
     pool = EnginePool(session.engines.by_family())
     checked: list[str] = []
-    mismatches = check_nodes(session.graph, records, pool, session.cache, built, kinds={"export"},
+    mismatches = check_nodes(session.graph, records, pool, session.cache, built, kinds={"export", "picture"},
                              on_node=lambda done, total, node: checked.append(node.id))
-    assert set(checked) == EXPORT_NODES
+    assert set(checked) == EXPORT_NODES | PICTURES
     assert mismatches == []
+
+
+def video_frames(video: Path) -> list[str]:
+    """The md5 of each decoded frame of the video stream."""
+    out = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(video), "-map", "0:v",
+                          "-f", "framemd5", "-"], check=True, capture_output=True, text=True).stdout
+    return [row.split(",")[-1].strip() for row in out.splitlines() if not row.startswith("#")]
+
+
+def test_the_exported_shots_carry_no_burned_subtitles(built: Path, drama: Path) -> None:
+    """The pictures of a drama that burns its subtitles are frame for frame the shots of the same
+    drama with `subtitles = "none"`, whose shots the export then references as they are."""
+    toml = drama / "drama.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace('fps = 12\n', 'fps = 12\nsubtitles = "none"\n'),
+                    encoding="utf-8")
+    result = fanren("build", drama)
+    assert result.code == 0, result.stderr
+    assert not any(nid.startswith("picture:") for nid in (n["id"] for n in report(drama)["nodes"]))
+    assert {"shot:s1", "shot:s2", "shot:s3"} <= ran(drama)
+    for shot in ("s1", "s2", "s3"):
+        burned = video_frames(built / "out" / "draft" / "media" / "shots" / f"{shot}.mp4")
+        clean = video_frames(drama / "out" / "draft" / "media" / "shots" / f"{shot}.mp4")
+        assert len(burned) == frames_of(built / "out" / "draft" / "media" / "shots" / f"{shot}.mp4")
+        assert burned == clean
+    # ... while the shots of the burning drama differ from them: they do carry the text
+    session = open_session(built)
+    record = session.decision("shot:s1").record
+    assert record is not None
+    assert video_frames(session.cache.object_for_use(record, "shot.mp4")) != video_frames(
+        built / "out" / "draft" / "media" / "shots" / "s1.mp4")
+    assert probe(built / "out" / "draft" / "media" / "shots" / "s1.mp4").audio is None
 
 
 # ── OpenTimelineIO ───────────────────────────────────────────────────────────

@@ -2,7 +2,7 @@
 
     out/<profile>/episode.otio, episode.xml       OpenTimelineIO, FCP 7 XML
     out/<profile>/jianying/                       the Jianying draft folder
-    out/<profile>/media/shots/<shot>.mp4          each shot as the episode has it
+    out/<profile>/media/shots/<shot>.mp4          each shot's picture, without burned subtitles
     out/<profile>/media/lines/<shot>-<n>.wav      each line's speech
     out/<profile>/media/music/<path in the drama> the music files
 
@@ -38,7 +38,7 @@ def place_exports(out_dir: Path, session: Session, results: dict[str, NodeResult
     media: dict[str, Path] = {}
     for node in exports:
         for shot in node.params["shots"]:
-            media[media_shot(shot["id"])] = _output(session, results, f"shot:{shot['id']}", "shot.mp4")
+            media[media_shot(shot["id"])] = _output(session, results, *shot["picture"])
             for line in shot["lines"]:
                 media[media_line(line["node"])] = _output(session, results, line["node"], "speech.wav")
         for entry in node.params["music"]:

@@ -70,8 +70,9 @@ class Timeline:
 
 
 def build_timeline(request: Request) -> Timeline:
-    """The timeline of an export node: params title, fps, size, lead_in, shots [{id, lines}],
-    music; inputs shot:<id> → {shot.mp4, timing.json}, line:<shot>:<n> → {speech.wav, cues.json}."""
+    """The timeline of an export node: params title, fps, size, lead_in, shots [{id, picture
+    [node, output], lines}], music; inputs shot:<id> → {timing.json}, each shot's picture,
+    line:<shot>:<n> → {speech.wav, cues.json}."""
     params = request.params
     fps = int(params["fps"])
     shots: list[Item] = []
@@ -84,12 +85,13 @@ def build_timeline(request: Request) -> Timeline:
     for shot in params["shots"]:
         node = f"shot:{shot['id']}"
         files = request.inputs.get(node)
-        if files is None or "timing.json" not in files or "shot.mp4" not in files:
-            raise EngineError(f"{request.node_id} needs {node} with shot.mp4 and timing.json")
+        picture_node, picture_output = shot["picture"]
+        if files is None or "timing.json" not in files:
+            raise EngineError(f"{request.node_id} needs the timing.json of {node}")
         timing = json.loads(Path(files["timing.json"]).read_text(encoding="utf-8"))
         duration = float(timing["duration"])
-        segment = Segment(file=Path(files["shot.mp4"]), frames=round(duration * fps),
-                          samples=round(duration * AUDIO_RATE))
+        segment = Segment(file=Path(request.input_file(picture_node, picture_output)),
+                          frames=round(duration * fps), samples=round(duration * AUDIO_RATE))
         shots.append(Item(name=str(shot["id"]), media=media_shot(str(shot["id"])),
                           start=Fraction(frame, fps), duration=Fraction(segment.frames, fps)))
         for line, placed in zip(shot["lines"], place_lines(shot["lines"], request.inputs,
