@@ -237,6 +237,10 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
             session.index.save()
         write_report(out_dir, session, results, time.monotonic() - started, workers)
         _export(out_dir, session, results)
+        if any(node.kind == "export" for node in session.graph.topological()):
+            from .export.materialize import place_exports
+
+            place_exports(out_dir, session, results)
     except OSError as exc:  # a full disk: say so, naming what could not be written; never a traceback
         if not any(r.status == FAILED for r in results.values()):
             raise FanrenError(f"the build finished but its results could not be written: {exc}") from exc

@@ -77,7 +77,8 @@ class LazyGroup(click.Group):
 
     lazy = {"split": "fanren.split.command:split_command", "watch": "fanren.watch:watch_command",
             "serve": "fanren.serve.command:serve_command", "keys": "fanren.serve.command:keys_command",
-            "diff": "fanren.diff.command:diff_command"}
+            "diff": "fanren.diff.command:diff_command",
+            "export": "fanren.export.command:export_command"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -105,6 +106,7 @@ def main() -> None:
       fanren build my-drama         render out/draft/episode.mp4 (CPU, seconds per shot)
       fanren status my-drama        what the next build would run, and why
       fanren explain keyframe:s01   the field-level reason one node would re-render
+      fanren export my-drama -f otio,jianying   editor timelines (OTIO, FCP XML, 剪映 draft)
     """
     _setup_logging()
 

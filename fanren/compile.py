@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +54,11 @@ class Engines:
     voice: Engine
     mux: Engine
     report: Engine
+    export: Engine = field(default_factory=lambda: engine_class("export")())
 
     def by_family(self) -> dict[str, Engine]:
         return {"image": self.image, "video": self.video, "voice": self.voice,
-                "mux": self.mux, "report": self.report}
+                "mux": self.mux, "report": self.report, "export": self.export}
 
 
 def profile_names(project: Project) -> list[str]:
@@ -176,7 +177,66 @@ def compile_project(project: Project, engines: Engines) -> Graph:
                    "lines": [{"who": line.who, "text": line.text} for line in shot.lines]}
                   for scene, shot in project.shots()],
     }, inputs=tuple(f"keyframe:{s}" for s in shot_ids) + shots, reads={s: ("timing.json",) for s in shots})
+    _compile_exports(project, engines, graph, node, size, music)
     return graph
+
+
+def _compile_exports(project: Project, engines: Engines, graph: Graph, node: Any, size: list[int],
+                     music: list[dict[str, Any]]) -> None:
+    """One `export:<format>` node per format of `[export] formats`: it reads every shot's picture
+    and timing, every line's speech and cues and the music files, so editing one line re-writes
+    the exports and nothing more than the episode already re-renders.
+
+    The picture of a shot is its shot.mp4, unless the shots burn their subtitles in: then a
+    `picture:<shot>` node renders the shot's clip fitted the same way without them, so that the
+    exports' subtitles, which an editor can restyle, are the only ones on screen."""
+    formats = list(dict.fromkeys(project.export.formats))
+    if not formats:
+        return
+    burned = project.drama.subtitles == "burn"
+    shots: list[dict[str, Any]] = []
+    inputs: list[str] = []
+    reads: dict[str, tuple[str, ...]] = {}
+    for _, shot in project.shots():
+        shot_node = graph[f"shot:{shot.id}"]
+        lines = list(shot_node.params["lines"])
+        if burned:
+            picture = node(f"picture:{shot.id}", "picture", engines.export, {
+                "shot_id": shot.id, **{k: shot_node.params[k] for k in ("size", "fps", "fit", "max_slow")},
+            }, inputs=(f"clip:{shot.id}", shot_node.id), reads={shot_node.id: ("timing.json",)})
+            inputs += [shot_node.id, picture.id]
+            reads[shot_node.id] = ("timing.json",)
+            reads[picture.id] = ("picture.mp4",)
+            source = [picture.id, "picture.mp4"]
+        else:
+            inputs.append(shot_node.id)
+            reads[shot_node.id] = ("shot.mp4", "timing.json")
+            source = [shot_node.id, "shot.mp4"]
+        shots.append({"id": shot.id, "picture": source, "lines": lines})
+        inputs += [line["node"] for line in lines]
+        reads.update({line["node"]: ("speech.wav", "cues.json") for line in lines})
+    for fmt in formats:
+        node(f"export:{fmt}", "export", engines.export, {
+            "format": fmt, "libraries": _export_libraries(project, fmt),
+            "title": project.drama.title, "fps": project.drama.fps, "size": size, "lead_in": LEAD_IN,
+            "shots": shots, "music": music,
+        }, inputs=tuple(inputs), sources=tuple(sorted({entry["file"] for entry in music})), reads=reads)
+
+
+def _export_libraries(project: Project, fmt: str) -> dict[str, str]:
+    """The versions of the libraries that write `fmt` (they go into its key); bad input naming the
+    extra to install when one is missing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .export import LIBRARIES
+
+    try:
+        return {name: version(name) for name in LIBRARIES[fmt]}
+    except PackageNotFoundError as exc:
+        where = f"export.formats[{project.export.formats.index(fmt)}]"  # type: ignore[arg-type]
+        raise DramaError(Problem(project.file, where, f"the Python package {exc.name} installed to "
+                                 f"write {fmt!r}", "not installed",
+                                 hint="pip install 'fanren[export]'")) from None
 
 
 def scene_music(project: Project) -> list[dict[str, Any]]:

@@ -10,7 +10,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("character", "keyframe", "clip", "line", "shot", "subtitles", "episode", "storyboard")
+KINDS = ("character", "keyframe", "clip", "line", "shot", "subtitles", "episode", "storyboard", "picture",
+         "export")
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,12 @@ class CacheSettings(_Strict):
     remote: str | None = None  # s3://bucket/prefix or file:///folder, checked where it is opened
 
 
+class Export(_Strict):
+    """`[export]`: the editor timelines every build writes beside the episode (docs/export.md)."""
+
+    formats: list[Literal["otio", "fcpxml", "jianying"]] = []
+
+
 class Project(_Strict):
     drama: Drama
     narrator: Narrator = Narrator()
@@ -156,6 +162,7 @@ class Project(_Strict):
     profiles: dict[str, Profile] = {}
     music: Music | None = None
     cache: CacheSettings = CacheSettings()
+    export: Export = Export()
 
     _root: Path = PrivateAttr(default=Path("."))
 
@@ -293,7 +300,7 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     tables: dict[str, type[BaseModel]] = {
         "drama": Drama, "narrator": Narrator, "characters": Character, "scenes": Scene,
         "shots": Shot, "lines": Line, "profiles": Profile, "music": Music, "voices": Voice,
-        "cache": CacheSettings,
+        "cache": CacheSettings, "export": Export,
     }
     for name in names:
         nxt = tables.get(name)

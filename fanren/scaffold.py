@@ -101,6 +101,10 @@ text = "你刚才，是不是说话了？"
 # A cache shared by a team or CI (docs/cache.md); credentials come from the environment only:
 # [cache]
 # remote = "s3://my-bucket/fanren"   # or "file:///mnt/team/fanren-cache"
+
+# Editor timelines beside the episode, in out/<profile>/ (docs/export.md; pip install 'fanren[export]'):
+# [export]
+# formats = ["otio", "fcpxml", "jianying"]   # OpenTimelineIO, FCP 7 XML (Premiere, Resolve), a 剪映 draft
 """)
 
 GITIGNORE = """\

@@ -45,6 +45,18 @@ episode   (mux)    params: fps, subtitles (burn|soft|none), loudness {i, tp},
 storyboard(report) params: title, language, shots [{id, scene, action, camera, narration, lines}]
                    inputs:  keyframe:<id> → {image.png}; shot:<id> → {timing.json}
                    outputs: storyboard.html (self-contained; statuses come from report.js beside it)
+picture (export)   params: shot_id, size, fps, fit, max_slow
+                   inputs:  clip:<shot> → {clip.mp4}; shot:<shot> → {timing.json}
+                   outputs: picture.mp4 (the clip fitted as the shot fits it, no subtitles, no audio)
+export  (export)   params: format (otio|fcpxml|jianying), libraries {distribution: version}, title, fps,
+                   size, lead_in, shots [{id, picture [node, output], lines [{node, who, text}]}],
+                   music (as the episode's)
+                   inputs:  shot:<id> → {timing.json}; each shot's picture (picture:<id> → {picture.mp4},
+                            or shot:<id> → {shot.mp4} when the shots burn no subtitles);
+                            line:<shot>:<n> → {speech.wav, cues.json}
+                   sources: every music file the entries name
+                   outputs: episode.otio | episode.xml | draft_content.json and draft_meta_info.json
+                            (media referenced by paths relative to out/<profile>/, see fanren/export/)
 """
 
 from __future__ import annotations
@@ -91,7 +103,7 @@ class Request:
 class Engine:
     """Base class of every engine. Subclasses set the class variables and implement run()."""
 
-    family: ClassVar[str]            # image | video | voice | mux | report
+    family: ClassVar[str]            # image | video | voice | mux | report | export
     name: ClassVar[str]
     version: ClassVar[str] = "1"     # bump whenever the same request would give other bytes
     kinds: ClassVar[frozenset[str]]  # node kinds this engine renders
