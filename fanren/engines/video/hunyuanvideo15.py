@@ -69,10 +69,13 @@ class HunyuanVideo15Model:
     vram: VramNeed
 
 
-# Estimates until bench/gpu_engines.py measures them (docs/performance.md): an 8.3 B transformer,
-# Qwen2.5-VL-7B's text model (7.1 B), ByT5-small's encoder, SigLIP-so400m and the VAE, in bf16.
-VRAM_480P = VramNeed(full=40.0, model_offload=22.0, group_offload=8.0, sequential_offload=5.0)
-VRAM_720P = VramNeed(full=48.0, model_offload=28.0, group_offload=12.0, sequential_offload=8.0)
+# Weights: 34.6 GB in bf16 (transformer 8.3 B, Qwen2.5-VL-7B's text model 7.1 B, VAE 1.3 B, SigLIP
+# 0.43 B, ByT5 0.22 B). Activations are ruled by the attention mask the transformer builds for every
+# block: video and text tokens squared, as bools and again as the kernel's float mask (121 frames
+# at 480×832: 50k tokens, ~11 GB; at 720×1248: 111k tokens, ~49 GB). 480p full measured on an H200
+# (46.1 GB, docs/performance.md); the other modes are the weights they keep resident plus that.
+VRAM_480P = VramNeed(full=46.2, model_offload=28.0, group_offload=14.0, sequential_offload=12.0)
+VRAM_720P = VramNeed(full=84.0, model_offload=66.0, group_offload=52.0, sequential_offload=50.0)
 SIZES_480P = {"16:9": (848, 480), "9:16": (480, 832), "1:1": (640, 640)}
 SIZES_720P = {"16:9": (1280, 720), "9:16": (720, 1248), "1:1": (960, 960)}
 
