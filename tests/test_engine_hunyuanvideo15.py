@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,53 @@ def test_missing_weights_message(tmp_path: Path, keyframe: Path, monkeypatch: py
     assert ("hunyuanvideo15: the weights of hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v are "
             "not on this machine") in message
     assert "huggingface-cli download hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v" in message
+
+
+def checkpoint_folder(tmp: Path, name: str, **transformer: Any) -> Path:
+    folder = tmp / name
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "model_index.json").write_text('{"_class_name": "HunyuanVideo15ImageToVideoPipeline"}')
+    (folder / "transformer" / "config.json").write_text(json.dumps(transformer))
+    return folder
+
+
+def test_a_local_folder_is_recognised_by_its_transformer_config(tmp_path: Path) -> None:
+    p720 = checkpoint_folder(tmp_path, "hy-720p", task_type="i2v", target_size=960)
+    assert HunyuanVideo15Engine({"model": str(p720)}).native_size("9:16") == (720, 1248)
+    distilled = checkpoint_folder(tmp_path, "hy-distilled", task_type="i2v", target_size=640, use_meanflow=True)
+    engine = HunyuanVideo15Engine({"model": str(distilled)})
+    assert (engine.steps, engine.guidance, engine.native_size("16:9")) == (8, 1.0, (848, 480))
+    assert engine.identity()["model"] == "hy-distilled"  # the folder's name, never its path
+
+
+def test_a_text_to_video_checkpoint_is_refused_with_exit_2(tmp_path: Path) -> None:
+    t2v = checkpoint_folder(tmp_path, "hy-t2v", task_type="t2v", target_size=960)
+    with pytest.raises(UsageError) as caught:
+        HunyuanVideo15Engine({"model": str(t2v)})
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == ("engine hunyuanvideo15: option model: expected a HunyuanVideo-1.5 image-to-video "
+                                 f"checkpoint (task_type \"i2v\"), got {str(t2v)!r}, whose transformer has "
+                                 "task_type 't2v'")
+
+
+def test_identity_keys_what_changes_the_bytes_and_not_where_it_runs() -> None:
+    identity = HunyuanVideo15Engine({**TINY, "vram": "group-offload", "compile": True}).identity()
+    assert {k: identity[k] for k in ("frames", "fps", "steps", "guidance", "compile", "vae_tiling")} == {
+        "frames": 9, "fps": 24, "steps": 2, "guidance": 6.0, "compile": True, "vae_tiling": True}
+    assert "vram" not in identity and "attention" not in identity
+
+
+def test_planning_imports_neither_torch_nor_diffusers_nor_pillow() -> None:
+    # identity(), resources() and native_size() run for every node of every build, even a no-op one.
+    code = (
+        "import sys\n"
+        "from fanren.engines.video.hunyuanvideo15 import HunyuanVideo15Engine\n"
+        "engine = HunyuanVideo15Engine({})\n"
+        "engine.identity(); engine.resources(); engine.native_size('9:16')\n"
+        "heavy = ('torch', 'diffusers', 'transformers', 'PIL', 'numpy')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 # ── a 9:16 drama end to end ──────────────────────────────────────────────────
