@@ -48,6 +48,7 @@ from ..diffusion.weights import (
     HUNYUANVIDEO15_720P_I2V,
     TINY_HUNYUANVIDEO15_FRAMES,
     TINY_HUNYUANVIDEO15_SIZES,
+    TINY_HUNYUANVIDEO15_TARGET_SIZE,
 )
 
 if TYPE_CHECKING:
@@ -86,8 +87,8 @@ I2V_720P = HunyuanVideo15Model("HunyuanVideo-1.5 720p I2V", SIZES_720P, target_s
 # Distilled to 8–12 steps (mean flow) and without classifier-free guidance: one pass a step.
 I2V_480P_STEP_DISTILLED = HunyuanVideo15Model("HunyuanVideo-1.5 480p I2V step-distilled", SIZES_480P,
                                               target_size=640, steps=8, guidance=1.0, vram=VRAM_480P)
-TINY = HunyuanVideo15Model("tiny HunyuanVideo-1.5", dict(TINY_HUNYUANVIDEO15_SIZES), target_size=80,
-                           steps=2, guidance=6.0,
+TINY = HunyuanVideo15Model("tiny HunyuanVideo-1.5", dict(TINY_HUNYUANVIDEO15_SIZES),
+                           target_size=TINY_HUNYUANVIDEO15_TARGET_SIZE, steps=2, guidance=6.0,
                            vram=VramNeed(full=0.5, model_offload=0.5, group_offload=0.5, sequential_offload=0.5))
 KNOWN = {HUNYUANVIDEO15_480P_I2V: I2V_480P, HUNYUANVIDEO15_720P_I2V: I2V_720P,
          HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED: I2V_480P_STEP_DISTILLED, "hunyuanvideo15": TINY}
