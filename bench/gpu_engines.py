@@ -1,4 +1,4 @@
-"""Speed and memory of the GPU engines (flux, cogvideox, svd), without weights.
+"""Speed and memory of the GPU engines (flux, cogvideox, svd, hunyuanvideo15), without weights.
 
 Builds the full-size architectures with random weights on the GPU (fanren.testing's
 "fanren-random:<hub id>" models: a denoising step costs the same whatever the weights are) and
@@ -23,6 +23,7 @@ cost of the machinery, not the skip rate real weights get.
     python bench/gpu_engines.py --engines flux,cogvideox --speed eager,compile,cache --steps 4
     python bench/gpu_engines.py --engines flux --speed cudnn,fuse,compile+cudnn+fuse,compile+fp8
     python bench/gpu_engines.py --engines cogvideox --vram full,model-offload --soak 10
+    python bench/gpu_engines.py --engines hunyuanvideo15 --vram full,model-offload --steps 2 --soak 2
     python bench/gpu_engines.py --tiny                            # tiny models on the CPU: checks the script
 """
 
@@ -53,8 +54,14 @@ from fanren.engines.diffusion import (
     cuda_available,
     diffusers_version,
 )
+from fanren.engines.diffusion.weights import (
+    HUNYUANVIDEO15_480P_I2V,
+    HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED,
+    HUNYUANVIDEO15_720P_I2V,
+)
 from fanren.engines.image.flux import FluxEngine
 from fanren.engines.video.cogvideox import CogVideoXEngine
+from fanren.engines.video.hunyuanvideo15 import HunyuanVideo15Engine
 from fanren.engines.video.svd import SVDEngine
 
 GIB = 1024**3
@@ -93,6 +100,19 @@ CASES = {
                          kind="clip", size=(1360, 768), tiny_size=(96, 64), characters=0, default_steps=50),
     "svd": Case(SVDEngine, {"model": RANDOM_PREFIX + testing.SVD_XT}, {"model": "fanren-tiny:svd"},
                 kind="clip", size=(1024, 576), tiny_size=(96, 64), characters=0, default_steps=25),
+    # 9:16, the size a vertical drama's keyframes have (121 frames, 5 s at 24 fps)
+    "hunyuanvideo15": Case(HunyuanVideo15Engine, {"model": RANDOM_PREFIX + HUNYUANVIDEO15_480P_I2V},
+                           {"model": "fanren-tiny:hunyuanvideo15"},
+                           kind="clip", size=(480, 832), tiny_size=(64, 96), characters=0, default_steps=50),
+    "hunyuanvideo15-720p": Case(HunyuanVideo15Engine, {"model": RANDOM_PREFIX + HUNYUANVIDEO15_720P_I2V},
+                                {"model": "fanren-tiny:hunyuanvideo15"},
+                                kind="clip", size=(720, 1248), tiny_size=(64, 96), characters=0,
+                                default_steps=50),
+    "hunyuanvideo15-distilled": Case(HunyuanVideo15Engine,
+                                     {"model": RANDOM_PREFIX + HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED},
+                                     {"model": "fanren-tiny:hunyuanvideo15", "guidance": 1.0},
+                                     kind="clip", size=(480, 832), tiny_size=(64, 96), characters=0,
+                                     default_steps=8),
 }
 
 # A --speed value joins these with "+" (compile+cudnn+fuse); each adds engine options.

@@ -40,9 +40,13 @@ from .engines.diffusion.weights import (
     FLUX_DEV,
     FLUX_KONTEXT,
     FLUX_SCHNELL,
+    HUNYUANVIDEO15_480P_I2V,
+    HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED,
+    HUNYUANVIDEO15_720P_I2V,
     SVD_XT,
     TINY_COGVIDEOX15_FRAMES,
     TINY_COGVIDEOX_FRAMES,
+    TINY_HUNYUANVIDEO15_TARGET_SIZE,
     TINY_SVD_FRAMES,
     TINY_VIDEO_SIZES,
     register_synthetic,
@@ -60,8 +64,9 @@ __all__ = ["COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "FLUX_DEV", "FLUX_KONTEXT",
 TINY_VERSION = "1"
 TINY_SEED = 0
 
-TINY_KINDS = ("flux", "flux-kontext", "cogvideox", "cogvideox1.5", "svd")
-FULL_SIZE_MODELS = (FLUX_DEV, FLUX_SCHNELL, FLUX_KONTEXT, COGVIDEOX_5B_I2V, COGVIDEOX15_5B_I2V, SVD_XT)
+TINY_KINDS = ("flux", "flux-kontext", "cogvideox", "cogvideox1.5", "svd", "hunyuanvideo15")
+FULL_SIZE_MODELS = (FLUX_DEV, FLUX_SCHNELL, FLUX_KONTEXT, COGVIDEOX_5B_I2V, COGVIDEOX15_5B_I2V, SVD_XT,
+                    HUNYUANVIDEO15_480P_I2V, HUNYUANVIDEO15_720P_I2V, HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED)
 
 _lock = threading.Lock()
 _tiny_root: Path | None = None
@@ -89,7 +94,7 @@ def tiny_model_dir(kind: str) -> Path:
 def tiny_pipeline(kind: str) -> Any:
     """The tiny `kind` pipeline in memory: real classes, random weights from TINY_SEED, in eval mode."""
     builders = {"flux": _tiny_flux, "flux-kontext": _tiny_flux_kontext, "cogvideox": _tiny_cogvideox,
-                "cogvideox1.5": _tiny_cogvideox15, "svd": _tiny_svd}
+                "cogvideox1.5": _tiny_cogvideox15, "svd": _tiny_svd, "hunyuanvideo15": _tiny_hunyuanvideo15}
     pipeline = builders[kind]()
     _eval(pipeline)
     return pipeline
@@ -98,7 +103,9 @@ def tiny_pipeline(kind: str) -> Any:
 def full_size_pipeline(hub_id: str, *, dtype: torch.dtype, device: str) -> Any:
     """The full-size architecture of `hub_id` with random weights, built on `device` in `dtype`."""
     builders = {FLUX_DEV: _full_flux, FLUX_SCHNELL: _full_flux, FLUX_KONTEXT: _full_flux,
-                COGVIDEOX_5B_I2V: _full_cogvideox, COGVIDEOX15_5B_I2V: _full_cogvideox, SVD_XT: _full_svd}
+                COGVIDEOX_5B_I2V: _full_cogvideox, COGVIDEOX15_5B_I2V: _full_cogvideox, SVD_XT: _full_svd,
+                HUNYUANVIDEO15_480P_I2V: _full_hunyuanvideo15, HUNYUANVIDEO15_720P_I2V: _full_hunyuanvideo15,
+                HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED: _full_hunyuanvideo15}
     if hub_id not in builders:
         raise ValueError(f"no full-size architecture is written down for {hub_id!r}")
     pipeline = builders[hub_id](hub_id, device, dtype)
@@ -451,3 +458,117 @@ class _RandomWeights:
 
 register_synthetic(_TinyWeights())
 register_synthetic(_RandomWeights())
+
+
+# ── HunyuanVideo-1.5 image-to-video ──────────────────────────────────────────
+#
+# Five models besides the scheduler and the guider: the transformer and its VAE, Qwen2.5-VL's text
+# model (the prompt, in a chat template), ByT5 (the glyphs of quoted text in the prompt) and SigLIP
+# (the keyframe). The tiny ones follow diffusers' tests/pipelines/hunyuan_video1_5; their
+# transformer's target_size (80) gives the tiny sizes of weights.py as its buckets.
+
+
+def qwen2_tokenizer() -> Any:
+    """A byte-level BPE tokenizer without merges (every byte one token, Chinese included), with the
+    special tokens and a chat template of Qwen2's shape."""
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {symbol: index for index, symbol in enumerate(bytes_to_unicode().values())}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = (
+        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    return tokenizer
+
+
+QWEN2_VOCAB = 260  # > the 259 tokens of qwen2_tokenizer; the full-size Qwen2.5-VL keeps its 152064
+
+
+def _siglip_processor(size: int) -> Any:
+    import transformers
+
+    # Without torchvision, transformers 5 falls back to the PIL processor, with a warning.
+    name = "SiglipImageProcessor" if importlib.util.find_spec("torchvision") else "SiglipImageProcessorPil"
+    return getattr(transformers, name)(size={"height": size, "width": size})
+
+
+def _hunyuanvideo15_components(full: bool, hub_id: str = HUNYUANVIDEO15_480P_I2V) -> dict[str, Any]:
+    from transformers import (
+        ByT5Tokenizer,
+        Qwen2_5_VLTextConfig,
+        Qwen2_5_VLTextModel,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+        T5Config,
+        T5EncoderModel,
+    )
+
+    diffusers = diffusers_module()
+    if full:
+        # hunyuanvideo-community's 480p/720p I2V configs (the class defaults are the 480p one).
+        transformer = diffusers.HunyuanVideo15Transformer3DModel(
+            target_size=960 if hub_id == HUNYUANVIDEO15_720P_I2V else 640,
+            use_meanflow=hub_id == HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED)
+        vae = diffusers.AutoencoderKLHunyuanVideo15()
+        # Qwen2.5-VL-7B-Instruct's text model; ByT5-small's encoder (Glyph-SDXL-v2 adds ~1100 color
+        # and font tokens to its 384); SigLIP-so400m-patch14-384 (FLUX.1 Redux's image encoder).
+        text_config = Qwen2_5_VLTextConfig(
+            vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+            num_attention_heads=28, num_key_value_heads=4, rms_norm_eps=1e-6, rope_theta=1000000.0,
+            max_position_embeddings=128000,
+            rope_scaling={"mrope_section": [16, 24, 24], "rope_type": "default", "type": "default"})
+        byt5_config = T5Config(vocab_size=1510, d_model=1472, d_kv=64, d_ff=3584, num_layers=12, num_heads=6,
+                               feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1)
+        vision_config = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                                           num_attention_heads=16, image_size=384, patch_size=14)
+        shift = 5.0 if hub_id == HUNYUANVIDEO15_480P_I2V else 7.0
+        guidance = 1.0 if hub_id == HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED else 6.0
+        image_size = 384
+    else:
+        _seeded()
+        # Latents 4 + the keyframe's latents 4 + its mask 1 in; the rope axes add up to the head dim.
+        transformer = diffusers.HunyuanVideo15Transformer3DModel(
+            in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2,
+            num_refiner_layers=1, mlp_ratio=2.0, patch_size=1, patch_size_t=1, text_embed_dim=16,
+            text_embed_2_dim=32, image_embed_dim=16, rope_axes_dim=(2, 2, 4),
+            target_size=TINY_HUNYUANVIDEO15_TARGET_SIZE, task_type="i2v")
+        _seeded()
+        # Five blocks make the real VAE's 16× spatial and 4× temporal compression.
+        vae = diffusers.AutoencoderKLHunyuanVideo15(latent_channels=4, block_out_channels=(8,) * 5,
+                                                    layers_per_block=1)
+        text_config = Qwen2_5_VLTextConfig(
+            vocab_size=QWEN2_VOCAB, hidden_size=16, intermediate_size=16, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=2, rope_theta=1000000.0,
+            rope_scaling={"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"})
+        byt5_config = T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                               relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
+                               dropout_rate=0.0, pad_token_id=0, eos_token_id=1)
+        vision_config = SiglipVisionConfig(hidden_size=16, intermediate_size=37, num_hidden_layers=2,
+                                           num_attention_heads=2, image_size=32, patch_size=8)
+        shift, guidance, image_size = 5.0, 6.0, 32
+    _seeded()
+    text_encoder = Qwen2_5_VLTextModel(text_config)
+    _seeded()
+    text_encoder_2 = T5EncoderModel(byt5_config)
+    _seeded()
+    image_encoder = SiglipVisionModel(vision_config)
+    with quiet():  # "Guiders are currently an experimental feature"
+        guider = diffusers.ClassifierFreeGuidance(guidance_scale=guidance)
+    return {"transformer": transformer, "vae": vae, "scheduler": diffusers.FlowMatchEulerDiscreteScheduler(shift=shift),
+            "text_encoder": text_encoder, "tokenizer": qwen2_tokenizer(), "text_encoder_2": text_encoder_2,
+            "tokenizer_2": ByT5Tokenizer(), "guider": guider, "image_encoder": image_encoder,
+            "feature_extractor": _siglip_processor(image_size)}
+
+
+def _tiny_hunyuanvideo15() -> Any:
+    return diffusers_module().HunyuanVideo15ImageToVideoPipeline(**_hunyuanvideo15_components(False))
+
+
+def _full_hunyuanvideo15(hub_id: str, device: str, dtype: torch.dtype) -> Any:
+    with _building_on(device, dtype):
+        components = _hunyuanvideo15_components(True, hub_id)
+    return diffusers_module().HunyuanVideo15ImageToVideoPipeline(**components)

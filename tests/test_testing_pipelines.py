@@ -10,7 +10,13 @@ import pytest
 
 from fanren import testing
 from fanren.engines.diffusion import diffusers_module
-from fanren.engines.diffusion.weights import load_pipeline, model_ref
+from fanren.engines.diffusion.weights import (
+    HUNYUANVIDEO15_480P_I2V,
+    HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED,
+    HUNYUANVIDEO15_720P_I2V,
+    load_pipeline,
+    model_ref,
+)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -21,6 +27,7 @@ PIPELINE_CLASSES = {
     "cogvideox": "CogVideoXImageToVideoPipeline",
     "cogvideox1.5": "CogVideoXImageToVideoPipeline",
     "svd": "StableVideoDiffusionPipeline",
+    "hunyuanvideo15": "HunyuanVideo15ImageToVideoPipeline",
 }
 
 
@@ -80,6 +87,12 @@ FULL_SIZE_PARAMETERS = {
                                "vae": 215_583_907},
     testing.COGVIDEOX15_5B_I2V: {"transformer": 5_571_594_880},
     testing.SVD_XT: {"unet": 1_524_623_082, "image_encoder": 632_076_800, "vae": 97_742_847},
+    # 8.3 B; Qwen2.5-VL-7B's text model (Qwen2.5-7B less its lm_head); SigLIP-so400m's vision tower
+    HUNYUANVIDEO15_480P_I2V: {"transformer": 8_326_608_160, "text_encoder": 7_070_619_136,
+                              "image_encoder": 428_225_600},
+    HUNYUANVIDEO15_720P_I2V: {"transformer": 8_326_608_160},
+    # mean flow adds a second timestep embedding
+    HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED: {"transformer": 8_331_330_848},
 }
 
 

@@ -46,6 +46,9 @@ FLUX_KONTEXT = "black-forest-labs/FLUX.1-Kontext-dev"
 COGVIDEOX_5B_I2V = "THUDM/CogVideoX-5b-I2V"
 COGVIDEOX15_5B_I2V = "THUDM/CogVideoX1.5-5B-I2V"
 SVD_XT = "stabilityai/stable-video-diffusion-img2vid-xt"
+HUNYUANVIDEO15_480P_I2V = "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v"
+HUNYUANVIDEO15_720P_I2V = "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_i2v"
+HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED = "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v_step_distilled"
 
 # What the tiny models render natively: the engines render them at these shapes and fanren.testing
 # builds them to fit. Sizes per aspect, multiples of 16 like the real models' sizes.
@@ -53,6 +56,11 @@ TINY_VIDEO_SIZES = {"16:9": (96, 64), "9:16": (64, 96), "1:1": (64, 64)}
 TINY_COGVIDEOX_FRAMES = 9      # 8k+1, as CogVideoX-5b-I2V wants
 TINY_COGVIDEOX15_FRAMES = 17   # 16k+1, as CogVideoX1.5-5B-I2V wants
 TINY_SVD_FRAMES = 9
+# HunyuanVideo-1.5 picks its size from the keyframe's aspect among buckets of about target_size²
+# pixels; the tiny model's target_size is 80, whose buckets for these aspects are these sizes.
+TINY_HUNYUANVIDEO15_SIZES = {"16:9": (96, 64), "9:16": (64, 96), "1:1": (80, 80)}
+TINY_HUNYUANVIDEO15_TARGET_SIZE = 80
+TINY_HUNYUANVIDEO15_FRAMES = 9  # 4k+1, as HunyuanVideo-1.5 wants
 
 TINY_PREFIX = "fanren-tiny:"
 RANDOM_PREFIX = "fanren-random:"
