@@ -21,6 +21,7 @@ PIPELINE_CLASSES = {
     "cogvideox": "CogVideoXImageToVideoPipeline",
     "cogvideox1.5": "CogVideoXImageToVideoPipeline",
     "svd": "StableVideoDiffusionPipeline",
+    "flux2": "Flux2KleinPipeline",
 }
 
 
@@ -80,6 +81,7 @@ FULL_SIZE_PARAMETERS = {
                                "vae": 215_583_907},
     testing.COGVIDEOX15_5B_I2V: {"transformer": 5_571_594_880},
     testing.SVD_XT: {"unet": 1_524_623_082, "image_encoder": 632_076_800, "vae": 97_742_847},
+    testing.FLUX2_KLEIN_4B: {"text_encoder": 4_022_468_096},  # Qwen/Qwen3-4B
 }
 
 
@@ -122,3 +124,12 @@ def test_random_weights_load_through_the_synthetic_registry() -> None:
     assert isinstance(pipeline, pipeline_class)
     assert sum(p.numel() for p in pipeline.transformer.parameters()) == \
         FULL_SIZE_PARAMETERS[testing.FLUX_SCHNELL]["transformer"]
+
+
+def test_qwen_tokenizer_spells_bytes_inside_qwen3s_chat_template() -> None:
+    tokenizer = testing.qwen_tokenizer()
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "林 a"}], tokenize=False,
+                                         add_generation_prompt=True, enable_thinking=False)
+    assert text == "<|im_start|>user\n林 a<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert tokenizer("林 a").input_ids == [*"林 a".encode()]  # one token a UTF-8 byte: nothing is <unk>
+    assert len(tokenizer) == testing.QWEN_VOCAB

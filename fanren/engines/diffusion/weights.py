@@ -46,6 +46,8 @@ FLUX_KONTEXT = "black-forest-labs/FLUX.1-Kontext-dev"
 COGVIDEOX_5B_I2V = "THUDM/CogVideoX-5b-I2V"
 COGVIDEOX15_5B_I2V = "THUDM/CogVideoX1.5-5B-I2V"
 SVD_XT = "stabilityai/stable-video-diffusion-img2vid-xt"
+FLUX2_KLEIN_4B = "black-forest-labs/FLUX.2-klein-4B"
+FLUX2_DEV = "black-forest-labs/FLUX.2-dev"
 
 # What the tiny models render natively: the engines render them at these shapes and fanren.testing
 # builds them to fit. Sizes per aspect, multiples of 16 like the real models' sizes.
@@ -252,7 +254,7 @@ def diffusers_version() -> str | None:
 
 # ── missing weights ───────────────────────────────────────────────────────────
 
-GATED = {"black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-Kontext-dev",
+GATED = {"black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-Kontext-dev", "black-forest-labs/FLUX.2-dev",
          "stabilityai/stable-video-diffusion-img2vid-xt"}
 
 
