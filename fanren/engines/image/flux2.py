@@ -129,8 +129,9 @@ class Flux2Engine(DiffusionEngine):
             # Estimated, not measured: a 32B transformer (64 GB in bf16) and a 24B Mistral (48 GB).
             return VramNeed(full=118.0, model_offload=68.0, group_offload=10.0, sequential_offload=5.0)
         # FLUX.2 [klein] 4B, measured on an H200 (bf16, 720×1280 with two references; performance.md):
-        # transformer 3.9 B (7.2 GiB), Qwen3-4B 4.0 B (7.5 GiB), VAE 0.08 B.
-        return VramNeed(full=18.0, model_offload=10.5, group_offload=3.0, sequential_offload=2.0)
+        # 14.96 GiB resident (transformer 3.9 B, Qwen3-4B 4.0 B, VAE 0.08 B), 17.07 GiB at the peak.
+        # So the full mode fits a 24 GB card; the offload modes are estimates.
+        return VramNeed(full=17.1, model_offload=10.5, group_offload=3.0, sequential_offload=2.0)
 
     # loading ----------------------------------------------------------------
 
