@@ -135,6 +135,9 @@ class VideoEngine(Engine):
     family = "video"
     kinds = frozenset({"clip"})
     encodes = True
+    # Whether a shot may bring this engine's clips to the drama's fps by motion-compensated
+    # interpolation (the drama's `motion`), or always repeats frames.
+    interpolates: ClassVar[bool] = True
 
     def native_size(self, aspect: str) -> tuple[int, int]:
         """The frame size clips come out at; keyframes are rendered at this size."""
