@@ -269,13 +269,13 @@ def frame_md5s(video: Path, chain: str | None = None) -> list[str]:
 
 def repeats(md5s: list[str]) -> int:
     """How many frames equal the frame before them."""
-    return sum(1 for a, b in zip(md5s, md5s[1:], strict=False) if a == b)
+    return sum(1 for a, b in itertools.pairwise(md5s) if a == b)
 
 
 def still_pairs(frames: list[bytes]) -> int:
     """Consecutive frames that show the same picture. A shot's frames went through x264, so a
     repeated frame comes back within 0.02 of a level of the one before (measured), moving ones 2 to 8."""
-    return sum(1 for a, b in zip(frames, frames[1:], strict=False) if difference(a, b) < 0.1)
+    return sum(1 for a, b in itertools.pairwise(frames) if difference(a, b) < 0.1)
 
 
 @pytest.mark.parametrize("motion, repeated", [("interpolate", 2), ("duplicate", 32)])
