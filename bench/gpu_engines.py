@@ -1,4 +1,4 @@
-"""Speed and memory of the GPU engines (flux, cogvideox, svd, hunyuanvideo15), without weights.
+"""Speed and memory of the GPU engines (flux, flux2, cogvideox, svd, hunyuanvideo15), without weights.
 
 Builds the full-size architectures with random weights on the GPU (fanren.testing's
 "fanren-random:<hub id>" models: a denoising step costs the same whatever the weights are) and
@@ -24,6 +24,7 @@ cost of the machinery, not the skip rate real weights get.
     python bench/gpu_engines.py --engines flux --speed cudnn,fuse,compile+cudnn+fuse,compile+fp8
     python bench/gpu_engines.py --engines cogvideox --vram full,model-offload --soak 10
     python bench/gpu_engines.py --engines hunyuanvideo15 --vram full,model-offload --steps 2 --soak 2
+    python bench/gpu_engines.py --engines flux2,flux2-t2i --vram full,model-offload --soak 10
     python bench/gpu_engines.py --tiny                            # tiny models on the CPU: checks the script
 """
 
@@ -60,6 +61,7 @@ from fanren.engines.diffusion.weights import (
     HUNYUANVIDEO15_720P_I2V,
 )
 from fanren.engines.image.flux import FluxEngine
+from fanren.engines.image.flux2 import Flux2Engine
 from fanren.engines.video.cogvideox import CogVideoXEngine
 from fanren.engines.video.hunyuanvideo15 import HunyuanVideo15Engine
 from fanren.engines.video.svd import SVDEngine
@@ -77,7 +79,7 @@ class Case:
     kind: str               # keyframe | clip
     size: tuple[int, int]
     tiny_size: tuple[int, int]
-    characters: int         # character sheets fed to a keyframe (Kontext when > 0)
+    characters: int         # character sheets fed to a keyframe (Kontext or FLUX.2 references when > 0)
     default_steps: int
 
 
@@ -92,6 +94,12 @@ CASES = {
     "kontext": Case(FluxEngine, {"model": FLUX_DEV, "consistency": "kontext"},
                     {"model": "fanren-tiny:flux", "consistency": "kontext"},
                     kind="keyframe", size=(1024, 1024), tiny_size=(64, 64), characters=1, default_steps=28),
+    # FLUX.2 [klein] 4B at 9:16: a keyframe with two characters' sheets as references, and without.
+    "flux2": Case(Flux2Engine, {"model": RANDOM_PREFIX + testing.FLUX2_KLEIN_4B}, {"model": "fanren-tiny:flux2"},
+                  kind="keyframe", size=(720, 1280), tiny_size=(64, 96), characters=2, default_steps=4),
+    "flux2-t2i": Case(Flux2Engine, {"model": RANDOM_PREFIX + testing.FLUX2_KLEIN_4B},
+                      {"model": "fanren-tiny:flux2"},
+                      kind="keyframe", size=(720, 1280), tiny_size=(64, 96), characters=0, default_steps=4),
     "cogvideox": Case(CogVideoXEngine, {"model": RANDOM_PREFIX + testing.COGVIDEOX_5B_I2V},
                       {"model": "fanren-tiny:cogvideox"},
                       kind="clip", size=(720, 480), tiny_size=(96, 64), characters=0, default_steps=50),
@@ -244,7 +252,7 @@ def bench_case(name: str, case: Case, speed: str, vram: str, args: argparse.Name
     options = dict(case.tiny_options if args.tiny else case.options)
     options.update(speed_options(speed) or {})
     options.update({"vram": vram, "steps": args.steps})
-    if case.characters:
+    if case.characters and "kontext_steps" in case.engine_class.options_known:
         options["kontext_steps"] = args.steps
     if args.frames and case.kind == "clip":
         options["frames"] = args.frames

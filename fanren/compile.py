@@ -297,6 +297,9 @@ def _compile_shot(project: Project, engines: Engines, node: Any, prompts: Prompt
         "shot_id": shot.id, "size": size, "fps": drama.fps, "pause": drama.pause,
         "lead_in": LEAD_IN, "min_seconds": shot.duration, "fit": shot.fit or drama.fit,
         "max_slow": MAX_SLOW,
+        # how a clip below the drama's fps (once slowed) reaches it; always "duplicate" for an
+        # engine whose clips are not worth interpolating (Ken Burns)
+        "motion": (shot.motion or drama.motion) if engines.video.interpolates else "duplicate",
         # a shot burns its own subtitles (in the episode's style), so the episode needs no re-encode
         "subtitles": drama.subtitles, "font": SUBTITLE_FONT, "language": drama.language,
         "lines": [{"node": lid, "who": who, "text": text}

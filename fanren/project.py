@@ -39,6 +39,9 @@ class Drama(_Strict):
     pause: float = Field(default=0.4, ge=0, le=10)
     subtitles: Literal["burn", "soft", "none"] = "burn"
     fit: Literal["slow", "hold", "loop"] = "slow"
+    # How a clip slower than `fps` is brought to it: in-between frames by motion-compensated
+    # interpolation, or each frame shown several times.
+    motion: Literal["interpolate", "duplicate"] = "interpolate"
 
 
 class Narrator(_Strict):
@@ -83,6 +86,7 @@ class Shot(_Strict):
     seed: int | None = Field(default=None, ge=0)
     duration: float | None = Field(default=None, gt=0, le=120)
     fit: Literal["slow", "hold", "loop"] | None = None
+    motion: Literal["interpolate", "duplicate"] | None = None
 
 
 class SceneMusic(_Strict):

@@ -37,6 +37,7 @@ from .engines.diffusion.runtime import diffusers_module, quiet
 from .engines.diffusion.weights import (
     COGVIDEOX15_5B_I2V,
     COGVIDEOX_5B_I2V,
+    FLUX2_KLEIN_4B,
     FLUX_DEV,
     FLUX_KONTEXT,
     FLUX_SCHNELL,
@@ -55,7 +56,7 @@ from .engines.diffusion.weights import (
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "FLUX_DEV", "FLUX_KONTEXT", "FLUX_SCHNELL",
+__all__ = ["COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "FLUX2_KLEIN_4B", "FLUX_DEV", "FLUX_KONTEXT", "FLUX_SCHNELL",
            "FULL_SIZE_MODELS", "SVD_XT", "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES", "TINY_KINDS",
            "TINY_SVD_FRAMES", "TINY_VERSION", "TINY_VIDEO_SIZES", "full_size_pipeline", "full_size_transformer",
            "tiny_model_dir", "tiny_pipeline"]
@@ -64,9 +65,10 @@ __all__ = ["COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "FLUX_DEV", "FLUX_KONTEXT",
 TINY_VERSION = "1"
 TINY_SEED = 0
 
-TINY_KINDS = ("flux", "flux-kontext", "cogvideox", "cogvideox1.5", "svd", "hunyuanvideo15")
+TINY_KINDS = ("flux", "flux-kontext", "cogvideox", "cogvideox1.5", "svd", "hunyuanvideo15", "flux2")
 FULL_SIZE_MODELS = (FLUX_DEV, FLUX_SCHNELL, FLUX_KONTEXT, COGVIDEOX_5B_I2V, COGVIDEOX15_5B_I2V, SVD_XT,
-                    HUNYUANVIDEO15_480P_I2V, HUNYUANVIDEO15_720P_I2V, HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED)
+                    HUNYUANVIDEO15_480P_I2V, HUNYUANVIDEO15_720P_I2V, HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED,
+                    FLUX2_KLEIN_4B)
 
 _lock = threading.Lock()
 _tiny_root: Path | None = None
@@ -94,7 +96,8 @@ def tiny_model_dir(kind: str) -> Path:
 def tiny_pipeline(kind: str) -> Any:
     """The tiny `kind` pipeline in memory: real classes, random weights from TINY_SEED, in eval mode."""
     builders = {"flux": _tiny_flux, "flux-kontext": _tiny_flux_kontext, "cogvideox": _tiny_cogvideox,
-                "cogvideox1.5": _tiny_cogvideox15, "svd": _tiny_svd, "hunyuanvideo15": _tiny_hunyuanvideo15}
+                "cogvideox1.5": _tiny_cogvideox15, "svd": _tiny_svd, "hunyuanvideo15": _tiny_hunyuanvideo15,
+                "flux2": _tiny_flux2}
     pipeline = builders[kind]()
     _eval(pipeline)
     return pipeline
@@ -105,7 +108,7 @@ def full_size_pipeline(hub_id: str, *, dtype: torch.dtype, device: str) -> Any:
     builders = {FLUX_DEV: _full_flux, FLUX_SCHNELL: _full_flux, FLUX_KONTEXT: _full_flux,
                 COGVIDEOX_5B_I2V: _full_cogvideox, COGVIDEOX15_5B_I2V: _full_cogvideox, SVD_XT: _full_svd,
                 HUNYUANVIDEO15_480P_I2V: _full_hunyuanvideo15, HUNYUANVIDEO15_720P_I2V: _full_hunyuanvideo15,
-                HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED: _full_hunyuanvideo15}
+                HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED: _full_hunyuanvideo15, FLUX2_KLEIN_4B: _full_flux2_klein}
     if hub_id not in builders:
         raise ValueError(f"no full-size architecture is written down for {hub_id!r}")
     pipeline = builders[hub_id](hub_id, device, dtype)
@@ -572,3 +575,100 @@ def _full_hunyuanvideo15(hub_id: str, device: str, dtype: torch.dtype) -> Any:
     with _building_on(device, dtype):
         components = _hunyuanvideo15_components(True, hub_id)
     return diffusers_module().HunyuanVideo15ImageToVideoPipeline(**components)
+# ── FLUX.2 (klein) ───────────────────────────────────────────────────────────
+# FLUX.2 [klein] reads its prompt with Qwen3 (the hidden states of layers 9, 18 and 27, stacked) and
+# its references through the transformer's own attention; its VAE has 32 latent channels, packed
+# 2×2 into the transformer's 128. The tiny model keeps that shape: a 27-layer Qwen3 (the pipeline
+# reads layer 27) of width 16, a VAE with the real 8× downsampling and 4 latent channels.
+# Only klein is built: FLUX.2 [dev]'s 24B Mistral text encoder has no place on a test machine.
+
+
+def qwen_tokenizer() -> Any:
+    """A Qwen2 byte-level BPE tokenizer without merges (every UTF-8 byte is a token, so Chinese
+    spells out byte by byte) and a chat template of Qwen3's shape, as FLUX.2 [klein] applies one."""
+    from transformers import Qwen2Tokenizer
+
+    byte_symbols = _byte_level_alphabet()
+    vocab = {symbol: i for i, symbol in enumerate(byte_symbols)}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=512)
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    return tokenizer
+
+
+# Qwen3's template, cut to what a one-message prompt uses (enable_thinking=False adds the empty
+# think block, as the real template does).
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
+    "{% endif %}")
+QWEN_VOCAB = 259  # 256 byte symbols and 3 special tokens; the full-size Qwen3 keeps its 151936
+
+
+def _byte_level_alphabet() -> list[str]:
+    """GPT-2's printable stand-ins for the 256 bytes, in byte order (what ByteLevel pre-tokenizes to)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    stand_ins, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            stand_ins[byte] = chr(byte)
+        else:
+            stand_ins[byte] = chr(256 + extra)
+            extra += 1
+    return [stand_ins[byte] for byte in range(256)]
+
+
+def _qwen3_encoder(full: bool) -> Any:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    if full:  # Qwen/Qwen3-4B, the text encoder of FLUX.2 [klein] 4B
+        config = Qwen3Config(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+                             num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                             max_position_embeddings=40960, rope_theta=1000000, rms_norm_eps=1e-6,
+                             tie_word_embeddings=True)
+    else:
+        config = Qwen3Config(vocab_size=QWEN_VOCAB, hidden_size=16, intermediate_size=16, num_hidden_layers=27,
+                             num_attention_heads=2, num_key_value_heads=2, head_dim=8,
+                             max_position_embeddings=512, tie_word_embeddings=True)
+    _seeded()
+    return Qwen3ForCausalLM(config)
+
+
+def _flux2_klein_transformer_config() -> dict[str, Any]:
+    # black-forest-labs/FLUX.2-klein-4B transformer/config.json
+    return {"patch_size": 1, "in_channels": 128, "num_layers": 5, "num_single_layers": 20,
+            "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 7680,
+            "timestep_guidance_channels": 256, "mlp_ratio": 3.0, "axes_dims_rope": (32, 32, 32, 32),
+            "rope_theta": 2000, "eps": 1e-6, "guidance_embeds": False}
+
+
+def _tiny_flux2() -> Any:
+    diffusers = diffusers_module()
+    _seeded()
+    # 4 latent channels packed 2×2 → 16; joint_attention_dim = 3 stacked Qwen3 layers × 16.
+    transformer = diffusers.Flux2Transformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=48, timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False)
+    _seeded()
+    # Four blocks make the real 8× downsampling (×2 more by the packing: sizes are multiples of 16).
+    vae = diffusers.AutoencoderKLFlux2(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(4, 4, 4, 4), layers_per_block=1,
+        latent_channels=4, norm_num_groups=2, sample_size=32, use_quant_conv=False,
+        use_post_quant_conv=False, mid_block_add_attention=False)
+    return diffusers.Flux2KleinPipeline(scheduler=_flux_scheduler(False), vae=vae, text_encoder=_qwen3_encoder(False),
+                                        tokenizer=qwen_tokenizer(), transformer=transformer, is_distilled=True)
+
+
+def _full_flux2_klein(hub_id: str, device: str, dtype: torch.dtype) -> Any:
+    diffusers = diffusers_module()
+    scheduler = _flux_scheduler(False)
+    with _building_on(device, dtype):
+        transformer = diffusers.Flux2Transformer2DModel(**_flux2_klein_transformer_config())
+        vae = diffusers.AutoencoderKLFlux2()  # the defaults are FLUX.2's VAE
+        text_encoder = _qwen3_encoder(True)
+    return diffusers.Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder,
+                                        tokenizer=qwen_tokenizer(), transformer=transformer, is_distilled=True)

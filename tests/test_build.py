@@ -72,6 +72,12 @@ def test_action_edit_reruns_that_shots_keyframe_and_clip(small_drama: Path) -> N
     assert rebuild(small_drama) == {"keyframe:s1", "clip:s1", "shot:s1", "episode", "storyboard"}
 
 
+def test_the_draft_repeats_frames_whatever_the_motion(small_drama: Path) -> None:
+    # Ken Burns clips are never interpolated (kenburns.py says why): the setting changes no key
+    edit(small_drama, 'id = "s1"\n', 'id = "s1"\nmotion = "interpolate"\n')
+    assert rebuild(small_drama) == set()
+
+
 def test_inserting_a_shot_renders_only_its_own_images(small_drama: Path) -> None:
     edit(small_drama, '[[scenes.shots]]\nid = "s2"', '[[scenes.shots]]\nid = "s1b"\naction = "A crane flies '
          'over the gate"\nnarration = "一只白鹤飞过。"\n\n[[scenes.shots]]\nid = "s2"')

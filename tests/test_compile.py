@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SMALL_DRAMA, write_drama
+from conftest import SMALL_DRAMA, fanren, write_drama
 
 from fanren.compile import compile_project, derive_seed, resolve_engines
 from fanren.project import load_project
@@ -84,3 +84,33 @@ def test_each_scene_gives_the_episode_its_music_and_shots(tmp_path: Path) -> Non
         {"shots": ["s1", "s2"], "file": "music/theme.ogg", "volume": 0.3}]
     assert graph_of(tmp_path, softer)["episode"].params["music"][1] == {
         "shots": ["s3"], "file": "music/theme.ogg", "volume": 0.1}
+
+
+COGVIDEOX_PROFILE = '\n[profiles.x]\nvideo = { engine = "cogvideox", model = "fanren-tiny:cogvideox" }\n'
+
+
+def test_motion_comes_from_the_shot_else_the_drama_and_goes_only_to_the_shot(tmp_path: Path) -> None:
+    def graph(folder: Path, text: str):  # type: ignore[no-untyped-def]
+        project = load_project(write_drama(folder, text + COGVIDEOX_PROFILE))
+        return compile_project(project, resolve_engines(project, "x"))
+
+    g = graph(tmp_path / "a", SMALL_DRAMA)
+    assert {g[f"shot:{s}"].params["motion"] for s in ("s1", "s2", "s3")} == {"interpolate"}  # the default
+    text = SMALL_DRAMA.replace("seed = 7", 'seed = 7\nmotion = "duplicate"').replace(
+        'id = "s3"', 'id = "s3"\nmotion = "interpolate"')
+    h = graph(tmp_path / "b", text)
+    assert [h[f"shot:{s}"].params["motion"] for s in ("s1", "s2", "s3")] == ["duplicate", "duplicate", "interpolate"]
+    # the clips' key fields stay as they were: only the shots render again
+    for s in ("s1", "s2", "s3"):
+        assert (h[f"clip:{s}"].params, h[f"clip:{s}"].identity) == (g[f"clip:{s}"].params, g[f"clip:{s}"].identity)
+    # Ken Burns clips (the draft) are never interpolated, whatever the drama says
+    draft = graph_of(tmp_path / "c", SMALL_DRAMA.replace("seed = 7", 'seed = 7\nmotion = "interpolate"'))
+    assert {draft[f"shot:{s}"].params["motion"] for s in ("s1", "s2", "s3")} == {"duplicate"}
+
+
+def test_an_unknown_motion_is_bad_input(tmp_path: Path) -> None:
+    folder = write_drama(tmp_path / "d", SMALL_DRAMA.replace("seed = 7", 'seed = 7\nmotion = "smooth"'))
+    result = fanren("status", folder)
+    assert result.code == 2
+    assert result.stderr.strip() == (f"error: {folder / 'drama.toml'}: drama.motion: expected one of "
+                                     f"'interpolate' or 'duplicate', got 'smooth'")

@@ -210,7 +210,7 @@ def test_cached_hub_revision_is_in_the_identity(tmp_path: Path, monkeypatch: pyt
     ({"model": "fanren-tiny:nope"}, "engine flux: option model: expected a known tiny model, got "
                                     "'fanren-tiny:nope' (known: fanren-tiny:flux, fanren-tiny:flux-kontext, "
                                     "fanren-tiny:cogvideox, fanren-tiny:cogvideox1.5, fanren-tiny:svd, "
-                                    "fanren-tiny:hunyuanvideo15)"),
+                                    "fanren-tiny:hunyuanvideo15, fanren-tiny:flux2)"),
     ({"attention": "fast"}, ("engine flux: option attention: expected one of 'default', 'cudnn', 'flash', "
                              "'efficient', 'flash-attn', 'flash-attn3', 'sage', got 'fast'")),
     ({"fuse_qkv": "yes"}, "engine flux: option fuse_qkv: expected true or false, got 'yes'"),

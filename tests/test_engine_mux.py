@@ -14,7 +14,15 @@ import pytest
 from viewer import mono_samples, tone_db
 
 from fanren.engines.base import Request
-from fanren.engines.mux import CUE_ROOM, LINE_GAP, SPEECH_CHUNK, MuxEngine, combined_loudness, speech_chunks
+from fanren.engines.mux import (
+    CUE_ROOM,
+    LINE_GAP,
+    SPEECH_CHUNK,
+    MuxEngine,
+    combined_loudness,
+    fit_clip,
+    speech_chunks,
+)
 from fanren.engines.mux_subtitles import MIN_CUE, ROW, ass_style, row_width, split_long, wrap
 from fanren.engines.voice import SENTENCE_GAP, join_wavs
 from fanren.errors import EngineError
@@ -73,10 +81,11 @@ def second_line(media: Path) -> dict[str, Path]:
 
 def shot_request(out: Path, clip: Path, lines: list[tuple[str, str, dict[str, Path]]], *,
                  fit: str = "slow", min_seconds: float | None = None, size: list[int] = SMALL,
-                 shot_id: str = "s1", subtitles: str = "none") -> Request:
+                 shot_id: str = "s1", subtitles: str = "none", motion: str = "duplicate") -> Request:
+    # motion "duplicate" by default: these tests follow which clip frame each shot frame shows
     out.mkdir(parents=True, exist_ok=True)
     params = {"shot_id": shot_id, "size": size, "fps": FPS, "pause": PAUSE, "lead_in": LEAD_IN,
-              "min_seconds": min_seconds, "fit": fit, "max_slow": 1.5,
+              "min_seconds": min_seconds, "fit": fit, "max_slow": 1.5, "motion": motion,
               "subtitles": subtitles, "font": FONT, "language": "zh",
               "lines": [{"node": f"line:{shot_id}:{n}", "who": who, "text": text}
                         for n, (who, text, _) in enumerate(lines)]}
@@ -238,6 +247,83 @@ def test_a_clip_longer_than_the_shot_is_cut(tmp_path: Path, clip: Path) -> None:
     assert len(frames) == 24
     clip_frames = gray_frames(clip)
     assert [nearest(frames[i], clip_frames) for i in (0, 12, 23)] == [0, 12, 23]
+
+
+@pytest.fixture(scope="module")
+def slow_clip(media: Path) -> Path:
+    """Two seconds of testsrc2 at 8 fps (CogVideoX-5b's rate): 16 frames, each unlike the last."""
+    out = media / "clip-8fps.mp4"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+                    "-i", "testsrc2=s=320x180:r=8:d=2", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p", str(out)], check=True)
+    return out
+
+
+def frame_md5s(video: Path, chain: str | None = None) -> list[str]:
+    """The md5 of every decoded frame (ffmpeg's framemd5 muxer), after the filter `chain` if given."""
+    listing = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(video), "-map", "0:v",
+                              *(["-vf", chain] if chain else []), "-f", "framemd5", "-"],
+                             check=True, capture_output=True, text=True).stdout
+    return [row.split(",")[-1].strip() for row in listing.splitlines() if row and not row.startswith("#")]
+
+
+def repeats(md5s: list[str]) -> int:
+    """How many frames equal the frame before them."""
+    return sum(1 for a, b in itertools.pairwise(md5s) if a == b)
+
+
+def still_pairs(frames: list[bytes]) -> int:
+    """Consecutive frames that show the same picture. A shot's frames went through x264, so a
+    repeated frame comes back within 0.02 of a level of the one before (measured), moving ones 2 to 8."""
+    return sum(1 for a, b in itertools.pairwise(frames) if difference(a, b) < 0.1)
+
+
+@pytest.mark.parametrize("motion, repeated", [("interpolate", 2), ("duplicate", 32)])
+def test_an_8_fps_clip_reaches_24_fps_by_interpolation_not_repeats(tmp_path: Path, slow_clip: Path, motion: str,
+                                                                   repeated: int) -> None:
+    # 16 clip frames span 1.875 s of a 2 s shot: interpolated, frames 0-45 all differ (two new frames
+    # between each pair of the clip's) and the last two hold the clip's last frame; duplicated, each
+    # clip frame shows three times
+    shot = MuxEngine().run(shot_request(tmp_path, slow_clip, [], fit="hold", min_seconds=2.0,
+                                        motion=motion))["shot.mp4"]
+    info = probe(shot)
+    assert (info.fps, info.frames) == (24.0, 48)
+    assert still_pairs(gray_frames(shot, (320, 180))) == repeated
+    # the same, exactly, before the encoder: the shot's filter chain over the clip, frame by frame
+    chain = fit_clip("hold", 2.0, 2.0, 1.5, 48, (320, 180), 24, motion=motion, clip_fps=8.0)
+    md5s = frame_md5s(slow_clip, chain)
+    assert len(md5s) == 48 and repeats(md5s) == repeated
+    assert md5s[45] == frame_md5s(slow_clip, "select=eq(n\\,15),format=yuv420p")[0]  # the clip's last frame
+    if motion == "interpolate":  # the clip's own frames are still there, at their times
+        clip_frames, shot_frames = gray_frames(slow_clip), gray_frames(shot)
+        assert [nearest(shot_frames[3 * n], clip_frames) for n in range(16)] == list(range(16))
+
+
+def test_a_slowed_clip_keeps_the_episodes_frame_rate(tmp_path: Path, slow_clip: Path) -> None:
+    # 3 s over a 2 s clip: slowed 1.5 times, 8 fps would become 5.3 fps; interpolated after the slow-down
+    shot = MuxEngine().run(shot_request(tmp_path, slow_clip, [], fit="slow", min_seconds=3.0,
+                                        motion="interpolate"))["shot.mp4"]
+    frames = gray_frames(shot, (320, 180))
+    assert (probe(shot).fps, len(frames)) == (24.0, 72)
+    # 1.875 s × 1.5 = 2.81 s of motion (frames 0-67), then the last frame held to 3 s
+    assert still_pairs(frames[:68]) == 0 and still_pairs(frames[67:]) == 4
+
+
+def test_interpolation_is_skipped_at_the_episodes_rate_and_repeats_its_bytes(tmp_path: Path, clip: Path,
+                                                                             slow_clip: Path) -> None:
+    # a 24 fps clip into a 24 fps shot (Ken Burns clips are rendered at the drama's fps): nothing to do
+    same_rate = {motion: MuxEngine().run(shot_request(tmp_path / motion, clip, [], min_seconds=1.0,
+                                                      motion=motion))["shot.mp4"].read_bytes()
+                 for motion in ("interpolate", "duplicate")}
+    assert same_rate["interpolate"] == same_rate["duplicate"]
+    first, second = (MuxEngine().run(shot_request(tmp_path / f"run{n}", slow_clip, [], fit="slow", min_seconds=3.0,
+                                                  motion="interpolate"))["shot.mp4"].read_bytes() for n in (1, 2))
+    assert first == second
+
+
+def test_an_unknown_motion_is_an_engine_error(tmp_path: Path, clip: Path) -> None:
+    with pytest.raises(EngineError, match="unknown motion 'smooth': expected interpolate or duplicate"):
+        MuxEngine().run(shot_request(tmp_path, clip, [], motion="smooth"))
 
 
 def test_a_silent_shot_without_min_seconds_lasts_as_long_as_its_clip(tmp_path: Path, clip: Path) -> None:

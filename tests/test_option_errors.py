@@ -45,7 +45,7 @@ def test_a_misspelt_diffusion_option_names_file_key_path_and_known_options(small
     ('image = { engine = "flux", model = "fanren-tiny:fluxx" }',
      "profiles.final.image.model: expected a known tiny model, got 'fanren-tiny:fluxx' (known: "
      "fanren-tiny:flux, fanren-tiny:flux-kontext, fanren-tiny:cogvideox, fanren-tiny:cogvideox1.5, "
-     "fanren-tiny:svd, fanren-tiny:hunyuanvideo15)"),
+     "fanren-tiny:svd, fanren-tiny:hunyuanvideo15, fanren-tiny:flux2)"),
     ('video = { engine = "cogvideox", frames = 50 }',
      "profiles.final.video.frames: expected a frame count CogVideoX-5b-I2V renders: 8k+1 "
      "(9, 17, 25, …, 49), got 50"),
@@ -99,5 +99,5 @@ def test_a_misspelt_engine_name(small_drama: Path) -> None:
     with_profile(small_drama, '[profiles.final]\nimage = { engine = "flx" }\n')
     fails_with(small_drama, "final",
                "profiles.final.image.engine: expected an installed engine, got 'flx' (did you mean 'flux'? "
-               "installed: card, cogvideox, cosyvoice, espeak, flux, hunyuanvideo15, kenburns, mux, openai, "
+               "installed: card, cogvideox, cosyvoice, espeak, flux, flux2, hunyuanvideo15, kenburns, mux, openai, "
                "storyboard, svd)")

@@ -28,6 +28,7 @@ PIPELINE_CLASSES = {
     "cogvideox1.5": "CogVideoXImageToVideoPipeline",
     "svd": "StableVideoDiffusionPipeline",
     "hunyuanvideo15": "HunyuanVideo15ImageToVideoPipeline",
+    "flux2": "Flux2KleinPipeline",
 }
 
 
@@ -93,6 +94,7 @@ FULL_SIZE_PARAMETERS = {
     HUNYUANVIDEO15_720P_I2V: {"transformer": 8_326_608_160},
     # mean flow adds a second timestep embedding
     HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED: {"transformer": 8_331_330_848},
+    testing.FLUX2_KLEIN_4B: {"text_encoder": 4_022_468_096},  # Qwen/Qwen3-4B
 }
 
 
@@ -135,3 +137,12 @@ def test_random_weights_load_through_the_synthetic_registry() -> None:
     assert isinstance(pipeline, pipeline_class)
     assert sum(p.numel() for p in pipeline.transformer.parameters()) == \
         FULL_SIZE_PARAMETERS[testing.FLUX_SCHNELL]["transformer"]
+
+
+def test_qwen_tokenizer_spells_bytes_inside_qwen3s_chat_template() -> None:
+    tokenizer = testing.qwen_tokenizer()
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "林 a"}], tokenize=False,
+                                         add_generation_prompt=True, enable_thinking=False)
+    assert text == "<|im_start|>user\n林 a<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert tokenizer("林 a").input_ids == [*"林 a".encode()]  # one token a UTF-8 byte: nothing is <unk>
+    assert len(tokenizer) == testing.QWEN_VOCAB

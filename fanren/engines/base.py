@@ -23,6 +23,7 @@ line      (voice)  params: text, sentences [str], speaker, voice {engine-specifi
                    outputs: speech.wav, cues.json ([{text, start, end}] seconds into speech.wav,
                             one per sentence)
 shot      (mux)    params: shot_id, size, fps, pause, lead_in, min_seconds, fit, max_slow,
+                   motion (interpolate|duplicate: how a clip below fps, once slowed, reaches fps),
                    subtitles (burn|soft|none), font, language, lines [{node, who, text}]
                    inputs:  clip:<shot> → {clip.mp4}; line:<shot>:<n> → {speech.wav, cues.json}
                    outputs: shot.mp4 (the episode's final pictures for this shot: size, fps, yuv420p
@@ -146,6 +147,9 @@ class VideoEngine(Engine):
     family = "video"
     kinds = frozenset({"clip"})
     encodes = True
+    # Whether a shot may bring this engine's clips to the drama's fps by motion-compensated
+    # interpolation (the drama's `motion`), or always repeats frames.
+    interpolates: ClassVar[bool] = True
 
     def native_size(self, aspect: str) -> tuple[int, int]:
         """The frame size clips come out at; keyframes are rendered at this size."""

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import EngineError
 from ..fonts import cjk_font
-from ..media import probe, run_ffmpeg, wav_duration
+from ..media import Probe, probe, run_ffmpeg, wav_duration
 from .base import Engine, Request
 from .mux_subtitles import MIN_CUE, Cue, episode_cues, shot_cues, write_ass, write_srt
 
@@ -57,6 +57,17 @@ LIMITER_HEADROOM = 0.5
 # 0.12 s between sentences and comes up in the pause between shots.
 DUCKING_KEY = "volume=30dB,alimiter=limit=0.25:level=false"
 DUCKING = "sidechaincompress=threshold=0.02:ratio=6:attack=20:release=400"
+
+
+MOTIONS = ("interpolate", "duplicate")
+# Motion-compensated interpolation (ffmpeg's minterpolate): bidirectional motion estimation,
+# overlapped-block compensation, variable-size blocks. A clip of 8 fps (CogVideoX) shown at 24 fps
+# gets two new in-between frames per pair instead of each frame three times. Its cost per second of
+# output is in docs/performance.md (bench/motion_bench.py). minterpolate stops one source frame
+# short of the end (it has no frame after the last to interpolate towards): the clip's last frame is
+# repeated once before it, so the shot still reaches that frame at its time.
+MOTION_INTERPOLATION = ("tpad=stop_mode=clone:stop=1,"
+                        "minterpolate=fps={fps}:mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1")
 
 
 def shot_video_codec(fps: int) -> list[str]:
@@ -120,13 +131,14 @@ def render_shot(request: Request) -> dict[str, Path]:
     mode = _subtitle_mode(params)
     clip = _single_input(request, "clip", "clip.mp4")
     lines = place_lines(params["lines"], request.inputs, float(params["lead_in"]))
-    clip_seconds = clip_duration(clip)
+    clip_seconds, clip_fps = clip_timing(clip)
     frames = shot_frames(lines, float(params["pause"]), params.get("min_seconds"), clip_seconds, fps)
     duration = frames / fps
     fit = str(params["fit"])
     timing = shot_timing(lines, duration)
 
-    video = fit_clip(fit, clip_seconds, duration, float(params["max_slow"]), frames, (width, height), fps)
+    video = fit_clip(fit, clip_seconds, duration, float(params["max_slow"]), frames, (width, height), fps,
+                     motion=str(params["motion"]), clip_fps=clip_fps)
     ass: Path | None = None
     cues = shot_cues(timing)  # exactly this shot's cues in the episode's SRT and ASS
     if mode == "burn" and cues:
@@ -175,8 +187,17 @@ def last_cue_start(line: PlacedLine) -> float:
     return line.start + (float(line.cues[-1]["start"]) if line.cues else 0.0)
 
 
-def clip_duration(clip: Path) -> float:
+def clip_timing(clip: Path) -> tuple[float, float | None]:
+    """The clip's duration in seconds and its frame rate (None when the file names none)."""
     info = probe(clip)
+    return _duration(clip, info), info.fps
+
+
+def clip_duration(clip: Path) -> float:
+    return _duration(clip, probe(clip))
+
+
+def _duration(clip: Path, info: Probe) -> float:
     if info.video is None:
         raise EngineError(f"{clip.name} has no video stream")
     if info.frames and info.fps:
@@ -203,19 +224,28 @@ def shot_frames(lines: list[PlacedLine], pause: float, min_seconds: float | None
 
 
 def fit_clip(fit: str, clip_seconds: float, duration: float, max_slow: float, frames: int,
-             size: tuple[int, int], fps: int) -> str:
+             size: tuple[int, int], fps: int, *, motion: str, clip_fps: float | None) -> str:
     """The video filter chain that turns the clip into exactly `frames` frames of the episode format.
 
     A clip shorter than the shot is slowed (at most max_slow times) when fit is "slow", then its
     last frame is held; "hold" only holds; "loop" relies on the input being looped. A longer clip
-    is cut.
+    is cut. With motion "interpolate", a clip whose frame rate, once slowed, is below the
+    episode's gets the missing frames by motion-compensated interpolation (MOTION_INTERPOLATION);
+    with "duplicate", or at the episode's rate already, the fps filter repeats frames.
     """
     if fit not in ("slow", "hold", "loop"):
         raise EngineError(f"unknown fit {fit!r}: expected slow, hold or loop")
+    if motion not in MOTIONS:
+        raise EngineError(f"unknown motion {motion!r}: expected {' or '.join(MOTIONS)}")
     width, height = size
     chain: list[str] = []
+    slow = 1.0
     if fit == "slow" and clip_seconds < duration:
-        chain.append(f"setpts={min(duration / clip_seconds, max_slow):.6f}*PTS")
+        slow = min(duration / clip_seconds, max_slow)
+        chain.append(f"setpts={slow:.6f}*PTS")
+    if motion == "interpolate" and clip_fps is not None and clip_fps / slow < fps - 1e-6:
+        # after the slow-down, on the clip's own pixels (never more than the model made)
+        chain.append(MOTION_INTERPOLATION.format(fps=fps))
     chain += [
         # cover the frame and crop the centre: a clip of another aspect is never letterboxed
         f"scale={width}:{height}:force_original_aspect_ratio=increase",

@@ -24,6 +24,8 @@ from .speed import SDPA_KERNELS, SPEED_OPTIONS, compile_blocks, set_dispatch_bac
 from .weights import (
     COGVIDEOX15_5B_I2V,
     COGVIDEOX_5B_I2V,
+    FLUX2_DEV,
+    FLUX2_KLEIN_4B,
     FLUX_DEV,
     FLUX_KONTEXT,
     FLUX_SCHNELL,
@@ -41,7 +43,7 @@ from .weights import (
 )
 
 __all__ = [
-    "COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "COMMON_OPTIONS", "FLUX_DEV", "FLUX_KONTEXT",
+    "COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "COMMON_OPTIONS", "FLUX2_DEV", "FLUX2_KLEIN_4B", "FLUX_DEV", "FLUX_KONTEXT",
     "FLUX_SCHNELL", "RANDOM_PREFIX", "SDPA_KERNELS", "SPEED_OPTIONS", "SVD_XT",
     "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES", "TINY_PREFIX", "TINY_SVD_FRAMES",
     "TINY_VIDEO_SIZES", "DiffusionEngine", "ModelRef", "VramNeed", "check_size", "clip_frames",

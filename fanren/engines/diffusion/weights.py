@@ -49,6 +49,8 @@ SVD_XT = "stabilityai/stable-video-diffusion-img2vid-xt"
 HUNYUANVIDEO15_480P_I2V = "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v"
 HUNYUANVIDEO15_720P_I2V = "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_i2v"
 HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED = "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v_step_distilled"
+FLUX2_KLEIN_4B = "black-forest-labs/FLUX.2-klein-4B"
+FLUX2_DEV = "black-forest-labs/FLUX.2-dev"
 
 # What the tiny models render natively: the engines render them at these shapes and fanren.testing
 # builds them to fit. Sizes per aspect, multiples of 16 like the real models' sizes.
@@ -260,7 +262,7 @@ def diffusers_version() -> str | None:
 
 # ── missing weights ───────────────────────────────────────────────────────────
 
-GATED = {"black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-Kontext-dev",
+GATED = {"black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-Kontext-dev", "black-forest-labs/FLUX.2-dev",
          "stabilityai/stable-video-diffusion-img2vid-xt"}
 
 

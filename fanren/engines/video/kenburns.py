@@ -62,6 +62,10 @@ class KenBurnsEngine(VideoEngine):
     name = "kenburns"
     version = "2"  # 2: x264 ultrafast crf 18 (was superfast crf 21)
     options_known = frozenset({"seconds"})
+    # A pan over one still, rendered at the drama's fps: only a clip slowed to fit its speech would
+    # be interpolated, at 3.5 CPU-seconds per second of 720p (bench/motion_bench.py), which made the
+    # test drama's draft build 30.5 s instead of 7.7 s. The draft is for speed: its shots repeat frames.
+    interpolates = False
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
