@@ -46,6 +46,9 @@ FLUX_KONTEXT = "black-forest-labs/FLUX.1-Kontext-dev"
 COGVIDEOX_5B_I2V = "THUDM/CogVideoX-5b-I2V"
 COGVIDEOX15_5B_I2V = "THUDM/CogVideoX1.5-5B-I2V"
 SVD_XT = "stabilityai/stable-video-diffusion-img2vid-xt"
+WAN22_TI2V_5B = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+WAN22_I2V_A14B = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+LTX2 = "Lightricks/LTX-2"
 
 # What the tiny models render natively: the engines render them at these shapes and fanren.testing
 # builds them to fit. Sizes per aspect, multiples of 16 like the real models' sizes.
@@ -53,6 +56,8 @@ TINY_VIDEO_SIZES = {"16:9": (96, 64), "9:16": (64, 96), "1:1": (64, 64)}
 TINY_COGVIDEOX_FRAMES = 9      # 8k+1, as CogVideoX-5b-I2V wants
 TINY_COGVIDEOX15_FRAMES = 17   # 16k+1, as CogVideoX1.5-5B-I2V wants
 TINY_SVD_FRAMES = 9
+TINY_WAN_FRAMES = 9            # 4k+1, as Wan 2.2 wants
+TINY_LTX2_FRAMES = 9           # 8k+1, as LTX-2 wants
 
 TINY_PREFIX = "fanren-tiny:"
 RANDOM_PREFIX = "fanren-random:"
