@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "FLUX_DEV", "FLUX_KONTEXT", "FLUX_SCHNELL",
            "FULL_SIZE_MODELS", "SVD_XT", "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES", "TINY_KINDS",
            "TINY_SVD_FRAMES", "TINY_VERSION", "TINY_VIDEO_SIZES", "full_size_pipeline", "full_size_transformer",
-           "tiny_model_dir", "tiny_pipeline"]
+           "tiny_model_dir", "tiny_pipeline", "LTX2", "WAN22_I2V_A14B", "WAN22_TI2V_5B", "gemma_tokenizer"]
 
 # Bump when a tiny pipeline changes: it is part of the identity of every node a tiny model renders.
 TINY_VERSION = "1"

@@ -21,6 +21,8 @@ PIPELINE_CLASSES = {
     "cogvideox": "CogVideoXImageToVideoPipeline",
     "cogvideox1.5": "CogVideoXImageToVideoPipeline",
     "svd": "StableVideoDiffusionPipeline",
+    "wan": "WanImageToVideoPipeline",
+    "ltx2": "LTX2ImageToVideoPipeline",
 }
 
 
@@ -52,6 +54,13 @@ def test_tiny_folder_loads_with_from_pretrained_in_eval_mode() -> None:
     assert not pipeline.transformer.training and not pipeline.text_encoder.training
 
 
+def test_gemma_tokenizer_spells_words_and_pads_on_the_left() -> None:
+    tokenizer = testing.gemma_tokenizer()
+    ids = tokenizer("ab ba", padding="max_length", max_length=8).input_ids
+    a, b, space = (tokenizer.convert_tokens_to_ids(t) for t in ("a", "b", "▁"))
+    assert ids == [tokenizer.pad_token_id] * 3 + [a, b, space, b, a]
+
+
 def test_clip_tokenizer_spells_words_letter_by_letter() -> None:
     tokenizer = testing.clip_tokenizer()
     vocab = tokenizer.get_vocab()
@@ -80,6 +89,11 @@ FULL_SIZE_PARAMETERS = {
                                "vae": 215_583_907},
     testing.COGVIDEOX15_5B_I2V: {"transformer": 5_571_594_880},
     testing.SVD_XT: {"unet": 1_524_623_082, "image_encoder": 632_076_800, "vae": 97_742_847},
+    # Wan 2.2 and LTX-2: counted from the configs written in fanren.testing; they match the model
+    # cards' rounded sizes (TI2V 5B, A14B 2 × 14B, LTX-2 19B, umT5-xxl 5.7B, Gemma 3 12B).
+    testing.WAN22_TI2V_5B: {"transformer": 4_999_787_712, "text_encoder": 5_680_910_336, "vae": 704_688_668},
+    testing.WAN22_I2V_A14B: {"transformer": 14_288_901_184, "transformer_2": 14_288_901_184},
+    testing.LTX2: {"transformer": 18_876_174_592, "text_encoder": 12_202_563_392, "connectors": 1_431_475_200},
 }
 
 
