@@ -492,19 +492,25 @@ def _tiny_wan() -> Any:
         text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
     return diffusers.WanImageToVideoPipeline(
-        tokenizer=t5_tokenizer(), text_encoder=_t5_encoder(False), vae=_wan22_vae(False),
+        tokenizer=t5_tokenizer(), text_encoder=_umt5_encoder(False), vae=_wan22_vae(False),
         scheduler=_wan_scheduler(5.0), transformer=transformer, transformer_2=None, image_encoder=None,
         image_processor=None, boundary_ratio=None, expand_timesteps=True)
 
 
-def _umt5_encoder() -> Any:
+def _umt5_encoder(full: bool) -> Any:
     from transformers import UMT5Config, UMT5EncoderModel
 
-    # google/umt5-xxl, the text encoder of Wan 2.1 and 2.2
-    return UMT5EncoderModel(UMT5Config(
-        vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-        relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="gated-gelu",
-        dropout_rate=0.0, layer_norm_epsilon=1e-6, pad_token_id=0, eos_token_id=1))
+    if full:  # google/umt5-xxl, the text encoder of Wan 2.1 and 2.2
+        config = UMT5Config(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                            relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                            feed_forward_proj="gated-gelu", dropout_rate=0.0, layer_norm_epsilon=1e-6,
+                            pad_token_id=0, eos_token_id=1)
+    else:
+        config = UMT5Config(vocab_size=T5_VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                            relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+                            pad_token_id=0, eos_token_id=1)
+    _seeded()
+    return UMT5EncoderModel(config)
 
 
 def _full_wan(hub_id: str, device: str, dtype: torch.dtype) -> Any:
@@ -523,7 +529,7 @@ def _full_wan(hub_id: str, device: str, dtype: torch.dtype) -> Any:
             transformer = diffusers.WanTransformer3DModel(**experts)
             transformer_2 = diffusers.WanTransformer3DModel(**experts)
             vae = diffusers.AutoencoderKLWan()  # the defaults are the 2.1 VAE's config
-        text_encoder = _umt5_encoder()
+        text_encoder = _umt5_encoder(True)
     a14b = hub_id == WAN22_I2V_A14B
     return diffusers.WanImageToVideoPipeline(
         tokenizer=t5_tokenizer(), text_encoder=text_encoder, vae=vae, scheduler=_wan_scheduler(5.0),
