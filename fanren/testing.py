@@ -55,9 +55,10 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "FLUX_DEV", "FLUX_KONTEXT", "FLUX_SCHNELL",
-           "FULL_SIZE_MODELS", "SVD_XT", "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES", "TINY_KINDS",
-           "TINY_SVD_FRAMES", "TINY_VERSION", "TINY_VIDEO_SIZES", "full_size_pipeline", "full_size_transformer",
-           "tiny_model_dir", "tiny_pipeline", "LTX2", "WAN22_I2V_A14B", "WAN22_TI2V_5B", "gemma_tokenizer"]
+           "FULL_SIZE_MODELS", "LTX2", "SVD_XT", "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES",
+           "TINY_KINDS", "TINY_SVD_FRAMES", "TINY_VERSION", "TINY_VIDEO_SIZES", "WAN22_I2V_A14B",
+           "WAN22_TI2V_5B", "full_size_pipeline", "full_size_transformer", "gemma_tokenizer",
+           "tiny_model_dir", "tiny_pipeline"]
 
 # Bump when a tiny pipeline changes: it is part of the identity of every node a tiny model renders.
 TINY_VERSION = "1"
@@ -551,7 +552,12 @@ def gemma_tokenizer() -> Any:
 
 
 def _gemma3_encoder(full: bool) -> Any:
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
 
     if full:  # google/gemma-3-12b-it, the text encoder of LTX-2 (its SigLIP tower is loaded, never run)
         text = Gemma3TextConfig(vocab_size=262208, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48,

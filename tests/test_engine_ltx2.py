@@ -91,16 +91,16 @@ def test_native_sizes_frames_and_fps() -> None:
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"frames": 120}, "engine ltx2: option frames: expected a frame count LTX-2 renders: 8k+1 "
-                      "(9, 17, 25, …, 481), got 120"),
-    ({"frames": 125}, "engine ltx2: option frames: expected a frame count LTX-2 renders: 8k+1 "
-                      "(9, 17, 25, …, 481), got 125"),
-    ({"frames": 489}, "engine ltx2: option frames: expected a frame count LTX-2 renders: 8k+1 "
-                      "(9, 17, 25, …, 481), got 489"),
+    ({"frames": 120}, ("engine ltx2: option frames: expected a frame count LTX-2 renders: 8k+1 "
+                      "(9, 17, 25, …, 481), got 120")),
+    ({"frames": 125}, ("engine ltx2: option frames: expected a frame count LTX-2 renders: 8k+1 "
+                      "(9, 17, 25, …, 481), got 125")),
+    ({"frames": 489}, ("engine ltx2: option frames: expected a frame count LTX-2 renders: 8k+1 "
+                      "(9, 17, 25, …, 481), got 489")),
     ({"fps": 500}, "engine ltx2: option fps: expected an integer in [1, 120], got 500"),
     ({"keyframe_crf": 60}, "engine ltx2: option keyframe_crf: expected an integer in [0, 51], got 60"),
-    ({"distilled": True, "steps": 4}, "engine ltx2: option steps: expected no steps with distilled = true "
-                                      "(the distilled schedule is 8 steps without guidance), got 4"),
+    ({"distilled": True, "steps": 4}, ("engine ltx2: option steps: expected no steps with distilled = true "
+                                      "(the distilled schedule is 8 steps without guidance), got 4")),
     ({"distilled": "yes"}, "engine ltx2: option distilled: expected true or false, got 'yes'"),
 ])
 def test_invalid_options_are_refused_with_exit_2(options: dict[str, Any], message: str) -> None:

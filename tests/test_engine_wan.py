@@ -71,12 +71,12 @@ def test_native_sizes_frames_and_fps_follow_the_model() -> None:
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"frames": 120}, "engine wan: option frames: expected a frame count Wan2.2-TI2V-5B renders: 4k+1 "
-                      "(5, 9, 13, …, 241), got 120"),
-    ({"frames": 245}, "engine wan: option frames: expected a frame count Wan2.2-TI2V-5B renders: 4k+1 "
-                      "(5, 9, 13, …, 241), got 245"),
-    ({"frames": "121"}, "engine wan: option frames: expected a frame count Wan2.2-TI2V-5B renders: 4k+1 "
-                        "(5, 9, 13, …, 241), got '121'"),
+    ({"frames": 120}, ("engine wan: option frames: expected a frame count Wan2.2-TI2V-5B renders: 4k+1 "
+                      "(5, 9, 13, …, 241), got 120")),
+    ({"frames": 245}, ("engine wan: option frames: expected a frame count Wan2.2-TI2V-5B renders: 4k+1 "
+                      "(5, 9, 13, …, 241), got 245")),
+    ({"frames": "121"}, ("engine wan: option frames: expected a frame count Wan2.2-TI2V-5B renders: 4k+1 "
+                        "(5, 9, 13, …, 241), got '121'")),
     ({"model": testing.WAN22_I2V_A14B, "frames": 165},
      "engine wan: option frames: expected a frame count Wan2.2-I2V-A14B renders: 4k+1 (5, 9, 13, …, 161), got 165"),
     ({"fps": 0}, "engine wan: option fps: expected an integer in [1, 120], got 0"),

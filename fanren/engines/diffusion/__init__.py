@@ -47,11 +47,11 @@ from .weights import (
 
 __all__ = [
     "COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "COMMON_OPTIONS", "FLUX_DEV", "FLUX_KONTEXT",
-    "FLUX_SCHNELL", "RANDOM_PREFIX", "SDPA_KERNELS", "SPEED_OPTIONS", "SVD_XT",
-    "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES", "TINY_PREFIX", "TINY_SVD_FRAMES",
-    "TINY_VIDEO_SIZES", "DiffusionEngine", "ModelRef", "VramNeed", "check_size", "clip_frames",
-    "compile_blocks", "cuda_available", "diffusers_module", "diffusers_version", "enable_step_cache",
-    "generator", "keyframe_image", "load_transformer", "model_ref", "quiet", "set_dispatch_backend",
-    "step_cache", "step_progress", "torch_dtype", "write_clip",
-    "LTX2", "TINY_LTX2_FRAMES", "TINY_WAN_FRAMES", "WAN22_I2V_A14B", "WAN22_TI2V_5B",
+    "FLUX_SCHNELL", "LTX2", "RANDOM_PREFIX", "SDPA_KERNELS", "SPEED_OPTIONS", "SVD_XT",
+    "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES", "TINY_LTX2_FRAMES", "TINY_PREFIX",
+    "TINY_SVD_FRAMES", "TINY_VIDEO_SIZES", "TINY_WAN_FRAMES", "WAN22_I2V_A14B", "WAN22_TI2V_5B",
+    "DiffusionEngine", "ModelRef", "VramNeed", "check_size", "clip_frames", "compile_blocks",
+    "cuda_available", "diffusers_module", "diffusers_version", "enable_step_cache", "generator",
+    "keyframe_image", "load_transformer", "model_ref", "quiet", "set_dispatch_backend", "step_cache",
+    "step_progress", "torch_dtype", "write_clip",
 ]
