@@ -64,7 +64,7 @@ __all__ = ["COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "FLUX_DEV", "FLUX_KONTEXT",
 TINY_VERSION = "1"
 TINY_SEED = 0
 
-TINY_KINDS = ("flux", "flux-kontext", "cogvideox", "cogvideox1.5", "svd", "wan", "ltx2")
+TINY_KINDS = ("flux", "flux-kontext", "cogvideox", "cogvideox1.5", "svd", "wan", "wan-a14b", "ltx2")
 FULL_SIZE_MODELS = (FLUX_DEV, FLUX_SCHNELL, FLUX_KONTEXT, COGVIDEOX_5B_I2V, COGVIDEOX15_5B_I2V, SVD_XT,
                     WAN22_TI2V_5B, WAN22_I2V_A14B, LTX2)
 
@@ -94,7 +94,8 @@ def tiny_model_dir(kind: str) -> Path:
 def tiny_pipeline(kind: str) -> Any:
     """The tiny `kind` pipeline in memory: real classes, random weights from TINY_SEED, in eval mode."""
     builders = {"flux": _tiny_flux, "flux-kontext": _tiny_flux_kontext, "cogvideox": _tiny_cogvideox,
-                "cogvideox1.5": _tiny_cogvideox15, "svd": _tiny_svd, "wan": _tiny_wan, "ltx2": _tiny_ltx2}
+                "cogvideox1.5": _tiny_cogvideox15, "svd": _tiny_svd, "wan": _tiny_wan,
+                "wan-a14b": _tiny_wan_a14b, "ltx2": _tiny_ltx2}
     pipeline = builders[kind]()
     _eval(pipeline)
     return pipeline
@@ -496,6 +497,28 @@ def _tiny_wan() -> Any:
         tokenizer=t5_tokenizer(), text_encoder=_umt5_encoder(False), vae=_wan22_vae(False),
         scheduler=_wan_scheduler(5.0), transformer=transformer, transformer_2=None, image_encoder=None,
         image_processor=None, boundary_ratio=None, expand_timesteps=True)
+
+
+def _tiny_wan_a14b() -> Any:
+    # Two experts behind the 2.1 VAE (16 latent channels, 8×), the image latent and mask joining
+    # the noise (16 + 4 + 16 = 36 channels in), as in Wan2.2-I2V-A14B.
+    import torch
+
+    diffusers = diffusers_module()
+    experts = []
+    for seed in (TINY_SEED, TINY_SEED + 1):  # two experts, two sets of weights
+        torch.manual_seed(seed)
+        experts.append(diffusers.WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
+            text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", rope_max_seq_len=32))
+    _seeded()
+    vae = diffusers.AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                                     temperal_downsample=[False, True, True])
+    return diffusers.WanImageToVideoPipeline(
+        tokenizer=t5_tokenizer(), text_encoder=_umt5_encoder(False), vae=vae, scheduler=_wan_scheduler(5.0),
+        transformer=experts[0], transformer_2=experts[1], image_encoder=None, image_processor=None,
+        boundary_ratio=0.9, expand_timesteps=False)
 
 
 def _umt5_encoder(full: bool) -> Any:

@@ -110,6 +110,13 @@ def test_invalid_options_are_refused_with_exit_2(options: dict[str, Any], messag
     assert str(caught.value) == message
 
 
+def test_offload_modes_render_in_place_on_the_cpu(engine: LTX2Engine, keyframe: Path, tmp_path: Path) -> None:
+    offloaded = LTX2Engine({**TINY, "vram": "model-offload", "device": "cpu"})
+    clip = render(offloaded, tmp_path, keyframe)
+    assert offloaded.placement is not None and offloaded.placement.mode == "full"
+    assert clip.read_bytes() == render(engine, tmp_path, keyframe).read_bytes()
+
+
 def test_a_size_off_the_32_pixel_grid_is_refused(engine: LTX2Engine, keyframe: Path, tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="^ltx2 renders sizes that are multiples of 32 pixels, asked for 80×96$"):
         render(engine, tmp_path, keyframe, size=[80, 96])

@@ -60,6 +60,22 @@ def test_same_request_same_bytes_seed_changes_them(engine: WanEngine, keyframe: 
     assert render(engine, tmp_path, keyframe, seed=4).read_bytes() != first
 
 
+def test_a14b_renders_with_two_experts_at_16_fps(keyframe: Path, tmp_path: Path) -> None:
+    engine = WanEngine({"model": "fanren-tiny:wan-a14b"})
+    messages: list[str] = []
+    out = tmp_path / "a14b"
+    out.mkdir()
+    request = Request(node_id="clip:s1", kind="clip", params={"prompt": "she turns", "seed": 3, "size": [48, 80]},
+                      inputs={"keyframe:s1": {"image.png": keyframe}}, out_dir=out,
+                      progress=lambda fraction, message: messages.append(message))
+    clip = probe(engine.run(request)["clip.mp4"])
+    assert (clip.size, clip.frames, clip.fps) == ((48, 80), 9, 16.0)
+    assert messages == ["step 1/2", "step 2/2"]
+    pipeline = engine._image_to_video
+    assert pipeline.transformer_2 is not None and pipeline.config.boundary_ratio == 0.9
+    assert (engine.guidance, engine.identity()["guidance"]) == (3.5, 3.5)
+
+
 def test_native_sizes_frames_and_fps_follow_the_model() -> None:
     ti2v = WanEngine({})
     assert [ti2v.native_size(a) for a in ("16:9", "9:16", "1:1")] == [(1280, 704), (704, 1280), (960, 960)]
@@ -87,6 +103,13 @@ def test_invalid_options_are_refused_with_exit_2(options: dict[str, Any], messag
         WanEngine(options)
     assert caught.value.exit_code == 2
     assert str(caught.value) == message
+
+
+def test_offload_modes_render_in_place_on_the_cpu(engine: WanEngine, keyframe: Path, tmp_path: Path) -> None:
+    offloaded = WanEngine({**TINY, "vram": "group-offload", "device": "cpu"})
+    clip = render(offloaded, tmp_path, keyframe)
+    assert offloaded.placement is not None and offloaded.placement.mode == "full"
+    assert clip.read_bytes() == render(engine, tmp_path, keyframe).read_bytes()
 
 
 def test_a_size_off_the_32_pixel_grid_is_refused(engine: WanEngine, keyframe: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ PIPELINE_CLASSES = {
     "cogvideox1.5": "CogVideoXImageToVideoPipeline",
     "svd": "StableVideoDiffusionPipeline",
     "wan": "WanImageToVideoPipeline",
+    "wan-a14b": "WanImageToVideoPipeline",
     "ltx2": "LTX2ImageToVideoPipeline",
 }
 
@@ -116,8 +117,10 @@ import sys
 from fanren.engines.image.flux import FluxEngine
 from fanren.engines.video.cogvideox import CogVideoXEngine
 from fanren.engines.video.svd import SVDEngine
+from fanren.engines.video.wan import WanEngine
+from fanren.engines.video.ltx2 import LTX2Engine
 import fanren.cli, fanren.compile, fanren.doctor, fanren.watch
-engines = [FluxEngine(), CogVideoXEngine(), SVDEngine()]
+engines = [FluxEngine(), CogVideoXEngine(), SVDEngine(), WanEngine(), LTX2Engine()]
 [engine.identity() for engine in engines]
 print("before", "fanren.testing" in sys.modules)
 print(FluxEngine({"model": "fanren-tiny:flux"}).identity()["tiny"], "fanren.testing" in sys.modules)

@@ -75,7 +75,9 @@ I2V_A14B = WanModel("Wan2.2-I2V-A14B", {"16:9": (1280, 720), "9:16": (720, 1280)
 TINY = WanModel("tiny Wan2.2-TI2V", dict(TINY_VIDEO_SIZES), size_multiple=32, frames=TINY_WAN_FRAMES,
                 max_frames=241, fps=24, steps=2, guidance=5.0,
                 vram=VramNeed(full=0.5, model_offload=0.5, group_offload=0.5, sequential_offload=0.5))
-KNOWN = {WAN22_TI2V_5B: TI2V_5B, WAN22_I2V_A14B: I2V_A14B, "wan": TINY}
+TINY_A14B = WanModel("tiny Wan2.2-I2V-A14B", dict(TINY_VIDEO_SIZES), size_multiple=16, frames=TINY_WAN_FRAMES,
+                     max_frames=161, fps=16, steps=2, guidance=3.5, vram=TINY.vram)
+KNOWN = {WAN22_TI2V_5B: TI2V_5B, WAN22_I2V_A14B: I2V_A14B, "wan": TINY, "wan-a14b": TINY_A14B}
 
 
 def model_for(ref: ModelRef) -> WanModel:
