@@ -117,6 +117,18 @@ def test_offload_modes_render_in_place_on_the_cpu(engine: LTX2Engine, keyframe: 
     assert clip.read_bytes() == render(engine, tmp_path, keyframe).read_bytes()
 
 
+def test_missing_weights_say_how_to_get_them(tmp_path: Path, keyframe: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(EngineError) as caught:
+        render(LTX2Engine({"distilled": True}), tmp_path, keyframe, size=[704, 1280])
+    message = str(caught.value)
+    assert message.startswith("ltx2: the weights of Lightricks/LTX-2 are not on this machine\n")
+    assert "huggingface-cli download Lightricks/LTX-2" in message
+    assert 'video = { engine = "ltx2", model = "/path/to/LTX-2" }' in message
+
+
 def test_a_size_off_the_32_pixel_grid_is_refused(engine: LTX2Engine, keyframe: Path, tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="^ltx2 renders sizes that are multiples of 32 pixels, asked for 80×96$"):
         render(engine, tmp_path, keyframe, size=[80, 96])

@@ -112,6 +112,18 @@ def test_offload_modes_render_in_place_on_the_cpu(engine: WanEngine, keyframe: P
     assert clip.read_bytes() == render(engine, tmp_path, keyframe).read_bytes()
 
 
+def test_missing_weights_say_how_to_get_them(tmp_path: Path, keyframe: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(EngineError) as caught:
+        render(WanEngine({}), tmp_path, keyframe, size=[704, 1280])
+    message = str(caught.value)
+    assert message.startswith("wan: the weights of Wan-AI/Wan2.2-TI2V-5B-Diffusers are not on this machine\n")
+    assert "huggingface-cli download Wan-AI/Wan2.2-TI2V-5B-Diffusers" in message
+    assert 'video = { engine = "wan", model = "/path/to/Wan2.2-TI2V-5B-Diffusers" }' in message
+
+
 def test_a_size_off_the_32_pixel_grid_is_refused(engine: WanEngine, keyframe: Path, tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="^wan renders sizes that are multiples of 32 pixels, asked for 48×96$"):
         render(engine, tmp_path, keyframe, size=[48, 96])
