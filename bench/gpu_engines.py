@@ -1,4 +1,4 @@
-"""Speed and memory of the GPU engines (flux, flux2, cogvideox, svd, hunyuanvideo15), without weights.
+"""Speed and memory of the GPU engines (flux, flux2, cogvideox, svd, hunyuanvideo15, wan, ltx2), without weights.
 
 Builds the full-size architectures with random weights on the GPU (fanren.testing's
 "fanren-random:<hub id>" models: a denoising step costs the same whatever the weights are) and
@@ -25,6 +25,7 @@ cost of the machinery, not the skip rate real weights get.
     python bench/gpu_engines.py --engines cogvideox --vram full,model-offload --soak 10
     python bench/gpu_engines.py --engines hunyuanvideo15 --vram full,model-offload --steps 2 --soak 2
     python bench/gpu_engines.py --engines flux2,flux2-t2i --vram full,model-offload --soak 10
+    python bench/gpu_engines.py --engines ltx2-distilled,ltx2,wan --steps 2   # 9:16 clips of 121 frames
     python bench/gpu_engines.py --tiny                            # tiny models on the CPU: checks the script
 """
 
@@ -64,7 +65,9 @@ from fanren.engines.image.flux import FluxEngine
 from fanren.engines.image.flux2 import Flux2Engine
 from fanren.engines.video.cogvideox import CogVideoXEngine
 from fanren.engines.video.hunyuanvideo15 import HunyuanVideo15Engine
+from fanren.engines.video.ltx2 import LTX2Engine
 from fanren.engines.video.svd import SVDEngine
+from fanren.engines.video.wan import WanEngine
 
 GIB = 1024**3
 
@@ -121,6 +124,15 @@ CASES = {
                                      {"model": "fanren-tiny:hunyuanvideo15", "guidance": 1.0},
                                      kind="clip", size=(480, 832), tiny_size=(64, 96), characters=0,
                                      default_steps=8),
+    # The 9:16 native sizes: the vertical drama the final profile could not render before.
+    "wan": Case(WanEngine, {"model": RANDOM_PREFIX + testing.WAN22_TI2V_5B}, {"model": "fanren-tiny:wan"},
+                kind="clip", size=(704, 1280), tiny_size=(64, 96), characters=0, default_steps=50),
+    "ltx2": Case(LTX2Engine, {"model": RANDOM_PREFIX + testing.LTX2}, {"model": "fanren-tiny:ltx2"},
+                 kind="clip", size=(704, 1280), tiny_size=(64, 96), characters=0, default_steps=30),
+    # The distilled schedule has its own 8 steps: --steps does not apply.
+    "ltx2-distilled": Case(LTX2Engine, {"model": RANDOM_PREFIX + testing.LTX2, "distilled": True},
+                           {"model": "fanren-tiny:ltx2", "distilled": True},
+                           kind="clip", size=(704, 1280), tiny_size=(64, 96), characters=0, default_steps=8),
 }
 
 # A --speed value joins these with "+" (compile+cudnn+fuse); each adds engine options.
@@ -251,14 +263,16 @@ def render(engine: Engine, case: Case, size: tuple[int, int], folder: Path, seed
 def bench_case(name: str, case: Case, speed: str, vram: str, args: argparse.Namespace, folder: Path) -> None:
     options = dict(case.tiny_options if args.tiny else case.options)
     options.update(speed_options(speed) or {})
-    options.update({"vram": vram, "steps": args.steps})
+    options["vram"] = vram
+    if not options.get("distilled"):
+        options["steps"] = args.steps
     if case.characters and "kontext_steps" in case.engine_class.options_known:
         options["kontext_steps"] = args.steps
     if args.frames and case.kind == "clip":
         options["frames"] = args.frames
     size = args.size or (case.tiny_size if args.tiny else case.size)
     record: dict[str, Any] = {"engine": name, "speed": speed, "vram": vram, "size": list(size),
-                              "steps": args.steps, "model": options["model"]}
+                              "steps": options.get("steps", case.default_steps), "model": options["model"]}
     engine: DiffusionEngine | None = None
     try:
         engine = case.engine_class(options)
@@ -277,7 +291,7 @@ def bench_case(name: str, case: Case, speed: str, vram: str, args: argparse.Name
                        "s_per_step": None if step is None else round(step, 4),
                        "peak_gb": memory()["peak_gb"]})
         if step is not None:
-            record.update({"est_s": round(total + (case.default_steps - args.steps) * step, 1),
+            record.update({"est_s": round(total + (case.default_steps - record["steps"]) * step, 1),
                            "est_steps": case.default_steps})
         emit(record)
         if args.soak:

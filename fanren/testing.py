@@ -44,12 +44,15 @@ from .engines.diffusion.weights import (
     HUNYUANVIDEO15_480P_I2V,
     HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED,
     HUNYUANVIDEO15_720P_I2V,
+    LTX2,
     SVD_XT,
     TINY_COGVIDEOX15_FRAMES,
     TINY_COGVIDEOX_FRAMES,
     TINY_HUNYUANVIDEO15_TARGET_SIZE,
     TINY_SVD_FRAMES,
     TINY_VIDEO_SIZES,
+    WAN22_I2V_A14B,
+    WAN22_TI2V_5B,
     register_synthetic,
 )
 
@@ -57,18 +60,20 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "FLUX2_KLEIN_4B", "FLUX_DEV", "FLUX_KONTEXT", "FLUX_SCHNELL",
-           "FULL_SIZE_MODELS", "SVD_XT", "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES", "TINY_KINDS",
-           "TINY_SVD_FRAMES", "TINY_VERSION", "TINY_VIDEO_SIZES", "full_size_pipeline", "full_size_transformer",
+           "FULL_SIZE_MODELS", "LTX2", "SVD_XT", "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES",
+           "TINY_KINDS", "TINY_SVD_FRAMES", "TINY_VERSION", "TINY_VIDEO_SIZES", "WAN22_I2V_A14B",
+           "WAN22_TI2V_5B", "full_size_pipeline", "full_size_transformer", "gemma_tokenizer",
            "tiny_model_dir", "tiny_pipeline"]
 
 # Bump when a tiny pipeline changes: it is part of the identity of every node a tiny model renders.
 TINY_VERSION = "1"
 TINY_SEED = 0
 
-TINY_KINDS = ("flux", "flux-kontext", "cogvideox", "cogvideox1.5", "svd", "hunyuanvideo15", "flux2")
+TINY_KINDS = ("flux", "flux-kontext", "cogvideox", "cogvideox1.5", "svd", "hunyuanvideo15", "flux2", "wan",
+              "wan-a14b", "ltx2")
 FULL_SIZE_MODELS = (FLUX_DEV, FLUX_SCHNELL, FLUX_KONTEXT, COGVIDEOX_5B_I2V, COGVIDEOX15_5B_I2V, SVD_XT,
                     HUNYUANVIDEO15_480P_I2V, HUNYUANVIDEO15_720P_I2V, HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED,
-                    FLUX2_KLEIN_4B)
+                    FLUX2_KLEIN_4B, WAN22_TI2V_5B, WAN22_I2V_A14B, LTX2)
 
 _lock = threading.Lock()
 _tiny_root: Path | None = None
@@ -97,7 +102,7 @@ def tiny_pipeline(kind: str) -> Any:
     """The tiny `kind` pipeline in memory: real classes, random weights from TINY_SEED, in eval mode."""
     builders = {"flux": _tiny_flux, "flux-kontext": _tiny_flux_kontext, "cogvideox": _tiny_cogvideox,
                 "cogvideox1.5": _tiny_cogvideox15, "svd": _tiny_svd, "hunyuanvideo15": _tiny_hunyuanvideo15,
-                "flux2": _tiny_flux2}
+                "flux2": _tiny_flux2, "wan": _tiny_wan, "wan-a14b": _tiny_wan_a14b, "ltx2": _tiny_ltx2}
     pipeline = builders[kind]()
     _eval(pipeline)
     return pipeline
@@ -108,7 +113,8 @@ def full_size_pipeline(hub_id: str, *, dtype: torch.dtype, device: str) -> Any:
     builders = {FLUX_DEV: _full_flux, FLUX_SCHNELL: _full_flux, FLUX_KONTEXT: _full_flux,
                 COGVIDEOX_5B_I2V: _full_cogvideox, COGVIDEOX15_5B_I2V: _full_cogvideox, SVD_XT: _full_svd,
                 HUNYUANVIDEO15_480P_I2V: _full_hunyuanvideo15, HUNYUANVIDEO15_720P_I2V: _full_hunyuanvideo15,
-                HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED: _full_hunyuanvideo15, FLUX2_KLEIN_4B: _full_flux2_klein}
+                HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED: _full_hunyuanvideo15, FLUX2_KLEIN_4B: _full_flux2_klein,
+                WAN22_TI2V_5B: _full_wan, WAN22_I2V_A14B: _full_wan, LTX2: _full_ltx2}
     if hub_id not in builders:
         raise ValueError(f"no full-size architecture is written down for {hub_id!r}")
     pipeline = builders[hub_id](hub_id, device, dtype)
@@ -672,3 +678,215 @@ def _full_flux2_klein(hub_id: str, device: str, dtype: torch.dtype) -> Any:
         text_encoder = _qwen3_encoder(True)
     return diffusers.Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder,
                                         tokenizer=qwen_tokenizer(), transformer=transformer, is_distilled=True)
+# ── Wan 2.2 and LTX-2 (branch vida) ──────────────────────────────────────────
+# Tiny components follow diffusers' tests/pipelines/wan/test_wan_22_image_to_video.py (the TI2V-5B
+# case) and tests/pipelines/ltx2/test_ltx2_image2video.py; the Gemma 3 text encoder and its
+# tokenizer are built here instead of fetched. Full-size configs are the checkpoints' own.
+
+
+def _wan_scheduler(flow_shift: float) -> Any:
+    return diffusers_module().UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                                      num_train_timesteps=1000, flow_shift=flow_shift)
+
+
+def _wan22_vae(full: bool) -> Any:
+    # The 2.2 VAE: 48 latent channels, a 2×2 patchify in front, 16× spatial and 4× temporal.
+    if full:
+        return diffusers_module().AutoencoderKLWan(
+            base_dim=160, decoder_base_dim=256, z_dim=48, in_channels=12, out_channels=12, is_residual=True,
+            patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4, dim_mult=[1, 2, 4, 4],
+            num_res_blocks=2, temperal_downsample=[False, True, True], latents_mean=[0.0] * 48,
+            latents_std=[1.0] * 48)
+    _seeded()
+    return diffusers_module().AutoencoderKLWan(
+        base_dim=3, z_dim=48, in_channels=12, out_channels=12, is_residual=True, patch_size=2,
+        scale_factor_spatial=16, scale_factor_temporal=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        temperal_downsample=[False, True, True], latents_mean=[0.0] * 48, latents_std=[1.0] * 48)
+
+
+def _tiny_wan() -> Any:
+    diffusers = diffusers_module()
+    _seeded()
+    transformer = diffusers.WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=48, out_channels=48,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    return diffusers.WanImageToVideoPipeline(
+        tokenizer=t5_tokenizer(), text_encoder=_umt5_encoder(False), vae=_wan22_vae(False),
+        scheduler=_wan_scheduler(5.0), transformer=transformer, transformer_2=None, image_encoder=None,
+        image_processor=None, boundary_ratio=None, expand_timesteps=True)
+
+
+def _tiny_wan_a14b() -> Any:
+    # Two experts behind the 2.1 VAE (16 latent channels, 8×), the image latent and mask joining
+    # the noise (16 + 4 + 16 = 36 channels in), as in Wan2.2-I2V-A14B.
+    import torch
+
+    diffusers = diffusers_module()
+    experts = []
+    for seed in (TINY_SEED, TINY_SEED + 1):  # two experts, two sets of weights
+        torch.manual_seed(seed)
+        experts.append(diffusers.WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
+            text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", rope_max_seq_len=32))
+    _seeded()
+    vae = diffusers.AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                                     temperal_downsample=[False, True, True])
+    return diffusers.WanImageToVideoPipeline(
+        tokenizer=t5_tokenizer(), text_encoder=_umt5_encoder(False), vae=vae, scheduler=_wan_scheduler(5.0),
+        transformer=experts[0], transformer_2=experts[1], image_encoder=None, image_processor=None,
+        boundary_ratio=0.9, expand_timesteps=False)
+
+
+def _umt5_encoder(full: bool) -> Any:
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    if full:  # google/umt5-xxl, the text encoder of Wan 2.1 and 2.2
+        config = UMT5Config(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                            relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                            feed_forward_proj="gated-gelu", dropout_rate=0.0, layer_norm_epsilon=1e-6,
+                            pad_token_id=0, eos_token_id=1)
+    else:
+        config = UMT5Config(vocab_size=T5_VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                            relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+                            pad_token_id=0, eos_token_id=1)
+    _seeded()
+    return UMT5EncoderModel(config)
+
+
+def _full_wan(hub_id: str, device: str, dtype: torch.dtype) -> Any:
+    diffusers = diffusers_module()
+    common: dict[str, Any] = {"patch_size": (1, 2, 2), "attention_head_dim": 128, "text_dim": 4096,
+                              "freq_dim": 256, "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads",
+                              "eps": 1e-6, "rope_max_seq_len": 1024}
+    with _building_on(device, dtype):
+        if hub_id == WAN22_TI2V_5B:
+            transformer = diffusers.WanTransformer3DModel(num_attention_heads=24, in_channels=48,
+                                                          out_channels=48, ffn_dim=14336, num_layers=30, **common)
+            transformer_2, vae = None, _wan22_vae(True)
+        else:  # A14B: two experts of the Wan 2.1 14B I2V shape (latent + mask + image latent in)
+            experts = {"num_attention_heads": 40, "in_channels": 36, "out_channels": 16, "ffn_dim": 13824,
+                       "num_layers": 40, **common}
+            transformer = diffusers.WanTransformer3DModel(**experts)
+            transformer_2 = diffusers.WanTransformer3DModel(**experts)
+            vae = diffusers.AutoencoderKLWan()  # the defaults are the 2.1 VAE's config
+        text_encoder = _umt5_encoder(True)
+    a14b = hub_id == WAN22_I2V_A14B
+    return diffusers.WanImageToVideoPipeline(
+        tokenizer=t5_tokenizer(), text_encoder=text_encoder, vae=vae, scheduler=_wan_scheduler(5.0),
+        transformer=transformer, transformer_2=transformer_2, image_encoder=None, image_processor=None,
+        boundary_ratio=0.9 if a14b else None, expand_timesteps=not a14b)
+
+
+GEMMA_SYMBOLS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "▁")
+
+
+def gemma_tokenizer() -> Any:
+    """A Gemma tokenizer over single characters (no merges), left-padding as LTX-2 pads prompts."""
+    from transformers import GemmaTokenizer
+
+    vocab = {symbol: index for index, symbol in enumerate(GEMMA_SYMBOLS)}
+    for symbol in _SYMBOLS:
+        vocab[symbol] = len(vocab)
+    return GemmaTokenizer(vocab=vocab, merges=[], padding_side="left", model_max_length=1024)
+
+
+def _gemma3_encoder(full: bool) -> Any:
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+
+    if full:  # google/gemma-3-12b-it, the text encoder of LTX-2 (its SigLIP tower is loaded, never run)
+        text = Gemma3TextConfig(vocab_size=262208, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48,
+                                num_attention_heads=16, num_key_value_heads=8, head_dim=256,
+                                query_pre_attn_scalar=256, sliding_window=1024)
+        vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                                    num_attention_heads=16, image_size=896, patch_size=14)
+        config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=256)
+    else:
+        text = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, num_key_value_heads=1, head_dim=8, sliding_window=8,
+                                max_position_embeddings=1024)
+        vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, image_size=8, patch_size=4)
+        config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                              boi_token_index=60, eoi_token_index=61, image_token_index=62)
+    _seeded()
+    return Gemma3ForConditionalGeneration(config)
+
+
+def _ltx2_components(full: bool) -> dict[str, Any]:
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+
+    diffusers = diffusers_module()
+    text_encoder = _gemma3_encoder(full)
+    hidden, layers = text_encoder.config.text_config.hidden_size, text_encoder.config.text_config.num_hidden_layers
+    if full:  # the defaults of these classes are LTX-2's configs
+        transformer = diffusers.LTX2VideoTransformer3DModel()
+        connectors = LTX2TextConnectors()
+        # Its blocks halve space three times and time three times (spatial, temporal, then two
+        # spatiotemporal), which the class cannot infer from spatio_temporal_scaling: the checkpoint
+        # states the ratios, and so does this.
+        vae = diffusers.AutoencoderKLLTX2Video(spatial_compression_ratio=32, temporal_compression_ratio=8)
+        audio_vae = diffusers.AutoencoderKLLTX2Audio()
+        vocoder = LTX2Vocoder()
+    else:
+        _seeded()
+        transformer = diffusers.LTX2VideoTransformer3DModel(
+            in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2,
+            attention_head_dim=8, cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4,
+            audio_num_attention_heads=2, audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=2,
+            qk_norm="rms_norm_across_heads", caption_channels=hidden, rope_double_precision=False,
+            rope_type="split")
+        _seeded()
+        connectors = LTX2TextConnectors(
+            caption_channels=hidden, text_proj_in_factor=layers + 1, video_connector_num_attention_heads=4,
+            video_connector_attention_head_dim=8, video_connector_num_layers=1,
+            video_connector_num_learnable_registers=None, audio_connector_num_attention_heads=4,
+            audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
+            audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_theta=10000.0,
+            rope_double_precision=False, causal_temporal_positioning=False, rope_type="split")
+        _seeded()
+        # LTX-2's compression, 32× in space (a 4×4 patchify and three halvings) and 8× in time, so the
+        # engine's 8k+1 frames and multiples of 32 hold for the tiny model too.
+        vae = diffusers.AutoencoderKLLTX2Video(
+            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 16, 32), layers_per_block=(1, 1, 1, 1, 1),
+            decoder_layers_per_block=(1, 1, 1, 1), spatio_temporal_scaling=(True, True, True, True),
+            decoder_spatio_temporal_scaling=(True, True, True), decoder_inject_noise=(False,) * 4,
+            upsample_residual=(True, True, True), upsample_factor=(2, 2, 2), timestep_conditioning=False,
+            patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False,
+            spatial_compression_ratio=32, temporal_compression_ratio=8)
+        _seeded()
+        audio_vae = diffusers.AutoencoderKLLTX2Audio(
+            base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1, attn_resolutions=None,
+            in_channels=2, resolution=32, latent_channels=2, norm_type="pixel", causality_axis="height",
+            dropout=0.0, mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160, is_causal=True,
+            mel_bins=8)
+        _seeded()
+        vocoder = LTX2Vocoder(
+            in_channels=audio_vae.config.output_channels * audio_vae.config.mel_bins, hidden_channels=32,
+            out_channels=2, upsample_kernel_sizes=[4, 4], upsample_factors=[2, 2], resnet_kernel_sizes=[3],
+            resnet_dilations=[[1, 3, 5]], leaky_relu_negative_slope=0.1, output_sampling_rate=16000)
+    # LTX-2's scheduler config: the shift grows with the token count (see the pipeline's calculate_shift).
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05,
+        base_image_seq_len=1024, max_image_seq_len=4096, shift_terminal=0.1)
+    return {"transformer": transformer, "vae": vae, "audio_vae": audio_vae, "scheduler": scheduler,
+            "text_encoder": text_encoder, "tokenizer": gemma_tokenizer(), "connectors": connectors,
+            "vocoder": vocoder}
+
+
+def _tiny_ltx2() -> Any:
+    return diffusers_module().LTX2ImageToVideoPipeline(**_ltx2_components(full=False))
+
+
+def _full_ltx2(hub_id: str, device: str, dtype: torch.dtype) -> Any:
+    with _building_on(device, dtype):
+        components = _ltx2_components(full=True)
+    return diffusers_module().LTX2ImageToVideoPipeline(**components)

@@ -29,6 +29,9 @@ PIPELINE_CLASSES = {
     "svd": "StableVideoDiffusionPipeline",
     "hunyuanvideo15": "HunyuanVideo15ImageToVideoPipeline",
     "flux2": "Flux2KleinPipeline",
+    "wan": "WanImageToVideoPipeline",
+    "wan-a14b": "WanImageToVideoPipeline",
+    "ltx2": "LTX2ImageToVideoPipeline",
 }
 
 
@@ -58,6 +61,13 @@ def test_tiny_folder_loads_with_from_pretrained_in_eval_mode() -> None:
     pipeline = pipeline_class.from_pretrained(testing.tiny_model_dir("cogvideox"))
     assert pipeline.transformer.config.sample_frames == testing.TINY_COGVIDEOX_FRAMES
     assert not pipeline.transformer.training and not pipeline.text_encoder.training
+
+
+def test_gemma_tokenizer_spells_words_and_pads_on_the_left() -> None:
+    tokenizer = testing.gemma_tokenizer()
+    ids = tokenizer("ab ba", padding="max_length", max_length=8).input_ids
+    a, b, space = (tokenizer.convert_tokens_to_ids(t) for t in ("a", "b", "▁"))
+    assert ids == [tokenizer.pad_token_id] * 3 + [a, b, space, b, a]
 
 
 def test_clip_tokenizer_spells_words_letter_by_letter() -> None:
@@ -95,6 +105,11 @@ FULL_SIZE_PARAMETERS = {
     # mean flow adds a second timestep embedding
     HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED: {"transformer": 8_331_330_848},
     testing.FLUX2_KLEIN_4B: {"text_encoder": 4_022_468_096},  # Qwen/Qwen3-4B
+    # Wan 2.2 and LTX-2: counted from the configs written in fanren.testing; they match the model
+    # cards' rounded sizes (TI2V 5B, A14B 2 × 14B, LTX-2 19B, umT5-xxl 5.7B, Gemma 3 12B).
+    testing.WAN22_TI2V_5B: {"transformer": 4_999_787_712, "text_encoder": 5_680_910_336, "vae": 704_688_668},
+    testing.WAN22_I2V_A14B: {"transformer": 14_288_901_184, "transformer_2": 14_288_901_184},
+    testing.LTX2: {"transformer": 18_876_174_592, "text_encoder": 12_202_563_392, "connectors": 1_431_475_200},
 }
 
 
@@ -117,8 +132,10 @@ import sys
 from fanren.engines.image.flux import FluxEngine
 from fanren.engines.video.cogvideox import CogVideoXEngine
 from fanren.engines.video.svd import SVDEngine
+from fanren.engines.video.wan import WanEngine
+from fanren.engines.video.ltx2 import LTX2Engine
 import fanren.cli, fanren.compile, fanren.doctor, fanren.watch
-engines = [FluxEngine(), CogVideoXEngine(), SVDEngine()]
+engines = [FluxEngine(), CogVideoXEngine(), SVDEngine(), WanEngine(), LTX2Engine()]
 [engine.identity() for engine in engines]
 print("before", "fanren.testing" in sys.modules)
 print(FluxEngine({"model": "fanren-tiny:flux"}).identity()["tiny"], "fanren.testing" in sys.modules)

@@ -51,6 +51,9 @@ HUNYUANVIDEO15_720P_I2V = "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720
 HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED = "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v_step_distilled"
 FLUX2_KLEIN_4B = "black-forest-labs/FLUX.2-klein-4B"
 FLUX2_DEV = "black-forest-labs/FLUX.2-dev"
+WAN22_TI2V_5B = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+WAN22_I2V_A14B = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+LTX2 = "Lightricks/LTX-2"
 
 # What the tiny models render natively: the engines render them at these shapes and fanren.testing
 # builds them to fit. Sizes per aspect, multiples of 16 like the real models' sizes.
@@ -63,6 +66,8 @@ TINY_SVD_FRAMES = 9
 TINY_HUNYUANVIDEO15_SIZES = {"16:9": (96, 64), "9:16": (64, 96), "1:1": (80, 80)}
 TINY_HUNYUANVIDEO15_TARGET_SIZE = 80
 TINY_HUNYUANVIDEO15_FRAMES = 9  # 4k+1, as HunyuanVideo-1.5 wants
+TINY_WAN_FRAMES = 9            # 4k+1, as Wan 2.2 wants
+TINY_LTX2_FRAMES = 9           # 8k+1, as LTX-2 wants
 
 TINY_PREFIX = "fanren-tiny:"
 RANDOM_PREFIX = "fanren-random:"
