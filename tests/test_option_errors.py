@@ -13,6 +13,10 @@ import pytest
 from conftest import fanren
 from test_errors import snapshot
 
+from fanren.testing import TINY_KINDS
+
+KNOWN_TINY = ", ".join(f"fanren-tiny:{kind}" for kind in TINY_KINDS)
+
 FLUX_OPTIONS = ("attention, cache, compile, consistency, device, download, dtype, fuse_qkv, guidance, "
                 "kontext_guidance, kontext_model, kontext_revision, kontext_steps, model, quantize, "
                 "revision, steps, vram")
@@ -44,8 +48,7 @@ def test_a_misspelt_diffusion_option_names_file_key_path_and_known_options(small
      "'flash-attn', 'flash-attn3', 'sage', got 'fast'"),
     ('image = { engine = "flux", model = "fanren-tiny:fluxx" }',
      "profiles.final.image.model: expected a known tiny model, got 'fanren-tiny:fluxx' (known: "
-     "fanren-tiny:flux, fanren-tiny:flux-kontext, fanren-tiny:cogvideox, fanren-tiny:cogvideox1.5, "
-     "fanren-tiny:svd, fanren-tiny:hunyuanvideo15, fanren-tiny:flux2)"),
+     f"{KNOWN_TINY})"),
     ('video = { engine = "cogvideox", frames = 50 }',
      "profiles.final.video.frames: expected a frame count CogVideoX-5b-I2V renders: 8k+1 "
      "(9, 17, 25, …, 49), got 50"),
