@@ -73,13 +73,6 @@ class ComfyUIClient:
         except ValueError:
             raise ComfyUIFailure(f"{what}: the reply is not JSON ({body[:80]!r})") from None
 
-    def system_version(self) -> str:
-        """The server's `comfyui_version` from GET /system_stats ("unknown" when it does not say)."""
-        reply = self._http(lambda: get(self.url + "/system_stats", {}, REQUEST_SECONDS), "GET /system_stats")
-        stats = self._json(reply.body, "GET /system_stats")
-        system = stats.get("system") if isinstance(stats, dict) else None
-        return str(system.get("comfyui_version", "unknown")) if isinstance(system, dict) else "unknown"
-
     def upload_image(self, file: Path, name: str) -> str:
         """Upload `file` into the input folder as `name`; the value a LoadImage node takes for it."""
         body, content_type = encode_multipart(
