@@ -403,5 +403,43 @@ def test_the_key_holds_the_workflow_not_the_url(tmp_path: Path) -> None:
 def test_the_engine_module_loads_no_http_or_websocket_client() -> None:
     code = ("import sys, fanren.engines.comfyui\n"
             "print('HEAVY', sorted(m for m in ('torch', 'numpy', 'httpx', 'websockets') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "HEAVY []", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(("family", "options", "key", "expected"), [
+    ("video", 'workflow = "w.json", frames = 0', "video.frames",
+     "expected the number of frames the workflow renders (1 to 10000), got 0"),
+    ("video", 'workflow = "w.json", size = [100, 33]', "video.size",
+     "expected [width, height] in even pixels from 16 to 8192, got [100, 33]"),
+    ("image", 'workflow = "w.json", timeout = -1', "image.timeout",
+     "expected seconds a prompt may take, more than 0, got -1"),
+    ("image", 'workflow = "w.json", url = "ftp://gpu-box"', "image.url",
+     "expected an http:// or https:// URL, got 'ftp://gpu-box'"),
+    ("image", 'url = "http://127.0.0.1:8188"', "image.workflow",
+     "expected the path of a workflow file in ComfyUI's API format, relative to the drama folder, got None"),
+    ("image", 'workflow = "w.json", frames = 10', "image.frames",
+     "expected an option of engine 'comfyui' (known options: inputs, label, output, timeout, url, workflow)"),
+])
+def test_bad_option_values(tmp_path: Path, family: str, options: str, key: str, expected: str) -> None:
+    drama = write_drama(tmp_path / "drama", SMALL_DRAMA + f"\n[profiles.comfy]\n{family} = {{ engine = \"comfyui\", "
+                        f"{options} }}\n")
+    (drama / "w.json").write_text(json.dumps(CLIP), encoding="utf-8")
+    assert problem(drama) == f"error: {drama / 'drama.toml'}: profiles.comfy.{key}: {expected}"
+
+
+def test_a_workflow_that_is_not_json_or_has_an_unknown_title(tmp_path: Path) -> None:
+    drama = with_image(tmp_path, 'workflow = "w.json"', '{"3": {"class_type": "KSampler",}')
+    path = (drama / "w.json").resolve()
+    assert problem(drama) == (
+        f"error: {drama / 'drama.toml'}: profiles.comfy.image.workflow: expected a JSON file in ComfyUI's API "
+        f"format: an object of node id → {{\"class_type\": ..., \"inputs\": {{...}}}}, got {path}: invalid JSON at "
+        "line 1 column 33 (Expecting property name enclosed in double quotes)")
+    shutil.rmtree(drama)
+    titled = json.loads(json.dumps(KEYFRAME))
+    titled["7"]["_meta"]["title"] = "fanren.negative"
+    drama = with_image(tmp_path, 'workflow = "w.json"', titled)
+    assert problem(drama) == (
+        f"error: {drama / 'drama.toml'}: profiles.comfy.image.workflow: expected node titles fanren.<input> with "
+        f"inputs height, image, output, prompt, seed, size, width, got {(drama / 'w.json').resolve()}: node 7 is "
+        "titled 'fanren.negative'")
