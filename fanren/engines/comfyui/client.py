@@ -33,7 +33,9 @@ from ...errors import EngineError
 from ...http import HTTPFailure, PermanentError, get, mask, post, request_secrets
 from ..voice.http import FilePart, encode_multipart
 
-POLL_SECONDS = 0.5        # between two GET /history when there is no websocket
+# Between two GET /history when there is no websocket: the first soon (a fast prompt is done in a
+# fraction of a second), doubling to at most 1 s (a clip takes minutes).
+FIRST_POLL_SECONDS, MAX_POLL_SECONDS = 0.05, 1.0
 REQUEST_SECONDS = 60.0    # one HTTP exchange (an upload, a download) may take this long
 UPLOAD_FOLDER = "fanren"  # the subfolder of ComfyUI's input folder that uploads go to
 
@@ -138,6 +140,7 @@ class ComfyUIClient:
         if execution.interrupted is not None:
             raise ComfyUIFailure(f"the prompt was interrupted at node {execution.interrupted.get('node_id')} "
                                  f"({execution.interrupted.get('node_type')})")
+        wait = FIRST_POLL_SECONDS
         while True:
             entry = self.history(prompt_id)
             if entry is not None and _completed(entry):
@@ -145,7 +148,8 @@ class ComfyUIClient:
             if time.monotonic() >= deadline:
                 raise ComfyUIFailure(f"the prompt {prompt_id} did not finish within {self.timeout:g} s "
                                      "(the profile's timeout option)")
-            time.sleep(POLL_SECONDS)
+            time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            wait = min(2 * wait, MAX_POLL_SECONDS)
 
     def _connect(self, log: Callable[[str], None]) -> Any:
         """The websocket, or None: then the history is polled."""
