@@ -443,3 +443,11 @@ def test_a_workflow_that_is_not_json_or_has_an_unknown_title(tmp_path: Path) -> 
         f"error: {drama / 'drama.toml'}: profiles.comfy.image.workflow: expected node titles fanren.<input> with "
         f"inputs height, image, output, prompt, seed, size, width, got {(drama / 'w.json').resolve()}: node 7 is "
         "titled 'fanren.negative'")
+
+
+def test_a_password_in_the_url_is_never_shown(tmp_path: Path) -> None:
+    path = write_workflow(tmp_path, "k.json", KEYFRAME)
+    url = closed_port_url().replace("http://", "http://fanren:hunter2-secret@")
+    message = failure(ComfyUIImageEngine({"url": url, "workflow": str(path)}), keyframe_request(tmp_path))
+    assert "hunter2-secret" not in message
+    assert message.startswith(f"ComfyUI at {url.replace('hunter2-secret', '***')} with workflow {path}: ")

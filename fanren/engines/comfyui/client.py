@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mimetypes
 import time
 import urllib.parse
 import uuid
@@ -79,7 +80,7 @@ class ComfyUIClient:
         """Upload `file` into the input folder as `name`; the value a LoadImage node takes for it."""
         body, content_type = encode_multipart(
             {"type": "input", "subfolder": UPLOAD_FOLDER, "overwrite": "true"},
-            {"image": FilePart(name, file.read_bytes(), "image/png")})
+            {"image": FilePart(name, file.read_bytes(), mimetypes.guess_type(name)[0] or "image/png")})
         reply = self._http(lambda: post(self.url + "/upload/image", body, {"Content-Type": content_type},
                                         REQUEST_SECONDS), "POST /upload/image")
         saved = self._json(reply.body, "POST /upload/image")

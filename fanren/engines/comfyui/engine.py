@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,6 +41,14 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".mov", ".mkv", ".m4v"})
 ANIMATED_SUFFIXES = frozenset({".gif", ".webp", ".png"})  # Pillow reads their frames (ffmpeg 5 cannot: webp)
 OUTPUT_KEYS = ("images", "gifs", "videos", "video")  # where output nodes list their files
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What a finished prompt left: the output node's entry of the history, and the client to fetch its files."""
+
+    output: Mapping[str, Any]
+    client: ComfyUIClient
 
 
 def workflow_digest(nodes: Mapping[str, Any]) -> str:
@@ -98,7 +107,7 @@ class _ComfyUI(Engine):
 
     # ── one node ─────────────────────────────────────────────────────────────
 
-    def render(self, request: Request, values: dict[str, Any], image: Path | None) -> dict[str, Any]:
+    def render(self, request: Request, values: dict[str, Any], image: Path | None) -> Rendered:
         """Fill the workflow, run it on the server and return the output node's entry of the history."""
         client = ComfyUIClient(self.url, self.timeout)
         try:
@@ -107,7 +116,8 @@ class _ComfyUI(Engine):
                     raise ComfyUIFailure(f"the workflow takes an image ({self._places('image')}) but "
                                          f"{request.node_id} has none to give it")
                 # Named by content: the same picture is one file on the server however often it is sent.
-                values["image"] = client.upload_image(image, f"{xxhash.xxh3_128_hexdigest(image.read_bytes())}.png")
+                name = xxhash.xxh3_128_hexdigest(image.read_bytes()) + (image.suffix.lower() or ".png")
+                values["image"] = client.upload_image(image, name)
             workflow = self.workflow.filled({k: v for k, v in values.items() if k in self.workflow.targets})
             request.progress(0.0, f"queued on {self.url}")
             entry = client.run(workflow, request.progress, log.info)
@@ -122,7 +132,7 @@ class _ComfyUI(Engine):
                 raise ComfyUIFailure(f"the output {self.workflow.describe(self.workflow.output)} gave no files "
                                      f"(outputs came from {gave}; the profile's output option names the node "
                                      f"whose files are the result)")
-            return {"output": output, "client": client}
+            return Rendered(output, client)
         except ComfyUIFailure as failure:
             raise self.failure(failure) from None
 
@@ -162,16 +172,16 @@ class ComfyUIImageEngine(_ComfyUI):
         width, height = (int(v) for v in params["size"])
         values = {"prompt": params["prompt"], "seed": int(params["seed"]), "width": width, "height": height}
         rendered = self.render(request, values, self._image_input(request))
-        files = self.files(rendered["output"])
+        files = self.files(rendered.output)
         pictures = [f for f in files if Path(f["filename"]).suffix.lower() in IMAGE_SUFFIXES]
-        if not pictures or rendered["output"].get("animated") in ([True], (True,), True):
+        if not pictures or rendered.output.get("animated") in ([True], (True,), True):
             raise self.failure(ComfyUIFailure(
                 f"the output {self.workflow.describe(self.workflow.output)} gave "
                 f"{self.describe_files(files) if files else 'no image files'}; a {request.kind} needs an image "
                 f"(a PNG, JPEG or WebP from SaveImage)"))
         raw = request.out_dir / f"server{Path(pictures[0]['filename']).suffix.lower()}"
         try:
-            raw.write_bytes(rendered["client"].view(pictures[0]))
+            raw.write_bytes(rendered.client.view(pictures[0]))
         except ComfyUIFailure as failure:
             raise self.failure(failure) from None
         out = request.out_dir / "image.png"
@@ -244,9 +254,9 @@ class ComfyUIVideoEngine(_ComfyUI, VideoEngine):
         values = {"prompt": params["prompt"], "seed": int(params["seed"]), "width": width, "height": height,
                   "frames": self.frames, "fps": fps}
         rendered = self.render(request, values, keyframe)
-        files = self.files(rendered["output"])
+        files = self.files(rendered.output)
         videos = [f for f in files if Path(f["filename"]).suffix.lower() in VIDEO_SUFFIXES]
-        animated = rendered["output"].get("animated") in ([True], (True,), True)
+        animated = rendered.output.get("animated") in ([True], (True,), True)
         if not videos and animated:
             videos = [f for f in files if Path(f["filename"]).suffix.lower() in ANIMATED_SUFFIXES]
         stills = [f for f in files if Path(f["filename"]).suffix.lower() in IMAGE_SUFFIXES] if not videos else []
@@ -255,7 +265,7 @@ class ComfyUIVideoEngine(_ComfyUI, VideoEngine):
                 f"the output {self.workflow.describe(self.workflow.output)} gave "
                 f"{self.describe_files(files) if files else 'no files'}; a clip needs a video (SaveVideo, "
                 f"VHS_VideoCombine) or a sequence of at least 2 frames (SaveImage)"))
-        client = rendered["client"]
+        client = rendered.client
         frames_dir = request.out_dir / "frames"
         frames_dir.mkdir()
         try:
