@@ -55,6 +55,7 @@ REQUIRED = {
     "KSampler": ("model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
                  "latent_image", "denoise"),
     "VAEDecode": ("samples", "vae"),
+    "VAEEncode": ("pixels", "vae"),
     "SaveImage": ("images", "filename_prefix"),
     "PreviewImage": ("images",),
     "CreateVideo": ("images", "fps"),
@@ -371,6 +372,9 @@ class ComfyUIServer:
             for step in range(steps):
                 progress(step + 1, steps)
             return {**arg("latent_image"), "seed": int(arg("seed")), "text": arg("positive")["text"]}
+        if kind == "VAEEncode":
+            pixels = arg("pixels")
+            return {"width": pixels.width, "height": pixels.height, "frames": 1, "start": pixels}
         if kind == "VAEDecode":
             return _draw(arg("samples"))
         if kind in ("SaveImage", "PreviewImage"):

@@ -451,3 +451,25 @@ def test_a_password_in_the_url_is_never_shown(tmp_path: Path) -> None:
     message = failure(ComfyUIImageEngine({"url": url, "workflow": str(path)}), keyframe_request(tmp_path))
     assert "hunter2-secret" not in message
     assert message.startswith(f"ComfyUI at {url.replace('hunter2-secret', '***')} with workflow {path}: ")
+
+
+def test_an_image_to_image_keyframe_starts_from_the_first_character_portrait(
+        server: ComfyUIServer, tmp_path: Path) -> None:
+    workflow = json.loads(json.dumps(KEYFRAME))
+    workflow["10"] = {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "fanren.image"}}
+    workflow["11"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}}
+    workflow["3"]["inputs"]["latent_image"] = ["11", 0]
+    workflow["12"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+    workflow["9"]["_meta"]["title"] = "fanren.output"  # two saving nodes: the title picks one
+    portrait, other = tmp_path / "lin.png", tmp_path / "elder.png"
+    Image.new("RGB", (64, 48), (250, 20, 30)).save(portrait)
+    Image.new("RGB", (64, 48), (0, 0, 0)).save(other)
+    request = keyframe_request(tmp_path)
+    request = Request(**{**request.__dict__, "inputs": {"character:lin": {"image.png": portrait},
+                                                         "character:elder": {"image.png": other}}})
+    files = image_engine(server, write_workflow(tmp_path, "i2i.json", workflow)).run(request)
+    (name, content), = server.uploads
+    assert content == portrait.read_bytes()
+    assert server.prompts[-1]["prompt"]["10"]["inputs"]["image"] == f"fanren/{name}"
+    with Image.open(files["image.png"]) as image:
+        assert image.getpixel((63, 0)) == (250, 20, 30)
