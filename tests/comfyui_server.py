@@ -16,7 +16,8 @@ fails while running, as a corrupt file does.
 
 `server.fail_next(...)` makes the next prompt fail the ways a real server or network does:
 "no_websocket" (the upgrade is refused), "drop_websocket" (it closes after execution_start),
-"no_outputs" (the history entry has none), "hang" (the prompt never finishes).
+"no_outputs" (the history entry has none), "hang" (the prompt does not finish until
+`release_hangs()` or HANG_SECONDS).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class ComfyUIServer:
         self._counter = 0
         self._number = 0
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
+        self._unhang = threading.Event()  # ends a hanging prompt (release_hangs, stop)
         self.url = ""
 
     # ── life ─────────────────────────────────────────────────────────────────
@@ -104,7 +105,8 @@ class ComfyUIServer:
             WebSocketRoute("/ws", self.websocket),
         ])
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio"
-                                if _has_sansio() else "websockets", lifespan="off")
+                                if _has_sansio() else "websockets", lifespan="off",
+                                timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
@@ -119,8 +121,12 @@ class ComfyUIServer:
         return self
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._unhang.set()
         self._jobs.put(None)
+        with self._lock:
+            open_sockets = list(self._sockets)
+        for sid in open_sockets:  # their handlers wait on the outbox, not the socket: end them
+            self._send(sid, "close", None)
         self._server.should_exit = True
         self._thread.join(30)
         self._worker.join(30)
@@ -134,7 +140,13 @@ class ComfyUIServer:
 
     def fail_next(self, *faults: str) -> None:
         with self._lock:
+            if "hang" in faults:
+                self._unhang.clear()
             self._faults.extend(faults)
+
+    def release_hangs(self) -> None:
+        """End a prompt that hangs (its history then says it failed), so the next one runs."""
+        self._unhang.set()
 
     def _take_fault(self, names: tuple[str, ...]) -> str | None:
         with self._lock:
@@ -213,9 +225,16 @@ class ComfyUIServer:
             self._loops[sid] = loop
         await websocket.send_text(json.dumps({"type": "status", "data": {
             "status": {"exec_info": {"queue_remaining": self._jobs.qsize()}}, "sid": sid}}))
+        # Like server.py's `async for msg in ws`: a client that goes away ends the handler.
+        gone = asyncio.ensure_future(_until_disconnect(websocket))
         try:
             while True:
-                message = await outbox.get()
+                next_message = asyncio.ensure_future(outbox.get())
+                await asyncio.wait({next_message, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if gone.done():
+                    next_message.cancel()
+                    return
+                message = next_message.result()
                 if message is None:
                     await websocket.close()
                     return
@@ -223,6 +242,7 @@ class ComfyUIServer:
         except WebSocketDisconnect:
             pass
         finally:
+            gone.cancel()
             with self._lock:
                 if self._sockets.get(sid) is outbox:
                     del self._sockets[sid]
@@ -305,7 +325,7 @@ class ComfyUIServer:
                 self._send(sid, "close", None)
             message("execution_cached", {"nodes": []})
             if fault == "hang":
-                self._stopping.wait(HANG_SECONDS)
+                self._unhang.wait(HANG_SECONDS)
                 continue
             values: dict[str, Any] = {}
             ui: dict[str, Any] = {}
@@ -424,6 +444,11 @@ class ComfyUIServer:
                         "-pix_fmt", "yuv420p", "-preset", "ultrafast", str(self.output_dir / subfolder / name)],
                        input=raw, check=True, capture_output=True)
         return subfolder, name
+
+
+async def _until_disconnect(websocket: WebSocket) -> None:
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
 
 
 class NodeFailed(Exception):

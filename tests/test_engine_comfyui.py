@@ -38,6 +38,7 @@ def module_server() -> Iterator[ComfyUIServer]:
 @pytest.fixture
 def server(module_server: ComfyUIServer) -> ComfyUIServer:
     module_server._faults.clear()
+    module_server.release_hangs()
     module_server.prompts.clear()
     module_server.uploads.clear()
     return module_server
