@@ -412,7 +412,8 @@ class ComfyUIServer:
             subfolder, name = self._encode(video["frames"], video["fps"], str(arg("filename_prefix")))
             return {"images": [self._file(subfolder, name)], "animated": [True]}
         if kind == "VHS_VideoCombine":
-            subfolder, name = self._encode(arg("images"), float(arg("frame_rate")), str(arg("filename_prefix")))
+            subfolder, name = self._encode(arg("images"), float(arg("frame_rate")), str(arg("filename_prefix")),
+                                           "gif" if arg("format") == "image/gif" else "mp4")
             return {"gifs": [{**self._file(subfolder, name), "format": arg("format"),
                               "frame_rate": float(arg("frame_rate")),
                               "fullpath": str(self.output_dir / subfolder / name)}]}
@@ -435,13 +436,14 @@ class ComfyUIServer:
     def _file(self, subfolder: str, name: str) -> dict[str, str]:
         return {"filename": name, "subfolder": subfolder, "type": "output"}
 
-    def _encode(self, frames: list[Image.Image], fps: float, prefix: str) -> tuple[str, str]:
-        subfolder, name = self._next_name(prefix, "mp4")
+    def _encode(self, frames: list[Image.Image], fps: float, prefix: str, extension: str = "mp4") -> tuple[str, str]:
+        subfolder, name = self._next_name(prefix, extension)
         raw = b"".join(frame.tobytes() for frame in frames)
         width, height = frames[0].size
         subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                        "-s", f"{width}x{height}", "-framerate", f"{fps:g}", "-i", "-", "-c:v", "libx264",
-                        "-pix_fmt", "yuv420p", "-preset", "ultrafast", str(self.output_dir / subfolder / name)],
+                        "-s", f"{width}x{height}", "-framerate", f"{fps:g}", "-i", "-",
+                        *(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "ultrafast"] if extension == "mp4" else []),
+                        str(self.output_dir / subfolder / name)],
                        input=raw, check=True, capture_output=True)
         return subfolder, name
 

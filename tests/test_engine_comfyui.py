@@ -127,13 +127,15 @@ def test_a_clip_uploads_its_keyframe_and_takes_the_saved_video(server: ComfyUISe
     assert (info.size, info.frames, info.fps, info.audio) == ((64, 48), 5, 8.0, None)
 
 
-@pytest.mark.parametrize("saving", ["VHS_VideoCombine", "SaveAnimatedWEBP", "SaveImage"])
+@pytest.mark.parametrize("saving", ["VHS_VideoCombine", "VHS_VideoCombine:gif", "SaveAnimatedWEBP", "SaveImage"])
 def test_a_clip_from_every_kind_of_saving_node(server: ComfyUIServer, tmp_path: Path, saving: str) -> None:
     workflow = json.loads(json.dumps(CLIP))
     del workflow["57"], workflow["58"]
+    saving, _, variant = saving.partition(":")
     workflow["60"] = {"class_type": saving, "inputs": {
         "VHS_VideoCombine": {"images": ["8", 0], "frame_rate": 8, "loop_count": 0, "filename_prefix": "v",
-                             "format": "video/h264-mp4", "pingpong": False, "save_output": True},
+                             "format": "image/gif" if variant else "video/h264-mp4", "pingpong": False,
+                             "save_output": True},
         "SaveAnimatedWEBP": {"images": ["8", 0], "filename_prefix": "w", "fps": 8.0, "lossless": True,
                              "quality": 90, "method": "default"},
         "SaveImage": {"images": ["8", 0], "filename_prefix": "frames"},

@@ -255,10 +255,11 @@ class ComfyUIVideoEngine(_ComfyUI, VideoEngine):
                   "frames": self.frames, "fps": fps}
         rendered = self.render(request, values, keyframe)
         files = self.files(rendered.output)
-        videos = [f for f in files if Path(f["filename"]).suffix.lower() in VIDEO_SUFFIXES]
         animated = rendered.output.get("animated") in ([True], (True,), True)
-        if not videos and animated:
-            videos = [f for f in files if Path(f["filename"]).suffix.lower() in ANIMATED_SUFFIXES]
+        # A GIF is always an animation (VHS_VideoCombine's image/gif); a WebP or PNG is one when the
+        # node says so (SaveAnimatedWEBP, SaveAnimatedPNG), else a frame of a sequence.
+        videos = [f for f in files if (suffix := Path(f["filename"]).suffix.lower()) in VIDEO_SUFFIXES
+                  or suffix == ".gif" or (animated and suffix in ANIMATED_SUFFIXES)]
         stills = [f for f in files if Path(f["filename"]).suffix.lower() in IMAGE_SUFFIXES] if not videos else []
         if not videos and len(stills) < 2:
             raise self.failure(ComfyUIFailure(
