@@ -291,6 +291,12 @@ def test_a_drama_builds_with_comfyui_and_rebuilds_only_what_a_workflow_edit_chan
     assert ran(drama, "comfy") == set()
     assert len(server.prompts) == len(pictures)
 
+    # same key, same bytes: every node rendered again, the pictures asked of the server again
+    result = fanren("build", drama, "--profile", "comfy", "--check")
+    assert result.code == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "checked 18 nodes: every one gave the same bytes again"
+    assert len(server.prompts) == 2 * len(pictures)
+
     # More sampler steps: every picture is asked again; the stand-in draws the same, so nothing after
     # them renders (early cutoff)
     workflow = drama / "workflows" / "keyframe.json"
