@@ -174,7 +174,7 @@ class ComfyUIImageEngine(_ComfyUI):
         rendered = self.render(request, values, self._image_input(request))
         files = self.files(rendered.output)
         pictures = [f for f in files if Path(f["filename"]).suffix.lower() in IMAGE_SUFFIXES]
-        if not pictures or rendered.output.get("animated") in ([True], (True,), True):
+        if not pictures or _animated(rendered.output):
             raise self.failure(ComfyUIFailure(
                 f"the output {self.workflow.describe(self.workflow.output)} gave "
                 f"{self.describe_files(files) if files else 'no image files'}; a {request.kind} needs an image "
@@ -255,7 +255,7 @@ class ComfyUIVideoEngine(_ComfyUI, VideoEngine):
                   "frames": self.frames, "fps": fps}
         rendered = self.render(request, values, keyframe)
         files = self.files(rendered.output)
-        animated = rendered.output.get("animated") in ([True], (True,), True)
+        animated = _animated(rendered.output)
         # A GIF is always an animation (VHS_VideoCombine's image/gif); a WebP or PNG is one when the
         # node says so (SaveAnimatedWEBP, SaveAnimatedPNG), else a frame of a sequence.
         videos = [f for f in files if (suffix := Path(f["filename"]).suffix.lower()) in VIDEO_SUFFIXES
@@ -299,6 +299,11 @@ class ComfyUIVideoEngine(_ComfyUI, VideoEngine):
         frames_dir.rmdir()
         request.progress(1.0, "done")
         return {"clip.mp4": clip}
+
+
+def _animated(output: Mapping[str, Any]) -> bool:
+    """Whether a saving node says its files are animations (ComfyUI writes "animated": [true])."""
+    return output.get("animated") in ([True], True)
 
 
 def _split_frames(animation: Path, folder: Path) -> None:
