@@ -16,7 +16,7 @@ fails while running, as a corrupt file does.
 
 `server.fail_next(...)` makes the next prompt fail the ways a real server or network does:
 "no_websocket" (the upgrade is refused), "drop_websocket" (it closes after execution_start),
-"no_outputs" (the history entry has none), "hang" (the prompt does not finish until
+"no_outputs" (the history entry has none), "interrupt" (Cancel pressed at the sampler), "hang" (the prompt does not finish until
 `release_hangs()` or HANG_SECONDS).
 """
 
@@ -310,7 +310,7 @@ class ComfyUIServer:
             if job is None:
                 return
             prompt_id, prompt, sid, outputs = job
-            fault = self._take_fault(("drop_websocket", "no_outputs", "hang"))
+            fault = self._take_fault(("drop_websocket", "no_outputs", "hang", "interrupt"))
             messages: list[list[Any]] = []
 
             def message(kind: str, data: dict[str, Any], record: bool = True, prompt_id: str = prompt_id,
@@ -333,6 +333,8 @@ class ComfyUIServer:
             try:
                 for node in _order(prompt, outputs):
                     message("executing", {"node": node, "display_node": node}, record=False)
+                    if fault == "interrupt" and prompt[node]["class_type"] == "KSampler":
+                        raise Interrupted(node)
                     try:
                         values[node] = self._run_node(prompt, node, values, lambda v, m, n=node: message(
                             "progress", {"value": v, "max": m, "node": n}, record=False))
@@ -343,6 +345,11 @@ class ComfyUIServer:
                     if node in outputs:
                         ui[node] = values[node]
                         message("executed", {"node": node, "display_node": node, "output": ui[node]}, record=False)
+            except Interrupted as interrupted:  # execution.py: InterruptProcessingException
+                status = "error"
+                message("execution_interrupted", {"node_id": interrupted.node,
+                                                  "node_type": prompt[interrupted.node]["class_type"],
+                                                  "executed": sorted(values)})
             except NodeFailed as failure:
                 status = "error"
                 message("execution_error", {"node_id": failure.node, "node_type": prompt[failure.node]["class_type"],
@@ -451,6 +458,12 @@ class ComfyUIServer:
 async def _until_disconnect(websocket: WebSocket) -> None:
     while (await websocket.receive())["type"] != "websocket.disconnect":
         pass
+
+
+class Interrupted(Exception):
+    def __init__(self, node: str) -> None:
+        super().__init__(node)
+        self.node = node
 
 
 class NodeFailed(Exception):

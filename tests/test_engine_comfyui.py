@@ -199,6 +199,15 @@ def test_a_node_that_fails_while_running(server: ComfyUIServer, tmp_path: Path, 
         "safetensors_rust.SafetensorError: Error while deserializing header: HeaderTooLarge")
 
 
+@pytest.mark.parametrize("polling", [False, True])
+def test_a_prompt_cancelled_on_the_server(server: ComfyUIServer, tmp_path: Path, polling: bool) -> None:
+    path = write_workflow(tmp_path, "k.json", KEYFRAME)
+    server.fail_next(*(["no_websocket"] if polling else []), "interrupt")
+    assert failure(image_engine(server, path), keyframe_request(tmp_path)) == (
+        f"ComfyUI at {server.url} with workflow {path}: the prompt was interrupted at node 3 (KSampler): someone "
+        "pressed Cancel in ComfyUI or called POST /interrupt")
+
+
 def test_a_history_without_outputs(server: ComfyUIServer, tmp_path: Path) -> None:
     path = write_workflow(tmp_path, "k.json", KEYFRAME)
     server.fail_next("no_outputs")

@@ -139,8 +139,7 @@ class ComfyUIClient:
         if execution.error is not None:
             raise ComfyUIFailure(execution_error(execution.error))
         if execution.interrupted is not None:
-            raise ComfyUIFailure(f"the prompt was interrupted at node {execution.interrupted.get('node_id')} "
-                                 f"({execution.interrupted.get('node_type')})")
+            raise ComfyUIFailure(interruption(execution.interrupted))
         wait = FIRST_POLL_SECONDS
         while True:
             entry = self.history(prompt_id)
@@ -227,6 +226,8 @@ def _succeeded(entry: dict[str, Any], prompt_id: str) -> dict[str, Any]:
         for message in status.get("messages") or []:
             if isinstance(message, list) and len(message) == 2 and message[0] == "execution_error":
                 raise ComfyUIFailure(execution_error(message[1]))
+            if isinstance(message, list) and len(message) == 2 and message[0] == "execution_interrupted":
+                raise ComfyUIFailure(interruption(message[1]))
         raise ComfyUIFailure(f"the prompt {prompt_id} failed (its history says status error)")
     return entry
 
@@ -259,3 +260,8 @@ def rejection(body: bytes, workflow: Mapping[str, Any]) -> str:
 def execution_error(data: Mapping[str, Any]) -> str:
     return (f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
             f"{data.get('exception_type', 'error')}: {str(data.get('exception_message', '')).strip()}")
+
+
+def interruption(data: Mapping[str, Any]) -> str:
+    return (f"the prompt was interrupted at node {data.get('node_id')} ({data.get('node_type')}): someone pressed "
+            "Cancel in ComfyUI or called POST /interrupt")
