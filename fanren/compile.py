@@ -87,7 +87,7 @@ def resolve_engines(project: Project, profile: str) -> Engines:
         name, options = chosen[family]
         where = f"profiles.{profile}.{family}"
         try:
-            cls = engine_class(name)
+            cls = engine_class(name).variant(family)
         except UsageError as exc:
             if override is None or getattr(override, family) is None:  # a built-in profile's engine
                 raise UsageError(f"profile {profile!r} renders {family} with engine {name!r}, "
@@ -102,7 +102,7 @@ def resolve_engines(project: Project, profile: str) -> Engines:
             raise DramaError(Problem(project.file, where,
                                      f"an engine of the {family} family", f"{name!r} ({cls.family})"))
         try:
-            return cls(options)
+            return cls(_drama_files(project, cls, options, where))
         except OptionError as exc:
             raise DramaError(exc.problem(project.file, where)) from None
         except (TypeError, ValueError, UsageError) as exc:  # an engine that names no option
@@ -113,6 +113,18 @@ def resolve_engines(project: Project, profile: str) -> Engines:
     assert isinstance(video, VideoEngine)
     return Engines(profile=profile, image=build("image"), video=video, voice=build("voice"),
                    mux=engine_class("mux")(), report=engine_class("storyboard")())
+
+
+def _drama_files(project: Project, cls: type[Engine], options: dict[str, Any], where: str) -> dict[str, Any]:
+    """`options` with each file option (a path relative to the drama folder) made absolute, checked to exist."""
+    resolved = dict(options)
+    for name in sorted(cls.file_options & set(options)):
+        value = options[name]
+        if not isinstance(value, str) or not value or not (project.root / value).is_file():
+            got = repr(value) if not isinstance(value, str) or not value else f"{value!r}, which does not exist"
+            raise DramaError(Problem(project.file, f"{where}.{name}", "a file in the drama folder", got))
+        resolved[name] = str((project.root / value).resolve())
+    return resolved
 
 
 def derive_seed(drama_seed: int, label: str) -> int:

@@ -1,5 +1,5 @@
 """fanren's one HTTP client: every engine that talks to a server (CosyVoice, OpenAI-compatible speech,
-OpenAI-compatible chat for `fanren split`) sends its requests through `post()` here.
+OpenAI-compatible chat for `fanren split`, ComfyUI) sends its requests through `post()` and `get()` here.
 
 httpx speaks the protocol; it rejects a body shorter than its Content-Length or a chunked stream cut
 before its last chunk. This module adds what fanren needs on top of it, in one place:
@@ -136,13 +136,23 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float,
     to show a user: it never holds the request's headers, and the request's credentials (and any
     of `secrets`) are masked in it and in the error's body.
     """
+    return _exchange("POST", url, body, headers, timeout, secrets)
+
+
+def get(url: str, headers: Mapping[str, str], timeout: float, secrets: Iterable[str] = ()) -> Reply:
+    """GET `url` and read the whole reply within `timeout` seconds of starting; failures as post()'s."""
+    return _exchange("GET", url, None, headers, timeout, secrets)
+
+
+def _exchange(method: str, url: str, body: bytes | None, headers: Mapping[str, str], timeout: float,
+              secrets: Iterable[str]) -> Reply:
     import httpx
 
     hidden = [*request_secrets(url, headers), *secrets]
     deadline = _Deadline(timeout)
     received = 0
     try:
-        with deadline, _client(url).stream("POST", url, content=body, headers=dict(headers),
+        with deadline, _client(url).stream(method, url, content=body, headers=dict(headers),
                                            timeout=timeout, extensions={"trace": deadline.trace}) as response:
             deadline.answered = True
             chunks: list[bytes] = []

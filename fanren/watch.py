@@ -4,8 +4,8 @@
                                  ▲                                     │
                                  └──── a newer save cancels it ◀───────┘ (at a node boundary)
 
-- Watched: drama.toml, refs/, templates/ and any other file a node reads (music, a voice's prompt
-  wav). Not watched: out/, the cache, drama.lock — the build writes those, and watching them would
+- Watched: drama.toml, refs/, templates/, a file an engine option names (a ComfyUI workflow) and
+  any other file a node reads (music, a voice's prompt wav). Not watched: out/, the cache, drama.lock — the build writes those, and watching them would
   rebuild forever.
 - One EnginePool lives as long as the session, so the second edit that touches a keyframe finds
   the image model still loaded. It is emptied after `release_after` idle seconds, and replaced when
@@ -261,7 +261,8 @@ class WatchSession:
         except FanrenError as exc:
             return self._failed(trigger, exc, noticed_at, time.monotonic())
         planned_at = time.monotonic()
-        self._sources = {s for node in session.graph.topological() for s in node.sources}
+        self._sources = {s for node in session.graph.topological() for s in node.sources} | \
+            engine_files(engines, self.root)
         self._sync_watches()
         self.board.show_session(session)
         assert self.pool is not None
@@ -354,6 +355,18 @@ class _Events(FileSystemEventHandler):
             if not event.is_directory or (event.event_type in (EVENT_TYPE_CREATED, EVENT_TYPE_MOVED)
                                           and path.parent == self.session.root and path.name in WATCHED_DIRS):
                 self.session.notice(path)
+
+
+def engine_files(engines: Engines, root: Path) -> set[str]:
+    """The drama files the profile's engines read (a ComfyUI workflow), relative to `root`: a save
+    of one resolves the engines again, and a new identity re-renders what they made."""
+    found = set()
+    for engine in engines.by_family().values():
+        for name in engine.file_options & set(engine.options):
+            path = Path(engine.options[name])
+            if path.is_relative_to(root):
+                found.add(path.relative_to(root).as_posix())
+    return found
 
 
 def _same_engines(old: Engines, new: Engines) -> bool:

@@ -16,6 +16,7 @@ from fanren.http import (
     MAX_BACKOFF,
     PermanentError,
     TransientError,
+    get,
     mask,
     post,
     request_secrets,
@@ -41,6 +42,10 @@ class Server:
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                server.script.popleft()(self)
+
+            def do_GET(self) -> None:
                 server.headers.append({k.lower(): v for k, v in self.headers.items()})
                 server.script.popleft()(self)
 
@@ -105,6 +110,20 @@ def test_a_2xx_reply_comes_back_whole_with_lower_case_headers(server: Server) ->
     reply = post(server.url, b"{}", {"Content-Type": "application/json"}, 5)
     assert (reply.status, reply.body) == (200, b"\x01\x02" * 5000)
     assert reply.headers["content-type"] == "audio/L16" and reply.headers["x-rate"] == "24000"
+
+
+@pytest.mark.timeout(20)
+def test_get_has_the_same_deadline_and_failures(server: Server) -> None:
+    server.script.append(answer(200, b'{"ok": true}', {"Content-Type": "application/json"}))
+    assert get(server.url, {}, 5).body == b'{"ok": true}'
+    server.script.append(answer(404, b"404: Not Found"))
+    with pytest.raises(PermanentError) as missing:
+        get(server.url, {}, 5)
+    assert (str(missing.value), missing.value.status) == ("HTTP 404 Not Found: 404: Not Found", 404)
+    server.script.append(trickle(server))
+    with pytest.raises(TransientError) as slow:
+        get(server.url, {}, 1.5)
+    assert str(slow.value) == "no answer within 1.5 s"
 
 
 @pytest.mark.timeout(20)

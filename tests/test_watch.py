@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -328,3 +329,21 @@ def test_fanren_watch_refuses_a_port_in_use(tmp_path: Path) -> None:
         run = fanren("watch", drama, "--port", str(port), timeout=WAIT)
     assert run.code == 2
     assert run.stderr.startswith(f"error: cannot serve on 127.0.0.1:{port} (Address already in use); ")
+
+
+def test_a_saved_comfyui_workflow_re_renders_the_pictures_it_makes(tmp_path: Path) -> None:
+    from comfyui_server import ComfyUIServer
+    from test_engine_comfyui import KEYFRAME, changed, comfy_drama
+
+    with ComfyUIServer() as server:
+        drama = comfy_drama(tmp_path / "drama", server.url)
+        with watching(drama, profile="comfy") as session:
+            workflow = drama / "workflows" / "keyframe.json"
+            tmp = workflow.with_name(".keyframe.json.swp")
+            tmp.write_text(json.dumps(changed(KEYFRAME, "3", steps=21)), encoding="utf-8")
+            os.replace(tmp, workflow)
+            second = wait_outcomes(session, 2)[1]
+            assert second.trigger == ("workflows/keyframe.json",)
+            assert statuses(second, "ran") == {"character:lin", "character:elder", "keyframe:s1", "keyframe:s2",
+                                               "keyframe:s3"}
+            assert server.prompts[-1]["prompt"]["3"]["inputs"]["steps"] == 21

@@ -21,6 +21,7 @@ BUILTIN: dict[str, str] = {
     "flux": "fanren.engines.image.flux:FluxEngine",
     "cogvideox": "fanren.engines.video.cogvideox:CogVideoXEngine",
     "svd": "fanren.engines.video.svd:SVDEngine",
+    "comfyui": "fanren.engines.comfyui:ComfyUIImageEngine",  # and ComfyUIVideoEngine: see Engine.variant
     "mux": "fanren.engines.mux:MuxEngine",
     "storyboard": "fanren.engines.storyboard:StoryboardEngine",
     "export": "fanren.engines.export:ExportEngine",

@@ -114,6 +114,15 @@ class Engine:
     # The option names it takes; an unknown one is refused here (None: the engine checks its own).
     # A bad option raises fanren.errors.OptionError, which the compiler places in drama.toml.
     options_known: ClassVar[frozenset[str] | None] = None
+    # Options that name a file of the drama folder (a ComfyUI workflow): the compiler checks the file
+    # exists and hands the engine its absolute path, so the engine reads it wherever it is made.
+    file_options: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def variant(cls, family: str) -> type[Engine]:
+        """The class that renders `family` under this engine's name: itself, unless one name serves
+        several families (comfyui renders images and clips)."""
+        return cls
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = dict(options or {})
