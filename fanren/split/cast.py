@@ -191,17 +191,31 @@ _CAPITALIZED = re.compile(r"\b([A-Z][a-z]+(?: [A-Z][a-z]+)?)\b")
 def detect_characters(scenes: Sequence[SceneText], language: str) -> list[Person]:
     """Recurring names in the speaker's place around quotes, in order of first mention."""
     text = "\n".join(p.text for scene in scenes for p in scene.paragraphs)
-    names = [name for name in dict.fromkeys(speaker_candidates(scenes, language, text)) if _mentions(name, text) >= 2]
+    candidates = speaker_candidates(scenes, language, Mentions(text))
+    names = [name for name in dict.fromkeys(candidates) if _mentions(name, text) >= 2]
     names.sort(key=lambda name: _first_mention(name, text))
     return _people(names[:MAX_DETECTED])
 
 
-def detect_book_characters(candidates: Sequence[str], text: str) -> list[Person]:
+class Mentions:
+    """How often a name occurs in a text, counted once per name (a book is scanned per name, not
+    per quote)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, name: str) -> int:
+        if name not in self.counts:
+            self.counts[name] = _mentions(name, self.text)
+        return self.counts[name]
+
+
+def detect_book_characters(candidates: Sequence[str], mentions: Mentions) -> list[Person]:
     """A whole book's cast from the speaker candidates of all its chapters: the MAX_DETECTED_BOOK
     names the book mentions most (at least twice), in order of first mention."""
-    mentions = {name: _mentions(name, text) for name in dict.fromkeys(candidates)}
-    names = sorted((name for name, n in mentions.items() if n >= 2), key=lambda name: -mentions[name])
-    chosen = sorted(names[:MAX_DETECTED_BOOK], key=lambda name: _first_mention(name, text))
+    names = sorted((name for name in dict.fromkeys(candidates) if mentions(name) >= 2), key=lambda n: -mentions(n))
+    chosen = sorted(names[:MAX_DETECTED_BOOK], key=lambda name: _first_mention(name, mentions.text))
     return _people(chosen)
 
 
@@ -212,9 +226,9 @@ def _people(names: Sequence[str]) -> list[Person]:
     return people
 
 
-def speaker_candidates(scenes: Sequence[SceneText], language: str, text: str) -> list[str]:
+def speaker_candidates(scenes: Sequence[SceneText], language: str, mentions: Mentions) -> list[str]:
     """Names standing where speakers stand (the clause around a quote), in order, with repeats;
-    `text` is where a Chinese name's length is judged (the chapter, or the whole book)."""
+    `mentions` counts in the text where a Chinese name's length is judged (the chapter, or the book)."""
     candidates: list[str] = []
     for scene in scenes:
         for paragraph in scene.paragraphs:
@@ -227,18 +241,18 @@ def speaker_candidates(scenes: Sequence[SceneText], language: str, text: str) ->
                 if k + 1 < len(paragraph.segments) and not paragraph.segments[k + 1].speech:
                     tags.append(_first_clause(paragraph.segments[k + 1].text))
                 for tag in tags:
-                    candidates += _candidates_zh(tag, text) if language == "zh" else _candidates_en(tag)
+                    candidates += _candidates_zh(tag, mentions) if language == "zh" else _candidates_en(tag)
     return candidates
 
 
-def _candidates_zh(tag: str, text: str) -> list[str]:
+def _candidates_zh(tag: str, mentions: Mentions) -> list[str]:
     clause = tag.strip()
     match = _HANZI_RUN.match(clause)
     if match is None or clause[0] in _STOP_FIRST_ZH:
         return []
     two, three = match.group()[:2], match.group()[:3]
     # a three-character name appears only as itself; a two-character one also on its own
-    if len(three) == 3 and _mentions(three, text) == _mentions(two, text):
+    if len(three) == 3 and mentions(three) == mentions(two):
         best = three
     else:
         best = two
@@ -259,7 +273,9 @@ def _candidates_en(tag: str) -> list[str]:
 
 
 def _mentions(name: str, text: str) -> int:
-    return len(_name_pattern(name).findall(text))
+    if name.isascii():
+        return sum(1 for _ in _name_pattern(name).finditer(text))
+    return text.count(name)
 
 
 def _first_mention(name: str, text: str) -> int:
