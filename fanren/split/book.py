@@ -16,7 +16,6 @@ nothing.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tomllib
@@ -82,10 +81,12 @@ class Episode:
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:
     """(offset, line) of each line, without building a list of a whole book's lines."""
-    offset = 0
-    for line in io.StringIO(text, newline="\n"):
-        yield offset, line
-        offset += len(line)
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield start, text[start:end]
+        start = end
 
 
 def chapters_of(text: str) -> list[Chapter]:

@@ -27,9 +27,14 @@ def is_break_line(line: str) -> bool:
     return len(stripped) >= 3 and BREAK_LINE.match(line) is not None
 
 
+# `\s` matches what str.isspace() does; a regex, not a join of characters, so a whole book is
+# normalized without a string object per character
+_NOT_COMPARED = re.compile(rf"[\s{re.escape(''.join(sorted(QUOTES)))}]+")
+
+
 def normalize(text: str) -> str:
     """The text as the guarantee compares it: no whitespace, no quotation marks."""
-    return "".join(c for c in text if not c.isspace() and c not in QUOTES)
+    return _NOT_COMPARED.sub("", text)
 
 
 def spoken_length(text: str) -> int:
