@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from novels import NAMES, chinese_novel  # noqa: E402
+from novels import NAMES, chinese_novel
 
 SPLIT = "from fanren.split.command import split_command; split_command()"
 

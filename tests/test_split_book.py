@@ -3,6 +3,7 @@ book's cast with aliases, the text kept over the whole book, ids stable under an
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import tomllib
@@ -20,7 +21,7 @@ from fanren.project import Project, parse_project
 from fanren.split.book import chapters_of, episodes_of
 from fanren.split.cast import Person, parse_characters
 from fanren.split.chapter import SplitSettings, split_novel
-from fanren.split.command import split_command
+from fanren.split.command import RichBookProgress, progress_display, split_command
 from fanren.split.coverage import TextLost, check_no_text_lost, spoken_length
 from fanren.split.writer import spoken_texts
 
@@ -91,7 +92,7 @@ def test_a_chinese_book_becomes_a_series_whose_episodes_speak_the_book(tmp_path:
     assert [p.drama.title for p in projects.values()] == ["第一章 山边小村", "第二章 七玄门", "第三章 炼骨崖"]
     check_no_text_lost(QIXUAN.read_text(encoding="utf-8"), spoken(projects))
     # the front line opens the first episode; the symbol line is a scene break of the second
-    assert list(projects["ep-9a78bf92"].shots())[0][1].narration == "凡人修仙传（节选）"
+    assert next(iter(projects["ep-9a78bf92"].shots()))[1].narration == "凡人修仙传（节选）"
     assert len(projects["ep-60fc2c8f"].scenes) == 2
     # 二愣子 and 韩师弟 are 韩立
     assert lines(projects["ep-9a78bf92"]) == [("hanmu", "二愣子，回家吃饭了！"), ("narrator", "韩母站在门口喊道。"),
@@ -194,10 +195,10 @@ def test_characters_option_takes_aliases() -> None:
 @pytest.mark.parametrize(("spec", "message"), [
     ("hanli=韩立|二愣子,zhang=二愣子", "error: --characters: '二愣子' is listed twice\n"),
     ("hanli=韩立|韩立", "error: --characters: '韩立' is listed twice\n"),
-    ("hanli=韩立||二愣子", "error: --characters: 'hanli=韩立||二愣子' has an empty alias "
-                         "(expected 'id=name|alias|alias')\n"),
-    ("hanli=|二愣子", "error: --characters: 'hanli=|二愣子' has no name "
-                    "(expected 'name', 'id=name' or 'id=name|alias|alias')\n"),
+    ("hanli=韩立||二愣子", ("error: --characters: 'hanli=韩立||二愣子' has an empty alias "
+                         "(expected 'id=name|alias|alias')\n")),
+    ("hanli=|二愣子", ("error: --characters: 'hanli=|二愣子' has no name "
+                    "(expected 'name', 'id=name' or 'id=name|alias|alias')\n")),
 ])
 def test_bad_aliases_exit_2(tmp_path: Path, spec: str, message: str) -> None:
     result = run(QIXUAN, "--characters", spec, cwd=tmp_path)
@@ -212,9 +213,9 @@ def test_an_existing_series_is_kept_unless_forced(tmp_path: Path) -> None:
     assert run(QIXUAN, "-o", "s", cwd=tmp_path).returncode == 0
     series = (tmp_path / "s" / "series.toml").read_bytes()
     refused = run(QIXUAN, "-o", "s", cwd=tmp_path)
-    assert (refused.returncode, refused.stderr) == (2, "error: s/series.toml already exists; pass --force to "
+    assert (refused.returncode, refused.stderr) == (2, ("error: s/series.toml already exists; pass --force to "
                                                        "replace the series (each replaced file is kept as .bak "
-                                                       "beside it)\n")
+                                                       "beside it)\n"))
     forced = run(QIXUAN, "-o", "s", "--force", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
     assert "re-split: 10 shot(s) kept their ids, 0 new, 0 gone; each previous file is kept as .bak beside it" \
@@ -228,9 +229,9 @@ def test_a_single_drama_folder_is_not_turned_into_a_series_unless_forced(tmp_pat
     (folder / "drama.toml").write_text('[drama]\ntitle = "mine"\n', encoding="utf-8")
     refused = run(QIXUAN, "-o", folder, cwd=tmp_path)
     assert (refused.returncode, refused.stderr) == (
-        2, f"error: {folder}/drama.toml already exists: the folder holds a single drama, and the book has 3 "
+        2, (f"error: {folder}/drama.toml already exists: the folder holds a single drama, and the book has 3 "
            "episodes, which make a series; choose another -o, or pass --force to write the series there (the "
-           "drama.toml is kept as drama.toml.bak)\n")
+           "drama.toml is kept as drama.toml.bak)\n"))
     assert sorted(p.name for p in folder.iterdir()) == ["drama.toml"]
     assert run(QIXUAN, "-o", folder, "--force", cwd=tmp_path).returncode == 0
     assert (folder / "drama.toml.bak").read_text(encoding="utf-8") == '[drama]\ntitle = "mine"\n'
@@ -245,6 +246,35 @@ def test_progress_without_a_terminal_is_a_line_per_episode(tmp_path: Path) -> No
         "  episode 2/3 ep-60fc2c8f 第二章 七玄门: 4 shot(s)",
         "  episode 3/3 ep-ee30e5bf 第三章 炼骨崖: 2 shot(s)",
     ]
+
+
+def test_progress_on_a_terminal_is_a_bar_of_episodes_done(tmp_path: Path) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    shown = progress_display(screen)
+    assert isinstance(shown, RichBookProgress)
+    written = split_novel(QIXUAN, tmp_path / "s", SplitSettings(), progress=shown)
+    assert len(written.episodes) == 3
+    drawings = [line for line in screen.getvalue().split("\r") if "splitting episodes" in line]
+    assert "3/3" in drawings[-1] and "ep-ee30e5bf 第三章 炼骨崖" in drawings[-1]  # drawn as it stops
+    assert screen.getvalue().endswith("\x1b[2K")  # and then cleared: the summary follows on a clean line
+
+
+def test_episodes_no_longer_in_the_book_are_named_and_left_in_place(tmp_path: Path) -> None:
+    book = tmp_path / "book.txt"
+    text = QIXUAN.read_text(encoding="utf-8")
+    book.write_text(text, encoding="utf-8")
+    assert run(book, "-o", "s", cwd=tmp_path).returncode == 0
+    book.write_text(text[:text.index("第三章")], encoding="utf-8")
+    result = run(book, "-o", "s", "--force", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no longer in the series (their folders are left as they were): ep-ee30e5bf" in result.stdout.splitlines()
+    assert tomllib.loads((tmp_path / "s" / "series.toml").read_text(encoding="utf-8"))["series"] == {
+        "episodes": ["ep-9a78bf92", "ep-60fc2c8f"]}
+    assert (tmp_path / "s" / "ep-ee30e5bf" / "drama.toml").is_file()
 
 
 # ── the whole-book check ─────────────────────────────────────────────────────

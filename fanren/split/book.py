@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,18 @@ from ..errors import UsageError
 from ..project import DRAMA_FILE, Project, validate_project
 from .cast import Mentions, Person, detect_book_characters, parse_characters, speaker_candidates
 from .chat import ChatClient
-from .coverage import TextLost, check_no_text_lost, differences, is_break_line, normalize, source_text, \
-    spoken_length
+from .coverage import (
+    Difference,
+    TextLost,
+    check_no_text_lost,
+    differences,
+    is_break_line,
+    normalize,
+    source_text,
+    spoken_length,
+)
 from .llm import Registry, registry_of, split_chapter_with_llm
-from .outline import _PARAGRAPH_END, is_heading, outline
+from .outline import PARAGRAPH_END, is_heading, outline
 from .rules import split_by_rules
 from .story import CharacterDraft, Story, characters_table, drama_table, stable_ids
 from .writer import BACKUP_SUFFIX, GITIGNORE, render, render_series, shot_ids, spoken_texts
@@ -170,7 +178,7 @@ def paragraph_cuts(text: str, chapter: Chapter, episode_chars: int) -> list[int]
     for offset, line in _lines(text[chapter.start:chapter.end]):
         letters += spoken_length(line)
         stripped = line.rstrip()
-        if stripped and (stripped[-1] in _PARAGRAPH_END or is_break_line(stripped)):
+        if stripped and (stripped[-1] in PARAGRAPH_END or is_break_line(stripped)):
             ends.append((chapter.start + offset + len(line), letters))
     total = letters
     parts = -(-total // episode_chars)
@@ -361,7 +369,7 @@ class _BookCheck:
         expected = self.book[self.at:self.at + len(said)]
         if said != expected:
             found = differences(expected, said)
-            shifted = [type(d)(d.kind, d.source, d.spoken, d.offset + self.at) for d in found]
+            shifted = [Difference(d.kind, d.source, d.spoken, d.offset + self.at) for d in found]
             raise TextLost(shifted, f"the series (at episode {episode_id})")
         self.at += len(said)
 
