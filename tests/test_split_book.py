@@ -157,6 +157,22 @@ def test_episode_chars_groups_short_chapters_and_cuts_a_long_one_at_paragraph_en
     assert [spoken_length(text[e.start:e.end]) for e in found] == [14, 172, 152, 176, 154, 5]
 
 
+@pytest.mark.parametrize(("gap", "scene_break"), [("", "* * *\n"), ("", "\n"), ("\n", "\n\n")])
+def test_a_long_chapter_is_cut_at_a_scene_break_near_its_share(gap: str, scene_break: str) -> None:
+    paragraphs = [f"　　第{n:02d}段写的是一件很长的事情，一直写到这里才完。\n" for n in range(20)]  # 22 letters each
+    def book(body: str) -> str:
+        return "第一章 长\n" + gap + body + "第二章 短\n" + gap + "庚。\n"
+
+    text = book(gap.join(paragraphs[:8]) + scene_break + gap.join(paragraphs[8:]))
+    first, *rest = episodes_of(text, chapters_of(text), episode_chars=300)
+    # 444 letters (the heading's 4 too) in two parts: the even share ends after paragraph 10, the
+    # scene break after paragraph 8 is within a quarter of 300 of it
+    assert text[first.end:].startswith("　　第08段") and len(rest) == 2
+    plain = book(gap.join(paragraphs))
+    first, *_ = episodes_of(plain, chapters_of(plain), episode_chars=300)
+    assert plain[first.end:].startswith("　　第10段")  # no scene break: the nearest paragraph end
+
+
 def test_editing_one_chapter_changes_no_other_episode(tmp_path: Path) -> None:
     book = tmp_path / "book.txt"
     text = chinese_novel(6, 1500, seed=3)

@@ -170,25 +170,48 @@ def episodes_of(text: str, chapters: Sequence[Chapter], episode_chars: int | Non
     return episodes
 
 
+@dataclass(frozen=True)
+class _Boundary:
+    offset: int    # a line start in the book, after a line that ends a sentence
+    letters: int   # letters and Hanzi of the chapter before it
+    blank: int     # blank lines before it
+    symbols: bool  # a symbol line (***) before it
+
+
 def paragraph_cuts(text: str, chapter: Chapter, episode_chars: int) -> list[int]:
-    """Offsets at which to cut a long chapter into parts of about `episode_chars`: each at the line
-    start nearest the even share whose line before ends a sentence (never mid-sentence)."""
-    ends: list[tuple[int, int]] = []  # (offset of a line start after a sentence's end, letters before it)
+    """Offsets at which to cut a long chapter into even parts of at most about `episode_chars`: each
+    at the scene break nearest its even share when one is within a quarter of `episode_chars`, else
+    at the nearest paragraph end (a line that ends a sentence): never mid-sentence."""
+    boundaries: list[_Boundary] = []
     letters = 0
+    ended = False    # the last line with text ended a sentence
+    blank = 0        # blank lines since it
+    symbols = False  # a symbol line since it
     for offset, line in _lines(text[chapter.start:chapter.end]):
-        letters += spoken_length(line)
-        stripped = line.rstrip()
-        if stripped and (stripped[-1] in PARAGRAPH_END or is_break_line(stripped)):
-            ends.append((chapter.start + offset + len(line), letters))
-    total = letters
-    parts = -(-total // episode_chars)
+        stripped = line.strip()
+        if not stripped:
+            blank += 1
+        elif is_break_line(stripped):
+            symbols = True
+        else:
+            if ended and letters:
+                boundaries.append(_Boundary(chapter.start + offset, letters, blank, symbols))
+            letters += spoken_length(line)
+            ended = stripped[-1] in PARAGRAPH_END
+            blank, symbols = 0, False
+    # as in the outline: where a blank line stands between all paragraphs, a scene break takes two
+    spaced = bool(boundaries) and sum(1 for b in boundaries if b.blank) >= 0.8 * len(boundaries)
+    scene_gap = 2 if spaced else 1
+    parts = -(-letters // episode_chars)
     cuts: list[int] = []
     for k in range(1, parts):
-        target = total * k // parts
-        inside = [(offset, at) for offset, at in ends if chapter.start < offset < chapter.end
-                  and (not cuts or offset > cuts[-1])]
-        if inside:
-            cuts.append(min(inside, key=lambda end: abs(end[1] - target))[0])
+        target = letters * k // parts
+        after = [b for b in boundaries if not cuts or b.offset > cuts[-1]]
+        scenes = [b for b in after if (b.symbols or b.blank >= scene_gap)
+                  and abs(b.letters - target) <= episode_chars // 4]
+        nearest = min(scenes or after, key=lambda b: abs(b.letters - target), default=None)
+        if nearest is not None:
+            cuts.append(nearest.offset)
     return cuts
 
 
