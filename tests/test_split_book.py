@@ -19,7 +19,7 @@ from test_split_llm import LIN, SHI, ChatServer, answer, endpoint, server, shot 
 
 from fanren.project import Project, parse_project
 from fanren.split.book import chapters_of, episodes_of
-from fanren.split.cast import Person, parse_characters
+from fanren.split.cast import Mentions, Person, parse_characters, with_address_aliases
 from fanren.split.chapter import SplitSettings, split_novel
 from fanren.split.command import RichBookProgress, progress_display, split_command
 from fanren.split.coverage import TextLost, check_no_text_lost, spoken_length
@@ -210,6 +210,32 @@ def test_characters_option_takes_aliases() -> None:
     assert parse_characters(HANLI) == [Person("hanli", "韩立", ("韩师弟", "二愣子")), Person("hanmu", "韩母"),
                                        Person("modafu", "墨大夫")]
     assert parse_characters("韩立｜二愣子") == [Person("hanli", "韩立", ("二愣子",))]
+
+
+SECT = ("第一章 入门\n\n　　厉飞雨走进院子，看见韩立正在劈柴。\n　　厉飞雨笑道：“你就是新来的？”\n"
+        "　　韩立答道：“是，见过师兄。”\n\n第二章 练功\n\n　　“韩师弟，该去练功了。”厉飞雨说道。\n"
+        "　　韩师弟点点头：“这就来。”\n　　张铁看着他们，说道：“厉师兄，等等我。”\n　　张铁跑了过去。\n")
+
+
+def test_a_surname_and_a_sect_address_name_the_one_character_of_that_surname(tmp_path: Path) -> None:
+    book = tmp_path / "sect.txt"
+    book.write_text(SECT, encoding="utf-8")
+    split_novel(book, tmp_path / "s", SplitSettings())
+    projects = episodes(tmp_path / "s")
+    assert {cid: (c.name, c.aliases) for cid, c in projects["ep-99758f2d"].characters.items()} == {
+        "lifeiyu": ("厉飞雨", ["厉师兄"]), "hanli": ("韩立", ["韩师弟"]), "zhangtie": ("张铁", [])}
+    # 韩师弟 stood where a speaker stands and recurs: without the rule it was a character of its own
+    assert lines(projects["ep-99758f2d"])[1:3] == [("narrator", "厉飞雨说道。韩师弟点点头："), ("hanli", "这就来。")]
+
+
+def test_an_address_of_a_shared_or_unknown_surname_stays_as_found() -> None:
+    text = "韩立 韩云 韩师弟 韩师弟 厉师兄 王五"
+    people = [Person("hanli", "韩立"), Person("hanyun", "韩云"), Person("hanshidi", "韩师弟"),
+              Person("lishixiong", "厉师兄"), Person("wangwu", "王五")]
+    assert with_address_aliases(people, Mentions(text)) == people  # two 韩; no 厉 but the address itself
+    assert with_address_aliases([Person("wangwu", "王五")], Mentions("王师兄来了")) == [
+        Person("wangwu", "王五", ("王师兄",))]
+    assert with_address_aliases([Person("wangwu", "王五")], Mentions("王五来了")) == [Person("wangwu", "王五")]
 
 
 @pytest.mark.parametrize(("spec", "message"), [

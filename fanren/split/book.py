@@ -26,7 +26,14 @@ from typing import Any
 
 from ..errors import UsageError
 from ..project import DRAMA_FILE, Project, validate_project
-from .cast import Mentions, Person, detect_book_characters, parse_characters, speaker_candidates
+from .cast import (
+    Mentions,
+    Person,
+    detect_book_characters,
+    parse_characters,
+    speaker_candidates,
+    with_address_aliases,
+)
 from .chat import ChatClient
 from .coverage import (
     Difference,
@@ -282,7 +289,8 @@ def book_cast(text: str, episodes: Sequence[Episode], settings: BookSettings) ->
     for episode in episodes:
         candidates += speaker_candidates(outline(text[episode.start:episode.end], settings.language),
                                          settings.language, mentions)
-    return detect_book_characters(candidates, mentions)
+    people = detect_book_characters(candidates, mentions)
+    return with_address_aliases(people, mentions) if settings.language == "zh" else people
 
 
 def check_series_writable(folder: Path, episodes: Sequence[Episode], force: bool) -> None:

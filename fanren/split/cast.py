@@ -219,6 +219,38 @@ def detect_book_characters(candidates: Sequence[str], mentions: Mentions) -> lis
     return _people(chosen)
 
 
+# Forms of address after a surname that name one person of a sect (韩师弟, 厉师兄): read as that
+# person when exactly one character of the cast has the surname.
+ADDRESS_ZH = ("师兄", "师弟", "师姐", "师妹", "师叔", "师伯", "师侄")
+
+
+def with_address_aliases(people: Sequence[Person], mentions: Mentions) -> list[Person]:
+    """The cast with `<surname><form of address>` (韩师弟) as an alias of the one character of that
+    surname, wherever the text uses it. A detected "character" that is such an address (or its
+    first two letters, 韩师) is that character and leaves the cast; with no one, or two characters,
+    of its surname it stays as found."""
+    def is_address(name: str) -> bool:
+        return not name.isascii() and (name[1:] in ADDRESS_ZH or name[1:] == "师")
+
+    by_surname: dict[str, list[Person]] = {}
+    for person in people:
+        if not person.name.isascii() and not is_address(person.name):
+            by_surname.setdefault(person.name[0], []).append(person)
+    found: list[Person] = []
+    for person in people:
+        owners = by_surname.get(person.name[0], []) if not person.name.isascii() else []
+        if is_address(person.name):
+            if len(owners) != 1:
+                found.append(person)
+            continue
+        if len(owners) == 1:
+            forms = [person.name[0] + form for form in ADDRESS_ZH]
+            person = Person(person.id, person.name,
+                            (*person.aliases, *(f for f in forms if f not in person.names and mentions(f))))
+        found.append(person)
+    return found
+
+
 def _people(names: Sequence[str]) -> list[Person]:
     people: list[Person] = []
     for name in names:
