@@ -401,12 +401,13 @@ class _BookCheck:
         if said != expected:
             found = differences(expected, said)
             shifted = [Difference(d.kind, d.source, d.spoken, d.offset + self.at) for d in found]
-            raise TextLost(shifted, f"the series (at episode {episode_id})")
+            raise TextLost(shifted, f"the series (at episode {episode_id})", "the book")
         self.at += len(said)
 
     def finish(self) -> None:
         if self.at != len(self.book):
-            check_no_text_lost(self.book[self.at:], [], "the series (after its last episode)")
+            raise TextLost([Difference("missing", self.book[self.at:], "", self.at)],
+                           "the series (after its last episode)", "the book")
 
 
 def _series_table(language: str, characters: Sequence[CharacterDraft], episodes: Sequence[Episode],
