@@ -377,6 +377,10 @@ def test_a_failing_episode_leaves_the_series_as_it_was(server: ChatServer, tmp_p
                                                 "--base-url", server.url, "--model", "test-model"])
     assert result.exit_code == 1, result.output
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    server.answers(answer(shot(0, 7), characters=[]))
+    fresh = CliRunner().invoke(split_command, [str(QIXUAN), "-o", str(tmp_path / "new"), "--engine", "openai",
+                                               "--base-url", server.url, "--model", "test-model"])
+    assert fresh.exit_code == 1 and not (tmp_path / "new").exists()  # a folder it made is not left behind
 
 
 # ── memory ───────────────────────────────────────────────────────────────────

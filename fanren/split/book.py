@@ -322,7 +322,9 @@ def split_book(text: str, source_name: str, folder: Path, settings: BookSettings
     cast = _Cast(people, registry_of(people) if settings.engine == "openai" else None)
     staging = folder / STAGING
     shutil.rmtree(staging, ignore_errors=True)  # a split killed before it finished left it
+    created = not folder.exists()
     staging.mkdir(parents=True)
+    written = None
     try:
         book = _BookCheck(text)
         shots_per_episode: dict[str, list[str]] = {}
@@ -342,7 +344,7 @@ def split_book(text: str, source_name: str, folder: Path, settings: BookSettings
                           tuple(c.name for c in characters))
     finally:
         progress.end()
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(folder if created and written is None else staging, ignore_errors=True)
     return written
 
 
