@@ -173,6 +173,20 @@ def test_a_long_chapter_is_cut_at_a_scene_break_near_its_share(gap: str, scene_b
     assert plain[first.end:].startswith("　　第10段")  # no scene break: the nearest paragraph end
 
 
+def test_episode_chars_on_the_command_line(tmp_path: Path) -> None:
+    result = run(QIXUAN, "-o", "s", "--episode-chars", "170", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    projects = episodes(tmp_path / "s")
+    # chapters of 75, 115 and 46 letters (the front line counts with the first): the first two do
+    # not fit together in 170, the last two do
+    assert [(eid, p.drama.title) for eid, p in projects.items()] == [
+        ("ep-9a78bf92", "第一章 山边小村"), ("ep-60fc2c8f", "第二章 七玄门")]
+    check_no_text_lost(QIXUAN.read_text(encoding="utf-8"), spoken(projects))
+    too_small = run(QIXUAN, "-o", "t", "--episode-chars", "50", cwd=tmp_path)
+    assert too_small.returncode == 2
+    assert "Invalid value for '--episode-chars': 50 is not in the range x>=100." in too_small.stderr
+
+
 def test_editing_one_chapter_changes_no_other_episode(tmp_path: Path) -> None:
     book = tmp_path / "book.txt"
     text = chinese_novel(6, 1500, seed=3)
