@@ -298,6 +298,34 @@ def test_a_single_drama_folder_is_not_turned_into_a_series_unless_forced(tmp_pat
     assert not (folder / "drama.toml").exists()
 
 
+def test_a_split_killed_midway_leaves_the_series_as_it_was(tmp_path: Path) -> None:
+    book = tmp_path / "book.txt"
+    text = chinese_novel(60, 1500, seed=5)
+    book.write_text(text, encoding="utf-8")
+    assert run(book, "-o", "s", cwd=tmp_path).returncode == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
+    book.write_text(text.replace("第1章", "第1章（修订）", 1), encoding="utf-8")  # every episode id stays but one
+
+    split = subprocess.Popen([*COMMAND, book, "-o", "s", "--force"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert split.stderr is not None
+        for line in split.stderr:  # the process ends by itself within a minute at worst
+            if line.startswith("  episode 5/60 "):
+                split.kill()
+                break
+    finally:
+        split.kill()
+        split.wait(timeout=30)
+    assert split.returncode == -9  # killed, not finished
+    after = {p: p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file() and ".fanren-split" not in p.parts}
+    assert after == before
+    assert len(list((tmp_path / "s" / ".fanren-split").iterdir())) >= 5  # the episodes it had staged
+    again = run(book, "-o", "s", "--force", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert not (tmp_path / "s" / ".fanren-split").exists()  # what the killed one staged is gone
+
+
 def test_progress_without_a_terminal_is_a_line_per_episode(tmp_path: Path) -> None:
     result = run(QIXUAN, "-o", "s", cwd=tmp_path)
     assert result.stderr.splitlines() == [
