@@ -3,8 +3,8 @@
 A book is cut into chapters at its heading lines (the outline's `is_heading`: 第一章 …, Chapter 3,
 楔子 …). Text before the first heading opens the first chapter; a heading with no text before the
 next one (a volume's title) opens the chapter after it. Chapters become episodes — one each, or,
-with a target length, consecutive short chapters together and a long chapter cut at paragraph ends
-— and each episode is split by the chosen engine on its own, so memory holds the book's text and
+with a target length, consecutive short chapters together and a long chapter cut at a scene break
+or a paragraph's end — and each episode is split by the chosen engine on its own, so memory holds the book's text and
 one episode's Story, never the whole book's.
 
 Episode ids come from the chapter heading that opens them (`stable_ids`: a hash, with a slug of
