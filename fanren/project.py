@@ -69,6 +69,9 @@ class Character(_Strict):
     description: str = Field(min_length=1)
     reference: str | None = None
     voice: str | None = None
+    # the text's other names for the character (韩师弟, 二愣子): read by `fanren split` to find who
+    # speaks; never part of a key, so editing them re-renders nothing
+    aliases: list[str] = []
 
 
 class Line(_Strict):

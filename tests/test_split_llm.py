@@ -28,7 +28,7 @@ from fanren.split.cast import Person
 from fanren.split.chat import ChatClient, ChatEndpoint
 from fanren.split.command import split_command
 from fanren.split.llm import ANSWER_SCHEMA, split_with_llm
-from fanren.split.story import Story
+from fanren.split.story import CharacterDraft, Story
 
 # Segments: [0] heading 第二章 古井 · [1] 夜里，古井边起了雾。 · [2] 林远提着灯笼走近井口：
 #           [3] speech 有人吗？ · [4] 井底传来一个苍老的声音： · [5] speech 是我。
@@ -469,3 +469,20 @@ def test_timeout_must_be_positive(tmp_path: Path) -> None:
     result = CliRunner().invoke(split_command, [str(chapter), "--engine", "openai", "--timeout", "0"])
     assert result.exit_code == 2
     assert "Invalid value for '--timeout': 0.0 is not in the range x>0." in result.output
+
+
+def test_the_registry_folds_a_known_alias_into_its_character() -> None:
+    from fanren.split.llm import AnswerCharacter, Registry, registry_of
+
+    known = registry_of([Person("hanli", "韩立", ("韩师弟",))])
+    after, refer = known.merged([
+        AnswerCharacter(id="erlengzi", name="二愣子", description="a boy", aliases=[]),
+        AnswerCharacter(id="hanli", name="韩立", description="a thin boy", aliases=["二愣子", "韩师弟", "韩跑跑"]),
+        AnswerCharacter(id="han", name="韩师弟", description="", aliases=[]),
+    ])
+    # 二愣子 came first as a character of its own, so it stays one: an alias never takes a known name
+    assert after == Registry({
+        "hanli": CharacterDraft("hanli", "韩立", "a thin boy", ("韩师弟", "韩跑跑")),
+        "erlengzi": CharacterDraft("erlengzi", "二愣子", "a boy"),
+    })
+    assert (refer["han"], refer["韩跑跑"], refer["二愣子"]) == ("hanli", "hanli", "erlengzi")

@@ -1,6 +1,7 @@
 """Who is in the chapter and who says each quoted line, found from the text by rules.
 
-Characters come from `--characters` ("林远,林母" or "lin=林远,林母"), else from the names that
+Characters come from `--characters` ("林远,林母", "lin=林远,林母", or with the text's other names for
+a character: "hanli=韩立|韩师弟|二愣子"), else from the names that
 stand where speakers stand — at the start of the clause around a quote, or after a speech verb —
 and recur in the chapter. A quote's speaker is the character its tag names; when no tag names
 one, a paragraph whose narrative names a single person gives it to that person (the convention
@@ -19,12 +20,18 @@ from ..project import NARRATOR
 from .outline import SceneText, Segment
 
 MAX_DETECTED = 8  # more recurring names than this are mostly not people
+MAX_DETECTED_BOOK = 16  # a whole book has a larger cast; its most mentioned names are the people
 
 
 @dataclass(frozen=True)
 class Person:
     id: str
     name: str
+    aliases: tuple[str, ...] = ()  # other names the text calls them by: a mention of one is a mention of them
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
 
 
 def character_id(name: str) -> str:
@@ -57,27 +64,34 @@ def _unique(person_id: str, taken: set[str]) -> str:
 
 
 def parse_characters(spec: str) -> list[Person]:
-    """'林远, mother=林母' → [Person('linyuan', '林远'), Person('mother', '林母')]."""
+    """'林远, mother=林母, hanli=韩立|韩师弟' → [Person('linyuan', '林远'), Person('mother', '林母'),
+    Person('hanli', '韩立', ('韩师弟',))]: after an optional id, the name, then its aliases after '|'."""
     people: list[Person] = []
     for item in re.split(r"[,，、;；]", spec):
         item = item.strip()
         if not item:
             continue
-        given_id, _, name = item.rpartition("=")
-        name, given_id = name.strip(), given_id.strip()
+        given_id, _, names = item.rpartition("=")
+        given_id = given_id.strip()
+        name, *aliases = [n.strip() for n in re.split(r"[|｜]", names)]
         if not name:
-            raise UsageError(f"--characters: {item!r} has no name (expected 'name' or 'id=name')")
+            raise UsageError(f"--characters: {item!r} has no name (expected 'name', 'id=name' or "
+                             "'id=name|alias|alias')")
+        if "" in aliases:
+            raise UsageError(f"--characters: {item!r} has an empty alias (expected 'id=name|alias|alias')")
         if given_id and not _GIVEN_ID.match(given_id):
             raise UsageError(f"--characters: the id {given_id!r} may hold only ASCII letters, digits, "
                              "'_', '-' and '.'")
         if given_id == NARRATOR:
             raise UsageError(f"--characters: {NARRATOR!r} is reserved for the narrator; choose another id")
-        if any(p.name == name for p in people):
-            raise UsageError(f"--characters: {name!r} is listed twice")
+        own = [name, *aliases]
+        for k, listed in enumerate(own):
+            if listed in own[:k] or any(listed in p.names for p in people):
+                raise UsageError(f"--characters: {listed!r} is listed twice")
         if any(p.id == given_id for p in people):
             raise UsageError(f"--characters: the id {given_id!r} is given to two characters")
         person_id = given_id or _unique(character_id(name), {p.id for p in people})
-        people.append(Person(person_id, name))
+        people.append(Person(person_id, name, tuple(aliases)))
     if not people:
         raise UsageError("--characters: no names given (expected e.g. --characters \"林远,林母\")")
     return people
@@ -90,16 +104,18 @@ _GIVEN_ID = re.compile(r"^[A-Za-z0-9_\-.]+$")
 
 
 def names_in(text: str, people: Sequence[Person]) -> list[tuple[int, str]]:
-    """(offset, character id) of each mention, in order; a longer name wins over one inside it."""
+    """(offset, character id) of each mention by name or alias, in order; a longer name wins over
+    one inside it (韩师弟 over 韩)."""
     taken = [False] * len(text)
     found: list[tuple[int, str]] = []
-    for person in sorted(people, key=lambda p: -len(p.name)):
-        for match in _name_pattern(person.name).finditer(text):
+    named = sorted(((name, person.id) for person in people for name in person.names), key=lambda n: -len(n[0]))
+    for name, person_id in named:
+        for match in _name_pattern(name).finditer(text):
             span = range(match.start(), match.end())
             if not any(taken[i] for i in span):
                 for i in span:
                     taken[i] = True
-                found.append((match.start(), person.id))
+                found.append((match.start(), person_id))
     return sorted(found)
 
 
@@ -175,6 +191,76 @@ _CAPITALIZED = re.compile(r"\b([A-Z][a-z]+(?: [A-Z][a-z]+)?)\b")
 def detect_characters(scenes: Sequence[SceneText], language: str) -> list[Person]:
     """Recurring names in the speaker's place around quotes, in order of first mention."""
     text = "\n".join(p.text for scene in scenes for p in scene.paragraphs)
+    candidates = speaker_candidates(scenes, language, Mentions(text))
+    names = [name for name in dict.fromkeys(candidates) if _mentions(name, text) >= 2]
+    names.sort(key=lambda name: _first_mention(name, text))
+    return _people(names[:MAX_DETECTED])
+
+
+class Mentions:
+    """How often a name occurs in a text, counted once per name (a book is scanned per name, not
+    per quote)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, name: str) -> int:
+        if name not in self.counts:
+            self.counts[name] = _mentions(name, self.text)
+        return self.counts[name]
+
+
+def detect_book_characters(candidates: Sequence[str], mentions: Mentions) -> list[Person]:
+    """A whole book's cast from the speaker candidates of all its chapters: the MAX_DETECTED_BOOK
+    names the book mentions most (at least twice), in order of first mention."""
+    names = sorted((name for name in dict.fromkeys(candidates) if mentions(name) >= 2), key=lambda n: -mentions(n))
+    chosen = sorted(names[:MAX_DETECTED_BOOK], key=lambda name: _first_mention(name, mentions.text))
+    return _people(chosen)
+
+
+# Forms of address after a surname that name one person of a sect (韩师弟, 厉师兄): read as that
+# person when exactly one character of the cast has the surname.
+ADDRESS_ZH = ("师兄", "师弟", "师姐", "师妹", "师叔", "师伯", "师侄")
+
+
+def with_address_aliases(people: Sequence[Person], mentions: Mentions) -> list[Person]:
+    """The cast with `<surname><form of address>` (韩师弟) as an alias of the one character of that
+    surname, wherever the text uses it. A detected "character" that is such an address (or its
+    first two letters, 韩师) is that character and leaves the cast; with no one, or two characters,
+    of its surname it stays as found."""
+    def is_address(name: str) -> bool:
+        return not name.isascii() and (name[1:] in ADDRESS_ZH or name[1:] == "师")
+
+    by_surname: dict[str, list[Person]] = {}
+    for person in people:
+        if not person.name.isascii() and not is_address(person.name):
+            by_surname.setdefault(person.name[0], []).append(person)
+    found: list[Person] = []
+    for person in people:
+        owners = by_surname.get(person.name[0], []) if not person.name.isascii() else []
+        if is_address(person.name):
+            if len(owners) != 1:
+                found.append(person)
+            continue
+        if len(owners) == 1:
+            forms = [person.name[0] + form for form in ADDRESS_ZH]
+            person = Person(person.id, person.name,
+                            (*person.aliases, *(f for f in forms if f not in person.names and mentions(f))))
+        found.append(person)
+    return found
+
+
+def _people(names: Sequence[str]) -> list[Person]:
+    people: list[Person] = []
+    for name in names:
+        people.append(Person(_unique(character_id(name), {p.id for p in people}), name))
+    return people
+
+
+def speaker_candidates(scenes: Sequence[SceneText], language: str, mentions: Mentions) -> list[str]:
+    """Names standing where speakers stand (the clause around a quote), in order, with repeats;
+    `mentions` counts in the text where a Chinese name's length is judged (the chapter, or the book)."""
     candidates: list[str] = []
     for scene in scenes:
         for paragraph in scene.paragraphs:
@@ -187,23 +273,18 @@ def detect_characters(scenes: Sequence[SceneText], language: str) -> list[Person
                 if k + 1 < len(paragraph.segments) and not paragraph.segments[k + 1].speech:
                     tags.append(_first_clause(paragraph.segments[k + 1].text))
                 for tag in tags:
-                    candidates += _candidates_zh(tag, text) if language == "zh" else _candidates_en(tag)
-    names = [name for name in dict.fromkeys(candidates) if _mentions(name, text) >= 2]
-    names.sort(key=lambda name: _first_mention(name, text))
-    people: list[Person] = []
-    for name in names[:MAX_DETECTED]:
-        people.append(Person(_unique(character_id(name), {p.id for p in people}), name))
-    return people
+                    candidates += _candidates_zh(tag, mentions) if language == "zh" else _candidates_en(tag)
+    return candidates
 
 
-def _candidates_zh(tag: str, text: str) -> list[str]:
+def _candidates_zh(tag: str, mentions: Mentions) -> list[str]:
     clause = tag.strip()
     match = _HANZI_RUN.match(clause)
     if match is None or clause[0] in _STOP_FIRST_ZH:
         return []
     two, three = match.group()[:2], match.group()[:3]
     # a three-character name appears only as itself; a two-character one also on its own
-    if len(three) == 3 and _mentions(three, text) == _mentions(two, text):
+    if len(three) == 3 and mentions(three) == mentions(two):
         best = three
     else:
         best = two
@@ -224,7 +305,9 @@ def _candidates_en(tag: str) -> list[str]:
 
 
 def _mentions(name: str, text: str) -> int:
-    return len(_name_pattern(name).findall(text))
+    if name.isascii():
+        return sum(1 for _ in _name_pattern(name).finditer(text))
+    return text.count(name)
 
 
 def _first_mention(name: str, text: str) -> int:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from .book import BookProgress, BookSettings, WrittenSeries, chapters_of, split_book
 from .cast import Person, parse_characters
-from .chat import ChatEndpoint
+from .chat import ChatClient, ChatEndpoint
 from .llm import split_with_llm
 from .outline import outline
 from .rules import split_by_rules, title_of
@@ -41,10 +42,14 @@ def split_text(chapter: str, title_fallback: str, settings: SplitSettings) -> St
     raise UsageError(f"unknown split engine {settings.engine!r} (known: {', '.join(ENGINES)})")
 
 
-def drama_text(story: Story, source_name: str, settings: SplitSettings) -> str:
+def engine_label(settings: SplitSettings) -> str:
     engine = settings.engine + (f", model {settings.endpoint.model}"
                                 if settings.engine == "openai" and settings.endpoint else "")
-    return render(drama_table(story), header(source_name, f"engine: {engine}"))
+    return f"engine: {engine}"
+
+
+def drama_text(story: Story, source_name: str, settings: SplitSettings) -> str:
+    return render(drama_table(story), header(source_name, engine_label(settings)))
 
 
 def split_chapter(chapter_file: Path, folder: Path, settings: SplitSettings, force: bool = False) -> Written:
@@ -54,3 +59,27 @@ def split_chapter(chapter_file: Path, folder: Path, settings: SplitSettings, for
     story = split_text(chapter, Path(chapter_file).stem, settings)
     text = drama_text(story, Path(chapter_file).name, settings)
     return write_drama(folder, text, chapter, force)
+
+
+def split_novel(novel_file: Path, folder: Path, settings: SplitSettings, force: bool = False,
+                episode_chars: int | None = None, progress: BookProgress | None = None) -> Written | WrittenSeries:
+    """A text of more than one chapter → a series in `folder` (series.toml, a folder per episode);
+    a text of one chapter → `folder`/drama.toml, exactly as `split_chapter` writes it."""
+    text = read_chapter(novel_file)
+    name = Path(novel_file).name
+    if len(chapters_of(text)) < 2:
+        check_writable(folder, force)
+        story = split_text(text, Path(novel_file).stem, settings)
+        return write_drama(folder, drama_text(story, name, settings), text, force)
+    client = None
+    if settings.engine == "openai":
+        if settings.endpoint is None:
+            raise UsageError("the openai engine needs an endpoint (--base-url and --model)")
+        client = ChatClient(settings.endpoint)
+    elif settings.engine != "rules":
+        raise UsageError(f"unknown split engine {settings.engine!r} (known: {', '.join(ENGINES)})")
+    book = BookSettings(engine=settings.engine, characters=settings.characters,
+                        max_shot_chars=settings.max_shot_chars,
+                        language=settings.language or detect_language(text), episode_chars=episode_chars,
+                        client=client, engine_label=engine_label(settings))
+    return split_book(text, name, folder, book, force, progress)

@@ -27,9 +27,14 @@ def is_break_line(line: str) -> bool:
     return len(stripped) >= 3 and BREAK_LINE.match(line) is not None
 
 
+# `\s` matches what str.isspace() does; a regex, not a join of characters, so a whole book is
+# normalized without a string object per character
+_NOT_COMPARED = re.compile(rf"[\s{re.escape(''.join(sorted(QUOTES)))}]+")
+
+
 def normalize(text: str) -> str:
     """The text as the guarantee compares it: no whitespace, no quotation marks."""
-    return "".join(c for c in text if not c.isspace() and c not in QUOTES)
+    return _NOT_COMPARED.sub("", text)
 
 
 def spoken_length(text: str) -> int:
@@ -66,11 +71,11 @@ class Difference:
 class TextLost(EngineError):
     """The shots do not speak exactly the chapter's text."""
 
-    def __init__(self, differences: list[Difference], what: str = "the split") -> None:
+    def __init__(self, differences: list[Difference], what: str = "the split", source: str = "the chapter") -> None:
         self.differences = differences
         shown = "\n".join("  " + d.show() for d in differences[:5])
         more = f"\n  … and {len(differences) - 5} more" if len(differences) > 5 else ""
-        super().__init__(f"{what} does not keep the chapter's text (whitespace and quotation marks "
+        super().__init__(f"{what} does not keep {source}'s text (whitespace and quotation marks "
                          f"aside):\n{shown}{more}")
 
     def show(self) -> str:
@@ -103,11 +108,12 @@ def differences(source: str, spoken: str, window: int = 4000) -> list[Difference
     return found
 
 
-def check_no_text_lost(chapter: str, spoken: Iterable[str], what: str = "the split") -> None:
+def check_no_text_lost(chapter: str, spoken: Iterable[str], what: str = "the split",
+                       source: str = "the chapter") -> None:
     """Raise TextLost unless the `spoken` texts, in order, are exactly the chapter's text."""
     found = differences(source_text(chapter), normalize("".join(spoken)))
     if found:
-        raise TextLost(found, what)
+        raise TextLost(found, what, source)
 
 
 def _clip(text: str, limit: int = 60) -> str:

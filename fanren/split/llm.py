@@ -48,6 +48,7 @@ class AnswerCharacter(_Answer):
     id: str
     name: str
     description: str
+    aliases: list[str] = []  # the text's other names for them (韩师弟, 二愣子)
 
 
 class AnswerSpeaker(_Answer):
@@ -84,7 +85,8 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
 _STRING = {"type": "string"}
 _INTEGER = {"type": "integer"}
 ANSWER_SCHEMA = _object({
-    "characters": {"type": "array", "items": _object({"id": _STRING, "name": _STRING, "description": _STRING})},
+    "characters": {"type": "array", "items": _object({"id": _STRING, "name": _STRING, "description": _STRING,
+                                                      "aliases": {"type": "array", "items": _STRING}})},
     "scenes": {"type": "array", "items": _object({
         "continues_previous": {"type": "boolean"},
         "setting": _STRING,
@@ -169,30 +171,30 @@ class Registry:
     def describe(self) -> str:
         if not self.characters:
             return "(none yet)"
-        return "\n".join(f"- {c.id}: {c.name} — {c.description or '(no description yet: give one)'}"
+        return "\n".join(f"- {c.id}: {c.name}" + (f" (also {', '.join(c.aliases)})" if c.aliases else "")
+                         + f" — {c.description or '(no description yet: give one)'}"
                          for c in self.characters.values())
 
     def merged(self, answered: Sequence[AnswerCharacter]) -> tuple[Registry, dict[str, str]]:
         """The registry with an answer's characters added, and what each reference may be resolved to.
 
-        A known id keeps its entry (a missing description is filled in); a new id under a known name
-        is the known character; references may use an id or a name.
+        A known id keeps its entry (a missing description is filled in, new aliases are added); a new
+        id under a known name or alias is the known character; references may use an id, a name or an
+        alias. An alias that already names another character is dropped: a name means one person.
         """
         characters = dict(self.characters)
-        by_name = {c.name: c.id for c in characters.values()}
+        by_name = {n: c.id for c in characters.values() for n in (c.name, *c.aliases)}
         refer = {cid: cid for cid in characters}
         for c in answered:
             name, description = c.name.strip(), c.description.strip()
-            known = characters.get(c.id)
-            if known is not None:
-                if not known.description and description:
-                    characters[c.id] = CharacterDraft(c.id, known.name, description)
-            elif name in by_name:
-                refer[c.id] = by_name[name]
-            else:
-                characters[c.id] = CharacterDraft(c.id, name, description)
-                by_name[name] = c.id
-                refer[c.id] = c.id
+            cid = c.id if c.id in characters else by_name.get(name, c.id)
+            refer[c.id] = cid
+            known = characters.get(cid) or CharacterDraft(cid, name, description)
+            by_name.setdefault(name, cid)
+            aliases = [a for a in dict.fromkeys(a.strip() for a in c.aliases)
+                       if a and by_name.setdefault(a, cid) == cid and a != known.name]
+            characters[cid] = CharacterDraft(cid, known.name, known.description or description,
+                                             tuple(dict.fromkeys((*known.aliases, *aliases))))
         return Registry(characters), {**{n: i for n, i in by_name.items() if n}, **refer}
 
 
@@ -213,8 +215,11 @@ The chapter comes as numbered segments. Never rewrite or repeat their text: answ
    id. Every other segment is read by the narrator: do not list it.
 5. "characters": every person who appears and is not known yet, once: an id of lowercase ASCII
    letters, digits or "-" (pinyin for Chinese names: 林远 → linyuan), the name as the text writes
-   it, and an English description of their looks for an image model (age, build, face, hair,
-   clothes). Give a description for known characters that have none; use known ids as they are.
+   it, the other names the text calls them by in "aliases" (a nickname, a form of address such as
+   韩师弟 for 韩立; [] if none), and an English description of their looks for an image model (age,
+   build, face, hair, clothes). Give a description for known characters that have none, and list a
+   known character again with the known id when the text calls them by a new alias; use known ids
+   as they are.
    A shot's "characters" lists the ids of the people visible in it.
 6. "setting", "action", "camera" are English prompts for an image model, concrete and visual:
    setting = the place, time of day, light and weather; action = who does what in this picture;
@@ -417,9 +422,22 @@ def _excerpt(text: str) -> str:
 def split_with_llm(chapter: str, title: str, language: str, people: Sequence[Person] | None,
                    endpoint: ChatEndpoint, max_shot_chars: int | None = None,
                    client: ChatClient | None = None) -> Story:
-    limit = max_shot_chars or DEFAULT_MAX_SHOT_CHARS[language]
     client = client or ChatClient(endpoint)
-    registry = Registry({p.id: CharacterDraft(p.id, p.name, "") for p in people or []})
+    story, _ = split_chapter_with_llm(chapter, title, language, registry_of(people or []), endpoint, client,
+                                      max_shot_chars)
+    return story
+
+
+def registry_of(people: Sequence[Person]) -> Registry:
+    """The registry a split starts from: the characters given with --characters, not described yet."""
+    return Registry({p.id: CharacterDraft(p.id, p.name, "", p.aliases) for p in people})
+
+
+def split_chapter_with_llm(chapter: str, title: str, language: str, registry: Registry, endpoint: ChatEndpoint,
+                           client: ChatClient, max_shot_chars: int | None = None) -> tuple[Story, Registry]:
+    """One chapter, starting from the characters known so far (a book's earlier chapters): its Story
+    (with the characters its shots show) and the registry it leaves for the next chapter."""
+    limit = max_shot_chars or DEFAULT_MAX_SHOT_CHARS[language]
     segments = numbered_segments(chapter, language, limit)
     scenes: list[SceneDraft] = []
     for index, chunk in enumerate(chunks(segments, endpoint.chunk_chars or SHOTS_PER_CHUNK * limit)):
@@ -432,9 +450,9 @@ def split_with_llm(chapter: str, title: str, language: str, people: Sequence[Per
             answered = answered[1:]
         scenes += answered
     used = {cid for scene in scenes for shot in scene.shots for cid in shot.characters}
-    characters = tuple(CharacterDraft(c.id, c.name, c.description or c.name)
+    characters = tuple(CharacterDraft(c.id, c.name, c.description or c.name, c.aliases)
                        for c in registry.characters.values() if c.id in used)
-    return Story(title, language, characters, tuple(scenes))
+    return Story(title, language, characters, tuple(scenes)), registry
 
 
 def _ask(client: ChatClient, endpoint: ChatEndpoint, chunk: Chunk, registry: Registry,

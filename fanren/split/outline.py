@@ -36,7 +36,7 @@ _SPEECH_LEAD = "：:，,"
 # The wrap-width test: most lines within a few characters of one width of at most 100.
 _WRAP_MIN_WIDTH = 20
 _WRAP_MAX_WIDTH = 100
-_PARAGRAPH_END = "。！？!?…」』”\"’'.）)"
+PARAGRAPH_END = "。！？!?…」』”\"’'.）)"
 _WRAP_SLACK = 15
 _WRAP_SHARE = 0.4
 
@@ -153,7 +153,7 @@ def _is_hard_wrapped(lines: list[str]) -> bool:
         return False
     near = sum(1 for n in lengths if width - _WRAP_SLACK <= n <= width)
     # a wrapped line mostly stops mid-sentence; a line that is a paragraph ends one
-    ended = sum(1 for line in lines if line.strip() and line.rstrip()[-1] in _PARAGRAPH_END)
+    ended = sum(1 for line in lines if line.strip() and line.rstrip()[-1] in PARAGRAPH_END)
     return near >= _WRAP_SHARE * len(lengths) and ended <= len(lengths) / 2
 
 

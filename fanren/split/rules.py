@@ -59,7 +59,7 @@ def split_by_rules(chapter: str, title: str, language: str, people: Sequence[Per
         shots = [_shot(units, cast, names, language) for units in _shots_of(scene, cast, language, limit)]
         drafts.append(SceneDraft(_setting(scene, cast, language), tuple(shots)))
     used = {cid for scene in drafts for shot in scene.shots for cid in shot.characters}
-    characters = tuple(CharacterDraft(p.id, p.name, p.name) for p in cast if p.id in used)
+    characters = tuple(CharacterDraft(p.id, p.name, p.name, p.aliases) for p in cast if p.id in used)
     return Story(title, language, characters, tuple(drafts))
 
 
@@ -245,7 +245,8 @@ def _setting(scene: SceneText, cast: Sequence[Person], language: str) -> str:
 
 def _names_a_place(sentence: str, cast: Sequence[Person], language: str) -> bool:
     for person in cast:
-        sentence = sentence.replace(person.name, " ")
+        for name in person.names:
+            sentence = sentence.replace(name, " ")
     pattern = _PLACE_WORDS_ZH if language == "zh" else _PLACE_WORDS_EN
     return pattern.search(sentence) is not None
 

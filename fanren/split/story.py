@@ -51,6 +51,7 @@ class CharacterDraft:
     id: str
     name: str
     description: str
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,16 @@ def drama_table(story: Story) -> dict[str, Any]:
         scenes.append({"id": scene_id, "setting": scene.setting, "shots": shots})
     return {
         "drama": {"title": story.title, "language": story.language},
-        "characters": {c.id: {"name": c.name, "description": c.description} for c in story.characters},
+        "characters": characters_table(story.characters),
         "scenes": scenes,
     }
+
+
+def characters_table(characters: Sequence[CharacterDraft]) -> dict[str, dict[str, Any]]:
+    """[characters.<id>] tables: name, description, and aliases when the text has any."""
+    table: dict[str, dict[str, Any]] = {}
+    for c in characters:
+        table[c.id] = {"name": c.name, "description": c.description}
+        if c.aliases:
+            table[c.id]["aliases"] = list(c.aliases)
+    return table

@@ -60,11 +60,7 @@ def render(table: dict[str, Any], head: str) -> str:
     """drama.toml text for a table shaped like `story.drama_table`'s."""
     out = [head, "[drama]"]
     out += [f"{_key(k)} = {_value(v)}" for k, v in table["drama"].items()]
-    if table["characters"]:
-        out += ["", "# `description` is what the image model draws: replace it with how the character looks."]
-    for cid, character in table["characters"].items():
-        out += ["", f"[characters.{_key(cid)}]"]
-        out += [f"{_key(k)} = {_value(v)}" for k, v in character.items()]
+    out += _characters(table["characters"])
     for scene in table["scenes"]:
         out += ["", "[[scenes]]"]
         out += [f"{_key(k)} = {_value(v)}" for k, v in scene.items() if k != "shots"]
@@ -78,6 +74,27 @@ def render(table: dict[str, Any], head: str) -> str:
                 else:
                     out.append(f"{_key(k)} = {_value(v)}")
     return "\n".join(out) + "\n"
+
+
+def render_series(table: dict[str, Any], head: str) -> str:
+    """series.toml text: [drama], [series] episodes (one a line), then the cast."""
+    out = [head, "[drama]"]
+    out += [f"{_key(k)} = {_value(v)}" for k, v in table["drama"].items()]
+    out += ["", "[series]", "episodes = ["]
+    out += [f"  {_value(episode)}," for episode in table["series"]["episodes"]]
+    out += ["]"]
+    out += _characters(table["characters"])
+    return "\n".join(out) + "\n"
+
+
+def _characters(characters: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    if characters:
+        out += ["", "# `description` is what the image model draws: replace it with how the character looks."]
+    for cid, character in characters.items():
+        out += ["", f"[characters.{_key(cid)}]"]
+        out += [f"{_key(k)} = {_value(v)}" for k, v in character.items()]
+    return out
 
 
 def _key(key: str) -> str:
@@ -132,7 +149,7 @@ def write_drama(folder: Path, text: str, chapter: str, force: bool) -> Written:
     old_ids: set[str] = set()
     replaced = target.exists()
     if replaced:
-        old_ids = _shot_ids(target)
+        old_ids = shot_ids(target)
         backup = target.with_name(DRAMA_FILE + BACKUP_SUFFIX)
         shutil.copyfile(target, backup)
     temporary = target.with_name(DRAMA_FILE + ".tmp")
@@ -147,7 +164,7 @@ def write_drama(folder: Path, text: str, chapter: str, force: bool) -> Written:
                    len(old_ids - set(new_ids)), replaced)
 
 
-def _shot_ids(file: Path) -> set[str]:
+def shot_ids(file: Path) -> set[str]:
     """The shot ids of an existing drama.toml, or none if it does not parse (it is replaced anyway)."""
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
