@@ -13,12 +13,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from . import __version__
 from .errors import FanrenError, UsageError
+
+if TYPE_CHECKING:
+    from .build import BuildResult
+    from .consistency import ConsistencyFailed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -187,12 +191,37 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
     remote = f", {result.remote_hits} of them from the remote cache" if result.remote_hits else ""
     click.echo(f"built {len(result.results)} nodes ({ran} ran, {cached} cached{remote}) in {result.seconds:.1f} s")
     click.echo(f"episode: {result.episode}")
+    low = _consistency(result, quiet, check)
     if check:
         if result.mismatches:
             from .check import CheckFailed
 
+            if low is not None:
+                click.echo(low.show(), err=True)
             raise CheckFailed(result.mismatches, result.checked)
         click.echo(f"checked {result.checked} nodes: every one gave the same bytes again")
+        if low is not None:
+            raise low
+
+
+def _consistency(result: BuildResult, quiet: bool, check: bool) -> ConsistencyFailed | None:
+    """Print the consistency check's flagged shots (with --check, those under the threshold are left
+    to the error); the error `build --check` raises for the shots under the threshold (None when
+    there are none, or no [check] consistency)."""
+    report = result.consistency()
+    if report is None:
+        return None
+    from .consistency import ConsistencyFailed, flagged
+
+    shots = flagged(report)
+    if not quiet:
+        scored = sum(len(c["shots"]) for c in report["characters"].values())
+        click.echo(f"consistency: {scored} shot scores, {len(shots)} flagged (out/{result.session.profile}/report.json)")
+        for shot in shots:
+            if not (check and shot.below):
+                click.echo(f"  {shot.show(report['threshold'])}", err=True)
+    below = [shot for shot in shots if shot.below]
+    return ConsistencyFailed(below, report["threshold"]) if below else None
 
 
 @main.command()

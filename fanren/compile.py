@@ -54,10 +54,12 @@ class Engines:
     voice: Engine
     mux: Engine
     report: Engine
+    check: Engine | None = None  # the consistency check's embedder, when [check] consistency is set
 
     def by_family(self) -> dict[str, Engine]:
-        return {"image": self.image, "video": self.video, "voice": self.voice,
-                "mux": self.mux, "report": self.report}
+        families = {"image": self.image, "video": self.video, "voice": self.voice,
+                    "mux": self.mux, "report": self.report}
+        return families | ({"check": self.check} if self.check is not None else {})
 
 
 def profile_names(project: Project) -> list[str]:
@@ -111,7 +113,19 @@ def resolve_engines(project: Project, profile: str) -> Engines:
     video = build("video")
     assert isinstance(video, VideoEngine)
     return Engines(profile=profile, image=build("image"), video=video, voice=build("voice"),
-                   mux=engine_class("mux")(), report=engine_class("storyboard")())
+                   mux=engine_class("mux")(), report=engine_class("storyboard")(),
+                   check=consistency_engine(project))
+
+
+def consistency_engine(project: Project) -> Engine | None:
+    """The embedder of `[check] consistency` (the same in every profile), or None when unset."""
+    settings = project.check.consistency
+    if settings is None:
+        return None
+    try:
+        return engine_class("consistency")(settings.engine_options())
+    except OptionError as exc:
+        raise DramaError(exc.problem(project.file, "check.consistency")) from None
 
 
 def derive_seed(drama_seed: int, label: str) -> int:
@@ -176,7 +190,25 @@ def compile_project(project: Project, engines: Engines) -> Graph:
                    "lines": [{"who": line.who, "text": line.text} for line in shot.lines]}
                   for scene, shot in project.shots()],
     }, inputs=tuple(f"keyframe:{s}" for s in shot_ids) + shots, reads={s: ("timing.json",) for s in shots})
+    if engines.check is not None:
+        _compile_checks(project, engines.check, node)
     return graph
+
+
+def _compile_checks(project: Project, engine: Engine, node: Any) -> None:
+    """One consistency node per character that some shot shows: its sheet and those keyframes.
+
+    A shot's other characters' sheets are inputs too: they compete for the keyframe's regions.
+    """
+    for cid, character in project.characters.items():
+        shots = [{"shot": shot.id, "characters": list(shot.characters or scene.characters)}
+                 for scene, shot in project.shots() if cid in (shot.characters or scene.characters)]
+        if not shots:
+            continue
+        cast = sorted({c for shot in shots for c in shot["characters"]})
+        node(f"consistency:{cid}", "consistency", engine,
+             {"character_id": cid, "name": character.name or cid, "shots": shots},
+             inputs=tuple(f"character:{c}" for c in cast) + tuple(f"keyframe:{s['shot']}" for s in shots))
 
 
 def scene_music(project: Project) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ BUILTIN: dict[str, str] = {
     "svd": "fanren.engines.video.svd:SVDEngine",
     "mux": "fanren.engines.mux:MuxEngine",
     "storyboard": "fanren.engines.storyboard:StoryboardEngine",
+    "consistency": "fanren.engines.consistency:ConsistencyEngine",
 }
 
 

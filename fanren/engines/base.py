@@ -91,7 +91,7 @@ class Request:
 class Engine:
     """Base class of every engine. Subclasses set the class variables and implement run()."""
 
-    family: ClassVar[str]            # image | video | voice | mux | report
+    family: ClassVar[str]            # image | video | voice | mux | report | check
     name: ClassVar[str]
     version: ClassVar[str] = "1"     # bump whenever the same request would give other bytes
     kinds: ClassVar[frozenset[str]]  # node kinds this engine renders

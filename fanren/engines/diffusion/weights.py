@@ -83,6 +83,10 @@ class SyntheticWeights(Protocol):
         """Only the `transformer` component (FLUX.1 Kontext beside FLUX.1-dev's encoders and VAE)."""
         ...
 
+    def image_encoder(self, model_class: Any, target: str, device: str) -> Any:
+        """A transformers image encoder (the consistency check's DINOv2 or CLIP vision tower)."""
+        ...
+
 
 # Which module registers each scheme when it is imported.
 SYNTHETIC_PROVIDERS = {"fanren-tiny": "fanren.testing", "fanren-random": "fanren.testing"}

@@ -1,0 +1,272 @@
+"""`consistency`: how alike a character looks in every keyframe that shows it, measured by an image
+embedding model (DINOv2 or CLIP's vision tower, as transformers ships them).
+
+One `consistency:<character>` node per character that appears in a shot. It embeds the character's
+sheet (the `character:<id>` output) and, for every shot showing the character, the part of the
+keyframe that shows it, and writes `consistency.json`: the cosine similarity of each shot to the
+sheet, each shot's similarity to the centroid of the character's shots, the mean pairwise
+similarity across shots, and the z-score of each shot's sheet similarity among the character's
+shots. Thresholds are not applied here (fanren/consistency.py does, at report time): changing a
+threshold re-embeds nothing.
+
+Two or more characters in one keyframe: the keyframe is cut into as many equal columns as the shot
+has characters (characters standing side by side, the way a two-shot is framed), every column is
+embedded, and columns are assigned to characters by the Hungarian method
+(scipy.optimize.linear_sum_assignment) on their similarity to each character's sheet. The
+character is scored on the column it was assigned. This is no detector: characters that overlap,
+stand one behind the other or fill unequal shares of the frame are not separated (docs/consistency.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EngineError, OptionError
+from .base import Engine, Request, Resources
+
+if TYPE_CHECKING:
+    import numpy
+    from PIL import Image
+
+DINOV2_SMALL = "facebook/dinov2-small"
+DINOV2_BASE = "facebook/dinov2-base"
+CLIP_VIT_L14 = "openai/clip-vit-large-patch14"
+DEFAULT_MODEL = DINOV2_SMALL
+DEVICES = ("auto", "cpu", "cuda")
+DECIMALS = 4   # scores are rounded: the JSON is the node's bytes, and float noise below this is not news
+BATCH = 16     # crops embedded at once
+
+
+class ConsistencyEngine(Engine):
+    family = "check"
+    name = "consistency"
+    version = "1"
+    kinds = frozenset({"consistency"})
+    options_known = frozenset({"model", "revision", "device", "download"})
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        from .diffusion.weights import model_ref
+
+        super().__init__(options)
+        self.model_ref = model_ref(self.options.get("model", DEFAULT_MODEL), "model", self.name)
+        revision = self.options.get("revision")
+        if revision is not None and not isinstance(revision, str):
+            raise OptionError(self.name, "revision", "a git revision (a branch, tag or commit)", repr(revision))
+        self.revision: str | None = revision
+        self.device_option = self.options.get("device", "auto")
+        if self.device_option not in DEVICES:
+            raise OptionError(self.name, "device", f"one of {', '.join(DEVICES)}", repr(self.device_option))
+        self.download = self.options.get("download", False)
+        if not isinstance(self.download, bool):
+            raise OptionError(self.name, "download", "true or false", repr(self.download))
+        self.model: Any = None
+        self.processor: Any = None
+        self.device = "cpu"
+
+    def identity(self) -> dict[str, Any]:
+        ref = self.model_ref
+        if ref.source == "folder":  # never a local path in a key: keys must travel
+            weights: dict[str, Any] = {"model": Path(ref.target).name, "config": _config_digest(Path(ref.target))}
+        elif ref.source == "hub":
+            weights = ref.identity(self.revision)
+        else:
+            weights = ref.identity()
+        return {"name": self.name, "version": self.version, **weights}
+
+    def resources(self) -> Resources:
+        from .diffusion.placement import nvidia_driver_present  # no torch: asked for while planning
+
+        gpu = self.device_option == "cuda" or (self.device_option == "auto" and nvidia_driver_present())
+        return Resources(gpu=gpu, vram_gb=2.0 if gpu else 0.0)
+
+    # loading ----------------------------------------------------------------
+
+    def load(self) -> None:
+        from transformers import AutoConfig, CLIPVisionModelWithProjection, Dinov2Model
+
+        from .diffusion.placement import pick_device
+        from .diffusion.runtime import quiet
+
+        super().load()
+        self.device = pick_device(self.device_option)
+        classes = {"dinov2": Dinov2Model, "clip": CLIPVisionModelWithProjection,
+                   "clip_vision_model": CLIPVisionModelWithProjection}
+        ref = self.model_ref
+        with quiet():
+            if ref.source in ("tiny", "random"):
+                kind = "clip" if "clip" in ref.target else "dinov2"
+                model = ref.synthetic.image_encoder(classes[kind], ref.target, self.device)
+            else:
+                location = ref.target
+                local_only = not self.download
+                try:
+                    config = AutoConfig.from_pretrained(location, revision=self.revision,
+                                                        local_files_only=local_only)
+                    model_class = classes.get(config.model_type)
+                    if model_class is None:
+                        raise EngineError(f"consistency: {ref.value} is a {config.model_type!r} model; "
+                                          f"the check embeds with DINOv2 or CLIP ({DINOV2_SMALL}, "
+                                          f"{DINOV2_BASE}, {CLIP_VIT_L14})")
+                    model = model_class.from_pretrained(location, revision=self.revision,
+                                                        local_files_only=local_only)
+                except OSError as exc:
+                    raise _missing_weights(ref.value, ref.source, exc) from None
+                model = model.eval().to(self.device)
+        self.model = model
+        self.processor = image_processor(model.config.model_type)
+
+    def unload(self) -> None:
+        self.model = None
+        self.processor = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # running ----------------------------------------------------------------
+
+    def run(self, request: Request) -> dict[str, Path]:
+        if request.kind != "consistency":
+            raise EngineError(f"the consistency engine cannot render a {request.kind!r} node")
+        if self.model is None:
+            self.load()
+        params = request.params
+        ours = str(params["character_id"])
+        cast = sorted({str(c) for shot in params["shots"] for c in shot["characters"]})
+        sheets = self.embed([_open(request.input_file(f"character:{cid}", "image.png")) for cid in cast])
+        sheet_of = dict(zip(cast, sheets, strict=True))
+
+        scored: list[dict[str, Any]] = []
+        vectors = []
+        for number, shot in enumerate(params["shots"]):
+            request.progress(number / len(params["shots"]), f"shot {shot['shot']}")
+            keyframe = _open(request.input_file(f"keyframe:{shot['shot']}", "image.png"))
+            characters = [str(c) for c in shot["characters"]]
+            regions = columns(keyframe, len(characters))
+            embedded = self.embed(regions)
+            region = assign(embedded, [sheet_of[c] for c in characters])[characters.index(ours)]
+            vectors.append(embedded[region])
+            scored.append({"shot": str(shot["shot"]), "similarity": float(embedded[region] @ sheet_of[ours]),
+                           "region": [region, len(regions)]})
+        out = request.out_dir / "consistency.json"
+        out.write_text(json.dumps(summary(ours, str(params["name"]), scored, vectors), ensure_ascii=False,
+                                  indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        return {"consistency.json": out}
+
+    def embed(self, images: Sequence[Image.Image]) -> numpy.ndarray:
+        """Unit-length embeddings of `images`, one row each (DINOv2: the CLS token after the last
+        layer norm; CLIP: the projected image embedding, the one CLIP compares with text)."""
+        import numpy
+        import torch
+
+        from .diffusion.runtime import cpu_thread_count, torch_threads
+
+        rows = []
+        threads = cpu_thread_count(self.model_ref.source == "tiny") if self.device == "cpu" else None
+        with torch_threads(threads), torch.inference_mode():
+            for start in range(0, len(images), BATCH):
+                batch = self.processor(images=list(images[start:start + BATCH]), return_tensors="pt")
+                output = self.model(pixel_values=batch["pixel_values"].to(self.device))
+                vectors = output.image_embeds if hasattr(output, "image_embeds") else output.pooler_output
+                vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
+                rows.append(vectors.cpu().numpy().astype(numpy.float64))
+        return numpy.concatenate(rows)
+
+
+def image_processor(model_type: str) -> Any:
+    """The preprocessing each model was trained with (their published preprocessor_config.json),
+    built here rather than read from the hub: the same pixels for real, tiny and random weights."""
+    from PIL.Image import Resampling
+    from transformers import BitImageProcessorPil, CLIPImageProcessorPil
+
+    if model_type == "dinov2":
+        return BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
+                                    resample=Resampling.BICUBIC, image_mean=[0.485, 0.456, 0.406],
+                                    image_std=[0.229, 0.224, 0.225], do_convert_rgb=True)
+    return CLIPImageProcessorPil()  # its defaults are openai/clip-vit-large-patch14's
+
+
+def columns(image: Image.Image, count: int) -> list[Image.Image]:
+    """`image` cut into `count` equal columns, left to right (the whole image for one)."""
+    if count <= 1:
+        return [image]
+    width, height = image.size
+    edges = [round(width * i / count) for i in range(count + 1)]
+    return [image.crop((edges[i], 0, edges[i + 1], height)) for i in range(count)]
+
+
+def assign(regions: numpy.ndarray, sheets: Sequence[numpy.ndarray]) -> list[int]:
+    """For each sheet (in order), the region it is matched to: the assignment of regions to sheets
+    with the largest total similarity (the Hungarian method)."""
+    import numpy
+    from scipy.optimize import linear_sum_assignment
+
+    if len(sheets) == 1 and len(regions) == 1:
+        return [0]
+    similarity = regions @ numpy.stack(sheets).T           # regions × sheets
+    rows, cols = linear_sum_assignment(similarity, maximize=True)
+    region_of = {int(c): int(r) for r, c in zip(rows, cols, strict=True)}
+    return [region_of[i] for i in range(len(sheets))]
+
+
+def summary(character: str, name: str, scored: list[dict[str, Any]],
+            vectors: Sequence[numpy.ndarray]) -> dict[str, Any]:
+    """consistency.json: each shot's similarity to the sheet and to the centroid of the character's
+    shots with the z-score of its sheet similarity; the mean pairwise similarity across shots."""
+    import numpy
+
+    similarity = numpy.array([s["similarity"] for s in scored])
+    spread = float(similarity.std())
+    stack = numpy.stack(vectors)
+    centroid = stack.mean(axis=0)
+    centroid /= max(float(numpy.linalg.norm(centroid)), 1e-12)
+    pairwise = stack @ stack.T
+    count = len(scored)
+    mean_pairwise = float((pairwise.sum() - numpy.trace(pairwise)) / (count * (count - 1))) if count > 1 else None
+    shots = []
+    for entry, vector in zip(scored, stack, strict=True):
+        z = (entry["similarity"] - float(similarity.mean())) / spread if spread > 1e-9 else 0.0
+        shots.append({"shot": entry["shot"], "similarity": _round(entry["similarity"]),
+                      "to_centroid": _round(float(vector @ centroid)), "z": _round(z),
+                      "region": entry["region"]})
+    return {"character": character, "name": name, "shots": shots,
+            "mean_similarity": _round(float(similarity.mean())),
+            "mean_pairwise": None if mean_pairwise is None else _round(mean_pairwise)}
+
+
+def _round(value: float) -> float:
+    return round(value, DECIMALS) + 0.0  # + 0.0: never "-0.0"
+
+
+def _open(path: Path) -> Image.Image:
+    from PIL import Image
+
+    with Image.open(path) as picture:
+        return picture.convert("RGB")
+
+
+def _config_digest(folder: Path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
+def _missing_weights(model: str, source: str, exc: BaseException) -> EngineError:
+    from .diffusion.runtime import first_line
+    from .diffusion.weights import hub_repo_dir
+
+    lines = [f"consistency: the weights of {model} are not on this machine"]
+    if source == "folder":
+        lines.append(f"  looked for a transformers model (config.json) in {model}")
+    else:
+        lines.append(f"  looked in the Hugging Face cache: {hub_repo_dir(model)}")
+        lines.append(f"  download them with: huggingface-cli download {model}")
+        lines.append("  or add download = true to [check] consistency to fetch them during the build")
+    lines.append(f"  ({first_line(exc)})")
+    return EngineError("\n".join(lines))
