@@ -36,7 +36,7 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   "${pip[@]}" torch==2.13.0
 fi
 echo "==> installing fanren (editable) with every extra (gpu, serve, ray, remote) and the test tools"
-"${pip[@]}" -e ".[gpu,serve,ray,remote,test]"
+"${pip[@]}" -e ".[gpu,check,serve,ray,remote,test]"
 
 case "$what" in
   demo)
