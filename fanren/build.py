@@ -300,8 +300,9 @@ def consistency_report(session: Session, results: dict[str, NodeResult]) -> dict
         return None
     from .consistency import read_scores, verdict
 
-    files = {nid.split(":", 1)[1]: session.cache.object_for_use(r.record, "consistency.json")
-             for nid, r in results.items() if r.node.kind == "consistency" and r.record is not None}
+    done = [results[nid] for nid in session.graph.nodes if nid in results]  # in the drama's order
+    files = {r.node.params["character_id"]: session.cache.object_for_use(r.record, "consistency.json")
+             for r in done if r.node.kind == "consistency" and r.record is not None}
     return verdict(settings, read_scores(files))
 
 

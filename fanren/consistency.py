@@ -3,8 +3,9 @@ thresholds of `[check] consistency`, for report.json, the storyboard's badges an
 
 The nodes (fanren/engines/consistency.py) only measure; thresholds are applied here, after the
 build, so changing one re-embeds nothing. A shot is flagged `below` when its similarity to the
-character's sheet is under `threshold`, and `outlier` when that similarity lies `outlier_z` or more
-standard deviations under the mean of the character's shots. Only `below` fails `build --check`.
+character's sheet is under `threshold`, and `outlier` when that similarity, or its similarity to the
+centroid of the character's shots, lies `outlier_z` or more standard deviations under the mean of
+the character's shots. Only `below` fails `build --check`.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ class Flagged:
     name: str
     shot: str
     similarity: float
-    z: float
-    below: bool     # under the threshold: fails `build --check`
-    outlier: bool   # z ≤ -outlier_z within the character's shots
+    z: float           # of the similarity to the sheet, among the character's shots
+    z_centroid: float  # of the similarity to the centroid of the character's shots
+    below: bool        # under the threshold: fails `build --check`
+    outlier: bool      # z or z_centroid ≤ -outlier_z
 
     def show(self, threshold: float) -> str:
         why = [f"similarity {self.similarity:.3f} < threshold {threshold:g}"] if self.below else []
-        why += [f"outlier (z {self.z:+.2f})"] if self.outlier else []
+        why += [f"outlier (z {self.z:+.2f} to the sheet, {self.z_centroid:+.2f} to its other shots)"] \
+            if self.outlier else []
         who = self.character if self.name == self.character else f"{self.name} ({self.character})"
         return f"{self.shot}: {who}: {', '.join(why)}"
 
@@ -44,10 +47,11 @@ def verdict(settings: ConsistencyCheck, scores: Mapping[str, Mapping[str, Any]])
     characters: dict[str, Any] = {}
     for cid, score in scores.items():
         shots = [{**shot, "below": shot["similarity"] < settings.threshold,
-                  "outlier": shot["z"] <= -settings.outlier_z} for shot in score["shots"]]
+                  "outlier": min(shot["z"], shot["z_centroid"]) <= -settings.outlier_z}
+                 for shot in score["shots"]]
         characters[cid] = {**score, "shots": shots}
     flagged = [{"character": cid, "shot": shot["shot"], "similarity": shot["similarity"], "z": shot["z"],
-                "below": shot["below"], "outlier": shot["outlier"]}
+                "z_centroid": shot["z_centroid"], "below": shot["below"], "outlier": shot["outlier"]}
                for cid, score in characters.items() for shot in score["shots"]
                if shot["below"] or shot["outlier"]]
     return {"model": settings.model, "threshold": settings.threshold, "outlier_z": settings.outlier_z,
@@ -57,8 +61,8 @@ def verdict(settings: ConsistencyCheck, scores: Mapping[str, Mapping[str, Any]])
 def flagged(report: Mapping[str, Any]) -> list[Flagged]:
     """The flagged shots of a verdict, in report order."""
     names = {cid: str(score["name"]) for cid, score in report["characters"].items()}
-    return [Flagged(f["character"], names[f["character"]], f["shot"], f["similarity"], f["z"], f["below"],
-                    f["outlier"]) for f in report["flagged"]]
+    return [Flagged(f["character"], names[f["character"]], f["shot"], f["similarity"], f["z"], f["z_centroid"],
+                    f["below"], f["outlier"]) for f in report["flagged"]]
 
 
 def read_scores(files: Mapping[str, Path]) -> dict[str, dict[str, Any]]:

@@ -75,7 +75,7 @@ def test_a_keyframe_showing_someone_else_scores_lowest_and_is_the_outlier(tmp_pa
     assert set(scores) == {"character", "name", "shots", "mean_similarity", "mean_pairwise"}
     assert (scores["character"], scores["name"]) == ("ann", "Ann")
     assert [s["shot"] for s in scores["shots"]] == list(keyframes)
-    assert all(set(s) == {"shot", "similarity", "to_centroid", "z", "region"} for s in scores["shots"])
+    assert all(set(s) == {"shot", "similarity", "to_centroid", "z", "z_centroid", "region"} for s in scores["shots"])
     assert all(s["region"] == [0, 1] for s in scores["shots"])
     lowest = min(scores["shots"], key=lambda s: s["similarity"])
     assert lowest["shot"] == "k6"
@@ -86,8 +86,9 @@ def test_a_keyframe_showing_someone_else_scores_lowest_and_is_the_outlier(tmp_pa
     report = verdict(ConsistencyCheck(model=model, threshold=threshold, outlier_z=2.0), {"ann": scores})
 
     assert report["flagged"] == [{"character": "ann", "shot": "k6", "similarity": lowest["similarity"],
-                                  "z": lowest["z"], "below": True, "outlier": True}]
-    assert lowest["z"] <= -2.0
+                                  "z": lowest["z"], "z_centroid": lowest["z_centroid"], "below": True,
+                                  "outlier": True}]
+    assert lowest["z"] <= -2.0 and lowest["z_centroid"] <= -2.0
 
 
 def test_the_same_request_gives_the_same_bytes(tmp_path: Path) -> None:
@@ -104,7 +105,7 @@ def test_the_same_request_gives_the_same_bytes(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "consistency.json").read_bytes() == (tmp_path / "b" / "consistency.json").read_bytes()
     assert a == b
     assert a["mean_pairwise"] is None  # one shot: nothing to pair
-    assert a["shots"][0]["z"] == 0.0
+    assert (a["shots"][0]["z"], a["shots"][0]["z_centroid"]) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize("model", TINY_MODELS)

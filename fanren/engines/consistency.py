@@ -5,8 +5,7 @@ One `consistency:<character>` node per character that appears in a shot. It embe
 sheet (the `character:<id>` output) and, for every shot showing the character, the part of the
 keyframe that shows it, and writes `consistency.json`: the cosine similarity of each shot to the
 sheet, each shot's similarity to the centroid of the character's shots, the mean pairwise
-similarity across shots, and the z-score of each shot's sheet similarity among the character's
-shots. Thresholds are not applied here (fanren/consistency.py does, at report time): changing a
+similarity across shots, and the z-scores of both similarities among the character's shots. Thresholds are not applied here (fanren/consistency.py does, at report time): changing a
 threshold re-embeds nothing.
 
 Two or more characters in one keyframe: the keyframe is cut into as many equal columns as the shot
@@ -214,27 +213,34 @@ def assign(regions: numpy.ndarray, sheets: Sequence[numpy.ndarray]) -> list[int]
 
 def summary(character: str, name: str, scored: list[dict[str, Any]],
             vectors: Sequence[numpy.ndarray]) -> dict[str, Any]:
-    """consistency.json: each shot's similarity to the sheet and to the centroid of the character's
-    shots with the z-score of its sheet similarity; the mean pairwise similarity across shots."""
+    """consistency.json: each shot's similarity to the sheet (`z`: its z-score among the character's
+    shots) and to the centroid of the character's shots (`z_centroid`); the mean pairwise
+    similarity across shots."""
     import numpy
 
     similarity = numpy.array([s["similarity"] for s in scored])
-    spread = float(similarity.std())
     stack = numpy.stack(vectors)
     centroid = stack.mean(axis=0)
     centroid /= max(float(numpy.linalg.norm(centroid)), 1e-12)
+    to_centroid = stack @ centroid
     pairwise = stack @ stack.T
     count = len(scored)
     mean_pairwise = float((pairwise.sum() - numpy.trace(pairwise)) / (count * (count - 1))) if count > 1 else None
     shots = []
-    for entry, vector in zip(scored, stack, strict=True):
-        z = (entry["similarity"] - float(similarity.mean())) / spread if spread > 1e-9 else 0.0
+    for entry, z, z_centroid, near in zip(scored, z_scores(similarity), z_scores(to_centroid), to_centroid,
+                                          strict=True):
         shots.append({"shot": entry["shot"], "similarity": _round(entry["similarity"]),
-                      "to_centroid": _round(float(vector @ centroid)), "z": _round(z),
+                      "to_centroid": _round(float(near)), "z": _round(z), "z_centroid": _round(z_centroid),
                       "region": entry["region"]})
     return {"character": character, "name": name, "shots": shots,
             "mean_similarity": _round(float(similarity.mean())),
             "mean_pairwise": None if mean_pairwise is None else _round(mean_pairwise)}
+
+
+def z_scores(values: numpy.ndarray) -> list[float]:
+    """How many standard deviations each value lies from their mean (all 0 when they are equal)."""
+    spread = float(values.std())
+    return [float((v - values.mean()) / spread) if spread > 1e-9 else 0.0 for v in values]
 
 
 def _round(value: float) -> float:

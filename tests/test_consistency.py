@@ -1,0 +1,153 @@
+"""The consistency check end to end: `[check] consistency` in drama.toml, its nodes in a real draft
+build, report.json, and `fanren build --check` failing on the shot that shows someone else."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from conftest import fanren, ran, report, write_drama
+
+# An image engine installed the way a package adds one (an entry point): the draft's character
+# cards as sheets, and keyframes that show each of the shot's characters exactly as their sheet,
+# side by side, with the action written small under them -- except the one shot named by its
+# option, where the image model drew something else entirely.
+SHEETS_ENGINE = '''
+from PIL import Image, ImageDraw
+from fanren.engines.image.card import CardEngine
+
+class SheetsEngine(CardEngine):
+    name = "sheets"
+    options_known = frozenset({"stranger"})
+
+    def run(self, request):
+        files = super().run(request)
+        if request.kind != "keyframe":
+            return files
+        with Image.open(files["image.png"]) as card:
+            width, height = card.size
+        image = Image.new("RGB", (width, height), (250, 220, 0))
+        draw = ImageDraw.Draw(image)
+        if request.params["shot_id"] == self.options["stranger"]:
+            for x in range(-height, width, 48):
+                draw.polygon([(x, 0), (x + 24, 0), (x + 24 + height, height), (x + height, height)], fill=(0, 0, 0))
+        else:
+            sheets = request.inputs_of_kind("character")
+            for i, (_, sheet) in enumerate(sheets):
+                left, right = round(width * i / len(sheets)), round(width * (i + 1) / len(sheets))
+                with Image.open(sheet["image.png"]) as picture:
+                    image.paste(picture.convert("RGB").resize((right - left, height)), (left, 0))
+        draw.text((8, height - 16), request.params["action"], fill=(255, 255, 255))
+        image.save(files["image.png"])
+        return files
+'''
+
+DRAMA = """\
+[drama]
+title = "Consistency"
+language = "en"
+aspect = "1:1"
+fps = 12
+
+[characters.lin]
+name = "Lin"
+description = "a young swordswoman in a blue robe"
+
+[characters.elder]
+name = "Elder Bai"
+description = "an old sect elder with a white beard"
+
+[check]
+consistency = { model = "fanren-tiny:dinov2", device = "cpu", threshold = THRESHOLD, outlier_z = 1.5 }
+
+[profiles.draft]
+image = { engine = "sheets", stranger = "s4" }
+video = { engine = "kenburns", seconds = 0.5 }
+
+[[scenes]]
+id = "gate"
+setting = "a mountain gate in the mist"
+characters = ["lin"]
+SHOTS
+[[scenes.shots]]
+id = "s7"
+characters = ["lin", "elder"]
+action = "The elder blocks her way"
+
+[[scenes.shots]]
+id = "s8"
+characters = ["elder"]
+action = "The elder nods"
+"""
+ACTIONS = ["Lin climbs the steps", "Lin rests", "Lin looks up", "Lin draws her sword", "Lin bows", "Lin waits"]
+SHOTS = "".join(f'\n[[scenes.shots]]\nid = "s{i}"\naction = "{a}"\nduration = 0.5\n'
+                for i, a in enumerate(ACTIONS, start=1))
+
+
+def install_sheets_engine(site: Path) -> dict[str, str]:
+    site.mkdir(parents=True)
+    (site / "sheets_engine.py").write_text(SHEETS_ENGINE, encoding="utf-8")
+    info = site / "sheets_engine-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sheets-engine\nVersion: 1.0\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text("[fanren.engines]\nsheets = sheets_engine:SheetsEngine\n",
+                                           encoding="utf-8")
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def drama_text(threshold: str, shots: str = SHOTS) -> str:
+    return DRAMA.replace("THRESHOLD", threshold).replace("SHOTS", shots)
+
+
+def test_the_shot_showing_someone_else_is_flagged_and_fails_check(tmp_path: Path) -> None:
+    env = install_sheets_engine(tmp_path / "site")
+    drama = write_drama(tmp_path / "drama", drama_text("-1.0"))
+
+    first = fanren("build", drama, env=env)
+
+    assert first.code == 0, first.stderr
+    consistency = report(drama)["consistency"]
+    assert set(consistency) == {"model", "threshold", "outlier_z", "characters", "flagged"}
+    assert (consistency["model"], consistency["threshold"], consistency["outlier_z"]) == ("fanren-tiny:dinov2", -1.0, 1.5)
+    lin, elder = consistency["characters"]["lin"], consistency["characters"]["elder"]
+    assert list(consistency["characters"]) == ["lin", "elder"]
+    assert [s["shot"] for s in lin["shots"]] == ["s1", "s2", "s3", "s4", "s5", "s6", "s7"]
+    assert [s["shot"] for s in elder["shots"]] == ["s7", "s8"]
+    assert [s["region"][1] for s in lin["shots"]] == [1, 1, 1, 1, 1, 1, 2]
+    assert (lin["shots"][6]["region"], elder["shots"][0]["region"]) == ([0, 2], [1, 2])  # drawn lin, elder
+    assert (lin["name"], elder["name"]) == ("Lin", "Elder Bai")
+    stranger = lin["shots"][3]
+    assert consistency["flagged"] == [{"character": "lin", "shot": "s4", "similarity": stranger["similarity"],
+                                       "z": stranger["z"], "z_centroid": stranger["z_centroid"], "below": False,
+                                       "outlier": True}]
+    outlier = f"outlier (z {stranger['z']:+.2f} to the sheet, {stranger['z_centroid']:+.2f} to its other shots)"
+    assert "consistency: 9 shot scores, 1 flagged (out/draft/report.json)" in first.stdout
+    assert f"  s4: Lin (lin): {outlier}\n" in first.stderr
+
+    # calibrate as docs/consistency.md says: a threshold between the stranger and the rest of the drama
+    rest = min(s["similarity"] for c in (lin, elder) for s in c["shots"] if s is not stranger)
+    threshold = round((stranger["similarity"] + rest) / 2, 4)
+    (drama / "drama.toml").write_text(drama_text(str(threshold)), encoding="utf-8")
+
+    checked = fanren("build", drama, "--check", env=env)
+
+    assert checked.code == 1
+    assert ran(drama) == set()  # a new threshold re-embeds nothing
+    assert checked.stderr.endswith(
+        f"error: 1 shot(s) fell below the consistency threshold {threshold:g} ([check] consistency in "
+        "drama.toml; scores in out/<profile>/report.json)\n"
+        f"  s4: Lin (lin): similarity {stranger['similarity']:.3f} < threshold {threshold:g}, {outlier}\n")
+    nodes = len(report(drama)["nodes"])
+    assert f"checked {nodes} nodes: every one gave the same bytes again" in checked.stdout
+
+    # a changed keyframe re-scores only the characters it shows
+    edited = SHOTS.replace("Lin rests", "Lin rests by the gate")
+    (drama / "drama.toml").write_text(drama_text(str(threshold), edited), encoding="utf-8")
+
+    again = fanren("build", drama, env=env)
+
+    assert again.code == 0, again.stderr
+    assert {n for n in ran(drama) if not n.endswith(":s2")} == {"consistency:lin", "storyboard", "episode"}
+    assert json.loads((drama / "out" / "draft" / "report.json").read_text(encoding="utf-8"))[
+        "consistency"]["characters"]["elder"] == elder
