@@ -476,7 +476,8 @@ class _TinyWeights:
 
     scheme = "fanren-tiny"
     source: Literal["tiny", "random"] = "tiny"
-    targets: tuple[str, ...] = TINY_KINDS + TINY_ENCODERS
+    targets: tuple[str, ...] = TINY_KINDS
+    encoders: tuple[str, ...] = TINY_ENCODERS
     description = "tiny model"
 
     def identity(self, target: str) -> dict[str, Any]:
@@ -497,7 +498,8 @@ class _RandomWeights:
 
     scheme = "fanren-random"
     source: Literal["tiny", "random"] = "random"
-    targets: tuple[str, ...] = FULL_SIZE_MODELS + FULL_SIZE_ENCODERS
+    targets: tuple[str, ...] = FULL_SIZE_MODELS
+    encoders: tuple[str, ...] = FULL_SIZE_ENCODERS
     description = "full-size architecture"
 
     def identity(self, target: str) -> dict[str, Any]:

@@ -44,7 +44,13 @@ episode   (mux)    params: fps, subtitles (burn|soft|none), loudness {i, tp},
                             from episode.srt when subtitles is "soft")
 storyboard(report) params: title, language, shots [{id, scene, action, camera, narration, lines}]
                    inputs:  keyframe:<id> → {image.png}; shot:<id> → {timing.json}
-                   outputs: storyboard.html (self-contained; statuses come from report.js beside it)
+                   outputs: storyboard.html (self-contained; statuses and consistency scores come from
+                            report.js beside it)
+consistency(check) params: character_id, name, shots [{shot, characters [ids, as the shot lists them]}]
+                   inputs:  character:<id> → {image.png} for the character and everyone it shares a shot
+                            with; keyframe:<shot> → {image.png} for each shot showing it
+                   outputs: consistency.json {character, name, mean_similarity, mean_pairwise,
+                            shots [{shot, similarity, to_centroid, z, z_centroid, region [index, of]}]}
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class ConsistencyEngine(Engine):
         from .diffusion.weights import model_ref
 
         super().__init__(options)
-        self.model_ref = model_ref(self.options.get("model", DEFAULT_MODEL), "model", self.name)
+        self.model_ref = model_ref(self.options.get("model", DEFAULT_MODEL), "model", self.name, encoder=True)
         revision = self.options.get("revision")
         if revision is not None and not isinstance(revision, str):
             raise OptionError(self.name, "revision", "a git revision (a branch, tag or commit)", repr(revision))
