@@ -144,7 +144,8 @@ def init(directory: Path, title: str | None) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print only the result line.")
 @click.option("--check", is_flag=True,
               help="Then render every node again and compare its bytes with the cache; exit 1 naming "
-                   "each node (and engine) that gave other bytes. Commits nothing.")
+                   "each node (and engine) that gave other bytes, and each shot below the threshold of "
+                   "[check] consistency. Commits nothing.")
 @click.option("--gpus", metavar="all|0,1,...",
               help="One worker process per GPU, each keeping its models loaded (default: one GPU, "
                    "in this process). With --executor ray: how many of the cluster's GPUs to use.")

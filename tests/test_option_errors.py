@@ -99,4 +99,4 @@ def test_a_misspelt_engine_name(small_drama: Path) -> None:
     with_profile(small_drama, '[profiles.final]\nimage = { engine = "flx" }\n')
     fails_with(small_drama, "final",
                "profiles.final.image.engine: expected an installed engine, got 'flx' (did you mean 'flux'? "
-               "installed: card, cogvideox, cosyvoice, espeak, flux, kenburns, mux, openai, storyboard, svd)")
+               "installed: card, cogvideox, consistency, cosyvoice, espeak, flux, kenburns, mux, openai, storyboard, svd)")
