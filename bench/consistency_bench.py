@@ -12,6 +12,8 @@ model and layout:
     node_s         a later run of the same node, end to end (PNG decode, preprocessing, embedding,
                    matching, consistency.json)
     per_keyframe_s node_s / shots: what one more shot of the character costs
+    cpu_per_keyframe_s  CPU seconds of this process per keyframe (what a shared CPU's load changes least)
+    load           the 1-minute load average after the run (a shared machine: how shared it was)
     peak_gb        peak allocated GPU memory (CUDA only)
 
     python bench/consistency_bench.py                        # every model, on CUDA if there is one
@@ -59,7 +61,8 @@ def pictures(folder: Path, shots: int) -> tuple[Path, Path, list[Path]]:
 
 
 def run_node(engine: ConsistencyEngine, out: Path, sheets: tuple[Path, Path], keyframes: list[Path],
-             two: bool) -> float:
+             two: bool) -> tuple[float, float]:
+    """Seconds the node took, wall and CPU (this process, every thread)."""
     cast = ["a", "b"] if two else ["a"]
     out.mkdir(parents=True)
     request = Request(
@@ -70,10 +73,10 @@ def run_node(engine: ConsistencyEngine, out: Path, sheets: tuple[Path, Path], ke
                 **{f"keyframe:k{i}": {"image.png": k} for i, k in enumerate(keyframes)}},
         out_dir=out)
     _sync(engine)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     engine.run(request)
     _sync(engine)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def _sync(engine: ConsistencyEngine) -> None:
@@ -108,14 +111,15 @@ def main() -> None:
                 if engine.device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
                 layout = "two characters" if two else "one character"
-                first = run_node(engine, folder / f"{model}-{two}-1".replace("/", "_"), (sheets_a, sheets_b),
+                first, _ = run_node(engine, folder / f"{model}-{two}-1".replace("/", "_"), (sheets_a, sheets_b),
                                  keyframes, two)
-                again = run_node(engine, folder / f"{model}-{two}-2".replace("/", "_"), (sheets_a, sheets_b),
+                again, cpu = run_node(engine, folder / f"{model}-{two}-2".replace("/", "_"), (sheets_a, sheets_b),
                                  keyframes, two)
                 line: dict[str, Any] = {
                     "model": model, "layout": layout, "shots": args.shots, "device": engine.device,
                     "load_s": round(load_s, 2), "first_s": round(first, 3), "node_s": round(again, 3),
                     "per_keyframe_s": round(again / args.shots, 4),
+                    "cpu_per_keyframe_s": round(cpu / args.shots, 4), "load": round(os.getloadavg()[0], 1),
                     "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                     "machine": torch.cuda.get_device_name() if engine.device.startswith("cuda")
                     else platform.processor() or platform.machine(),

@@ -19,7 +19,8 @@ stand one behind the other or fill unequal shares of the frame are not separated
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +88,6 @@ class ConsistencyEngine(Engine):
         from transformers import AutoConfig, CLIPVisionModelWithProjection, Dinov2Model
 
         from .diffusion.placement import pick_device
-        from .diffusion.runtime import quiet
 
         super().load()
         self.device = pick_device(self.device_option)
@@ -175,17 +175,34 @@ class ConsistencyEngine(Engine):
         return numpy.concatenate(rows)
 
 
+@contextmanager
+def quiet() -> Iterator[None]:
+    """No chatter from transformers while loading (fanren shows its own progress); errors still
+    come through as exceptions. Not diffusion.runtime.quiet: that one needs diffusers."""
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+
+
 def image_processor(model_type: str) -> Any:
     """The preprocessing each model was trained with (their published preprocessor_config.json),
     built here rather than read from the hub: the same pixels for real, tiny and random weights."""
+    import transformers
     from PIL.Image import Resampling
-    from transformers import BitImageProcessorPil, CLIPImageProcessorPil
 
+    # transformers 5 names the Pillow processors apart (the plain names want torchvision); 4 does not
+    bit = getattr(transformers, "BitImageProcessorPil", None) or transformers.BitImageProcessor
+    clip = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
     if model_type == "dinov2":
-        return BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
-                                    resample=Resampling.BICUBIC, image_mean=[0.485, 0.456, 0.406],
-                                    image_std=[0.229, 0.224, 0.225], do_convert_rgb=True)
-    return CLIPImageProcessorPil()  # its defaults are openai/clip-vit-large-patch14's
+        return bit(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
+                   resample=Resampling.BICUBIC, image_mean=[0.485, 0.456, 0.406],
+                   image_std=[0.229, 0.224, 0.225], do_convert_rgb=True)
+    return clip()  # its defaults are openai/clip-vit-large-patch14's
 
 
 def columns(image: Image.Image, count: int) -> list[Image.Image]:
