@@ -151,3 +151,22 @@ def test_the_shot_showing_someone_else_is_flagged_and_fails_check(tmp_path: Path
     assert {n for n in ran(drama) if not n.endswith(":s2")} == {"consistency:lin", "storyboard", "episode"}
     assert json.loads((drama / "out" / "draft" / "report.json").read_text(encoding="utf-8"))[
         "consistency"]["characters"]["elder"] == elder
+
+
+def test_checking_the_draft_cards_adds_one_node_per_character_and_renders_nothing_else(small_drama: Path) -> None:
+    drama_toml = small_drama / "drama.toml"
+    drama_toml.write_text(drama_toml.read_text(encoding="utf-8") + '\n[check]\nconsistency = '
+                          '{ model = "fanren-tiny:clip-vision", device = "cpu", threshold = -1.0 }\n',
+                          encoding="utf-8")
+
+    result = fanren("build", small_drama)
+
+    assert result.code == 0, result.stderr
+    assert ran(small_drama) == {"consistency:lin", "consistency:elder"}
+    consistency = report(small_drama)["consistency"]
+    assert consistency["flagged"] == []
+    shots = {cid: [(s["shot"], s["region"][1]) for s in c["shots"]]
+             for cid, c in consistency["characters"].items()}
+    assert shots == {"lin": [("s1", 1), ("s2", 2)], "elder": [("s2", 2), ("s3", 1)]}
+    assert all(-1.0 <= s["similarity"] <= 1.0 for c in consistency["characters"].values() for s in c["shots"])
+    assert "consistency: 4 shot scores, 0 flagged (out/draft/report.json)" in result.stdout
