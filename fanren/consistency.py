@@ -77,8 +77,8 @@ class ConsistencyFailed(FanrenError):
 
     def __init__(self, shots: list[Flagged], threshold: float) -> None:
         self.shots = shots
-        lines = [f"error: {len(shots)} shot(s) fell below the consistency threshold {threshold:g} "
-                 "([check] consistency in drama.toml; scores in out/<profile>/report.json)"]
+        lines = [(f"error: {len(shots)} shot(s) fell below the consistency threshold {threshold:g} "
+                  "([check] consistency in drama.toml; scores in out/<profile>/report.json)")]
         lines += ["  " + shot.show(threshold) for shot in shots]
         super().__init__("\n".join(lines))
 

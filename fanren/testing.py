@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .engines.consistency import CLIP_VIT_L14, DINOV2_BASE, DINOV2_SMALL
 from .engines.diffusion.runtime import diffusers_module, quiet
 from .engines.diffusion.weights import (
     COGVIDEOX15_5B_I2V,
@@ -47,16 +48,15 @@ from .engines.diffusion.weights import (
     TINY_VIDEO_SIZES,
     register_synthetic,
 )
-from .engines.consistency import CLIP_VIT_L14, DINOV2_BASE, DINOV2_SMALL
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "FLUX_DEV", "FLUX_KONTEXT", "FLUX_SCHNELL",
-           "FULL_SIZE_MODELS", "SVD_XT", "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES", "TINY_KINDS",
-           "TINY_SVD_FRAMES", "TINY_VERSION", "TINY_VIDEO_SIZES", "full_size_pipeline", "full_size_transformer",
-           "tiny_model_dir", "tiny_pipeline", "TINY_ENCODERS", "FULL_SIZE_ENCODERS", "image_encoder",
-           "tiny_encoder_dir"]
+           "FULL_SIZE_ENCODERS", "FULL_SIZE_MODELS", "SVD_XT", "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES",
+           "TINY_ENCODERS", "TINY_KINDS", "TINY_SVD_FRAMES", "TINY_VERSION", "TINY_VIDEO_SIZES",
+           "full_size_pipeline", "full_size_transformer", "image_encoder", "tiny_encoder_dir", "tiny_model_dir",
+           "tiny_pipeline"]
 
 # Bump when a tiny pipeline changes: it is part of the identity of every node a tiny model renders.
 TINY_VERSION = "1"

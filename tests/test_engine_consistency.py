@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_DRAMA
 from PIL import Image, ImageDraw
 
 from fanren.compile import resolve_engines
@@ -14,8 +15,6 @@ from fanren.engines.base import Request
 from fanren.engines.consistency import ConsistencyEngine, columns
 from fanren.errors import DramaError, EngineError
 from fanren.project import ConsistencyCheck, parse_project
-
-from conftest import SMALL_DRAMA
 
 TINY_MODELS = ["fanren-tiny:dinov2", "fanren-tiny:clip-vision"]
 
@@ -142,14 +141,14 @@ def test_bad_options_name_their_key_in_drama_toml(tmp_path: Path) -> None:
         return [p.show() for p in caught.value.problems]
 
     assert problems('{ model = "fanren-tiny:dinov3" }') == [
-        f"{tmp_path / 'drama.toml'}: check.consistency.model: expected a known tiny model, got "
-        "'fanren-tiny:dinov3' (known: fanren-tiny:dinov2, fanren-tiny:clip-vision)"]
+        (f"{tmp_path / 'drama.toml'}: check.consistency.model: expected a known tiny model, got "
+         "'fanren-tiny:dinov3' (known: fanren-tiny:dinov2, fanren-tiny:clip-vision)")]
     with pytest.raises(DramaError) as caught:
         parse_project(SMALL_DRAMA + '\n[check]\nconsistency = { threshold = 2, devise = "cpu" }\n', tmp_path)
     assert sorted(p.show() for p in caught.value.problems) == sorted([
         f"{tmp_path / 'drama.toml'}: check.consistency.threshold: expected a smaller number, got 2",
-        f"{tmp_path / 'drama.toml'}: check.consistency.devise: expected a known key, got unknown key "
-        "'devise' (did you mean 'device'?)"])
+        (f"{tmp_path / 'drama.toml'}: check.consistency.devise: expected a known key, got unknown key "
+         "'devise' (did you mean 'device'?)")])
 
 
 def test_weights_that_are_not_here_are_named_with_how_to_get_them(tmp_path: Path,
