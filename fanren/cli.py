@@ -229,6 +229,47 @@ def _consistency(result: BuildResult, quiet: bool, check: bool) -> ConsistencyFa
 @drama_dir
 @profile_option
 @cache_option
+@click.option("--json", "as_json", is_flag=True, help="The verdict as report.json's `consistency`.")
+@handles_errors
+def check(directory: Path, profile: str, cache_dir: Path | None, as_json: bool) -> None:
+    """Score each character's consistency from what the last build rendered, against the thresholds
+    drama.toml sets now ([check] consistency). Renders nothing.
+
+    \b
+    Examples:
+      fanren check examples/xianxia
+      fanren check . --profile final --json | jq '.flagged'
+
+    Exit code 0 when no shot is below the threshold, 1 naming the shots that are, 2 when drama.toml
+    sets no [check] consistency or a check is not built yet (run `fanren build` first).
+    """
+    from .build import open_session
+    from .consistency import ConsistencyFailed, flagged, last_verdict
+
+    report = last_verdict(open_session(directory, profile, cache_dir))
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=1))
+    else:
+        click.echo(f"{report['model']}, threshold {report['threshold']:g}, outliers at z ≤ -{report['outlier_z']:g}")
+        for cid, character in report["characters"].items():
+            lowest = min(character["shots"], key=lambda shot: shot["similarity"])
+            pairwise = character["mean_pairwise"]
+            click.echo(f"  {character['name']} ({cid}): {len(character['shots'])} shots, similarity to the sheet "
+                       f"mean {character['mean_similarity']:.3f}, lowest {lowest['similarity']:.3f} "
+                       f"({lowest['shot']})" + (f", between shots {pairwise:.3f}" if pairwise is not None else ""))
+    shots = flagged(report)
+    for shot in shots:
+        if not shot.below:
+            click.echo(f"  {shot.show(report['threshold'])}", err=True)
+    below = [shot for shot in shots if shot.below]
+    if below:
+        raise ConsistencyFailed(below, report["threshold"])
+
+
+@main.command()
+@drama_dir
+@profile_option
+@cache_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handles_errors
 def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool) -> None:

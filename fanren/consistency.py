@@ -16,8 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import FanrenError
+from typing import TYPE_CHECKING
+
+from .errors import FanrenError, UsageError
 from .project import ConsistencyCheck
+
+if TYPE_CHECKING:
+    from .build import Session
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,23 @@ def flagged(report: Mapping[str, Any]) -> list[Flagged]:
 def read_scores(files: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
     """consistency.json of each character (id → its parsed scores), from the cached outputs."""
     return {cid: json.loads(Path(file).read_text(encoding="utf-8")) for cid, file in files.items()}
+
+
+def last_verdict(session: Session) -> dict[str, Any]:
+    """The verdict on the scores the cache holds for `session`'s drama as it is now (`fanren check`):
+    nothing is rendered, so every check node must be fresh."""
+    settings = session.project.check.consistency
+    if settings is None:
+        raise UsageError(f"{session.project.file} sets no [check] consistency (see docs/consistency.md), "
+                         "so there is nothing to check")
+    checks = [d for d in session.decisions if d.node.kind == "consistency"]
+    stale = [d.node.id for d in checks if d.stale or d.record is None]
+    if stale:
+        raise UsageError(f"not scored yet for profile {session.profile!r}: {', '.join(stale)}; run "
+                         f"`fanren build --profile {session.profile}` first")
+    files = {d.node.params["character_id"]: session.cache.object_for_use(d.record, "consistency.json")
+             for d in checks if d.record is not None}
+    return verdict(settings, read_scores(files))
 
 
 class ConsistencyFailed(FanrenError):

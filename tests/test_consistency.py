@@ -141,6 +141,12 @@ def test_the_shot_showing_someone_else_is_flagged_and_fails_check(tmp_path: Path
     nodes = len(report(drama)["nodes"])
     assert f"checked {nodes} nodes: every one gave the same bytes again" in checked.stdout
 
+    # `fanren check`: the same verdict from the cache, rendering nothing
+    alone = fanren("check", drama, "--json", env=env)
+    assert alone.code == 1
+    assert json.loads(alone.stdout) == report(drama)["consistency"]
+    assert alone.stderr == checked.stderr[checked.stderr.index("error: "):]
+
     # a changed keyframe re-scores only the characters it shows
     edited = SHOTS.replace("Lin rests", "Lin rests by the gate")
     (drama / "drama.toml").write_text(drama_text(str(threshold), edited), encoding="utf-8")
@@ -170,3 +176,19 @@ def test_checking_the_draft_cards_adds_one_node_per_character_and_renders_nothin
     assert shots == {"lin": [("s1", 1), ("s2", 2)], "elder": [("s2", 2), ("s3", 1)]}
     assert all(-1.0 <= s["similarity"] <= 1.0 for c in consistency["characters"].values() for s in c["shots"])
     assert "consistency: 4 shot scores, 0 flagged (out/draft/report.json)" in result.stdout
+
+
+def test_check_says_what_is_missing(tmp_path: Path) -> None:
+    env = install_sheets_engine(tmp_path / "site")
+    without = [line for line in drama_text("0.5").splitlines() if not line.startswith(("[check]", "consistency"))]
+    plain = write_drama(tmp_path / "plain", "\n".join(without) + "\n")
+    plain_toml = plain / "drama.toml"
+    unbuilt = write_drama(tmp_path / "unbuilt", drama_text("0.5"))
+
+    assert (fanren("check", plain, env=env).code, fanren("check", plain, env=env).stderr) == (
+        2, f"error: {plain_toml} sets no [check] consistency (see docs/consistency.md), so there is nothing "
+           "to check\n")
+    result = fanren("check", unbuilt, env=env)
+    assert (result.code, result.stderr) == (
+        2, "error: not scored yet for profile 'draft': consistency:lin, consistency:elder; run "
+           "`fanren build --profile draft` first\n")
