@@ -185,10 +185,11 @@ def test_check_says_what_is_missing(tmp_path: Path) -> None:
     plain_toml = plain / "drama.toml"
     unbuilt = write_drama(tmp_path / "unbuilt", drama_text("0.5"))
 
-    assert (fanren("check", plain, env=env).code, fanren("check", plain, env=env).stderr) == (
-        2, f"error: {plain_toml} sets no [check] consistency (see docs/consistency.md), so there is nothing "
-           "to check\n")
+    result = fanren("check", plain, env=env)
+    assert (result.code, result.stderr) == (
+        2, (f"error: {plain_toml} sets no [check] consistency (see docs/consistency.md), so there is nothing "
+            "to check\n"))
     result = fanren("check", unbuilt, env=env)
     assert (result.code, result.stderr) == (
-        2, "error: not scored yet for profile 'draft': consistency:lin, consistency:elder; run "
-           "`fanren build --profile draft` first\n")
+        2, ("error: not scored yet for profile 'draft': consistency:lin, consistency:elder; run "
+            "`fanren build --profile draft` first\n"))
