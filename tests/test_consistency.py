@@ -193,3 +193,9 @@ def test_check_says_what_is_missing(tmp_path: Path) -> None:
     assert (result.code, result.stderr) == (
         2, ("error: not scored yet for profile 'draft': consistency:lin, consistency:elder; run "
             "`fanren build --profile draft` first\n"))
+
+
+def test_check_help_has_examples() -> None:
+    result = fanren("check", "--help")
+    assert result.code == 0, result.stderr
+    assert "Examples:\n  fanren check examples/xianxia\n" in result.stdout

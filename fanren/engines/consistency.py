@@ -85,7 +85,12 @@ class ConsistencyEngine(Engine):
     # loading ----------------------------------------------------------------
 
     def load(self) -> None:
-        from transformers import AutoConfig, CLIPVisionModelWithProjection, Dinov2Model
+        try:
+            import scipy.optimize  # noqa: F401 -- used by assign(); missing is better said now than mid-build
+            from transformers import AutoConfig, CLIPVisionModelWithProjection, Dinov2Model
+        except ImportError as exc:
+            raise EngineError(f"consistency: the check needs torch, transformers and scipy ({exc}); "
+                              "install them with: pip install 'fanren[check]'") from None
 
         from .diffusion.placement import pick_device
 
