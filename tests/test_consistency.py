@@ -198,4 +198,4 @@ def test_check_says_what_is_missing(tmp_path: Path) -> None:
 def test_check_help_has_examples() -> None:
     result = fanren("check", "--help")
     assert result.code == 0, result.stderr
-    assert "Examples:\n  fanren check examples/xianxia\n" in result.stdout
+    assert "  Examples:\n    fanren check examples/xianxia\n" in result.stdout
