@@ -154,13 +154,12 @@ class ConsistencyCheck(_Strict):
     model: str = "facebook/dinov2-small"
     revision: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    download: bool = False
     threshold: float = Field(default=0.6, ge=-1, le=1)  # cosine similarity to the character's sheet
     outlier_z: float = Field(default=2.0, gt=0)          # a shot this many standard deviations below
 
     def engine_options(self) -> dict[str, Any]:
         """What the engine is built with (thresholds apply to its scores later: no re-embedding)."""
-        options: dict[str, Any] = {"model": self.model, "device": self.device, "download": self.download}
+        options: dict[str, Any] = {"model": self.model, "device": self.device}
         return options | ({"revision": self.revision} if self.revision is not None else {})
 
 

@@ -101,6 +101,14 @@ text = "你刚才，是不是说话了？"
 # A cache shared by a team or CI (docs/cache.md); credentials come from the environment only:
 # [cache]
 # remote = "s3://my-bucket/fanren"   # or "file:///mnt/team/fanren-cache"
+
+# Score how alike each character looks across its shots (docs/consistency.md; fanren[check]):
+# [check.consistency]
+# model = "facebook/dinov2-small"   # or "openai/clip-vit-large-patch14", or a folder
+# revision = "main"
+# device = "auto"                   # auto | cpu | cuda
+# threshold = 0.6                   # `fanren build --check` fails for a shot below it
+# outlier_z = 2.0                   # flag a shot this many standard deviations below the others
 """)
 
 GITIGNORE = """\

@@ -165,4 +165,4 @@ def test_weights_that_are_not_here_are_named_with_how_to_get_them(tmp_path: Path
         "consistency: the weights of facebook/dinov2-small are not on this machine",
         f"  looked in the Hugging Face cache: {tmp_path / 'hf' / 'hub' / 'models--facebook--dinov2-small'}",
         "  download them with: huggingface-cli download facebook/dinov2-small",
-        "  or add download = true to [check] consistency to fetch them during the build"]
+        '  or point [check] consistency at a local copy: model = "/path/to/folder"']

@@ -45,7 +45,7 @@ class ConsistencyEngine(Engine):
     name = "consistency"
     version = "1"
     kinds = frozenset({"consistency"})
-    options_known = frozenset({"model", "revision", "device", "download"})
+    options_known = frozenset({"model", "revision", "device"})
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         from .diffusion.weights import model_ref
@@ -59,9 +59,6 @@ class ConsistencyEngine(Engine):
         self.device_option = self.options.get("device", "auto")
         if self.device_option not in DEVICES:
             raise OptionError(self.name, "device", f"one of {', '.join(DEVICES)}", repr(self.device_option))
-        self.download = self.options.get("download", False)
-        if not isinstance(self.download, bool):
-            raise OptionError(self.name, "download", "true or false", repr(self.download))
         self.model: Any = None
         self.processor: Any = None
         self.device = "cpu"
@@ -104,8 +101,9 @@ class ConsistencyEngine(Engine):
                 kind = "clip" if "clip" in ref.target else "dinov2"
                 model = ref.synthetic.image_encoder(classes[kind], ref.target, self.device)
             else:
+                # never a download behind the user's back (as the diffusion engines): HF_HUB_OFFLINE or not
                 location = ref.target
-                local_only = not self.download
+                local_only = True
                 try:
                     config = AutoConfig.from_pretrained(location, revision=self.revision,
                                                         local_files_only=local_only)
@@ -295,6 +293,6 @@ def _missing_weights(model: str, source: str, exc: BaseException) -> EngineError
     else:
         lines.append(f"  looked in the Hugging Face cache: {hub_repo_dir(model)}")
         lines.append(f"  download them with: huggingface-cli download {model}")
-        lines.append("  or add download = true to [check] consistency to fetch them during the build")
+        lines.append('  or point [check] consistency at a local copy: model = "/path/to/folder"')
     lines.append(f"  ({first_line(exc)})")
     return EngineError("\n".join(lines))
