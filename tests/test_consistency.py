@@ -146,6 +146,16 @@ def test_the_shot_showing_someone_else_is_flagged_and_fails_check(tmp_path: Path
     assert alone.code == 1
     assert json.loads(alone.stdout) == report(drama)["consistency"]
     assert alone.stderr == checked.stderr[checked.stderr.index("error: "):]
+    table = fanren("check", drama, env=env)
+    assert table.code == 1
+    assert table.stdout == (
+        f"fanren-tiny:dinov2, threshold {threshold:g}, outliers at z ≤ -1.5\n"
+        f"  Lin (lin): 7 shots, similarity to the sheet mean {lin['mean_similarity']:.3f}, lowest "
+        f"{stranger['similarity']:.3f} (s4), between shots {lin['mean_pairwise']:.3f}\n"
+        f"  Elder Bai (elder): 2 shots, similarity to the sheet mean {elder['mean_similarity']:.3f}, lowest "
+        f"{min(s['similarity'] for s in elder['shots']):.3f} "
+        f"({min(elder['shots'], key=lambda s: s['similarity'])['shot']}), between shots "
+        f"{elder['mean_pairwise']:.3f}\n")
 
     # a changed keyframe re-scores only the characters it shows
     edited = SHOTS.replace("Lin rests", "Lin rests by the gate")
