@@ -209,3 +209,21 @@ def test_check_help_has_examples() -> None:
     result = fanren("check", "--help")
     assert result.code == 0, result.stderr
     assert "  Examples:\n    fanren check examples/xianxia\n" in result.stdout
+
+
+def test_watch_starts_and_stops_checking_when_check_is_added_and_removed(small_drama: Path) -> None:
+    from test_watch import edit, statuses, wait_outcomes, watching
+
+    check = '\n[check]\nconsistency = { model = "fanren-tiny:dinov2", device = "cpu" }\n'
+    tail = '[profiles.draft]\nvideo = { engine = "kenburns", seconds = 1.0 }\n'
+    with watching(small_drama) as session:
+        edit(small_drama, tail, tail + check)
+        added = wait_outcomes(session, 2)[1]
+        assert statuses(added, "ran") == {"consistency:lin", "consistency:elder"}
+        assert session.engines is not None and session.engines.check is not None
+
+        edit(small_drama, check, "\n")
+        removed = wait_outcomes(session, 3)[2]
+        assert statuses(removed, "ran") == set()
+        assert session.engines.check is None
+        assert "consistency" not in report(small_drama)
