@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import fanren, ran, report, write_drama
+from conftest import SMALL_DRAMA, fanren, ran, report, write_drama
 
 # An image engine installed the way a package adds one (an entry point): the draft's character
 # cards as sheets, and keyframes that show each of the shot's characters exactly as their sheet,
@@ -227,3 +227,23 @@ def test_watch_starts_and_stops_checking_when_check_is_added_and_removed(small_d
         assert statuses(removed, "ran") == set()
         assert session.engines.check is None
         assert "consistency" not in report(small_drama)
+
+
+def test_a_served_job_checks_consistency_too(tmp_path: Path) -> None:
+    from serve_helpers import Server, drama_archive, wait_for
+
+    text = SMALL_DRAMA + '\n[check]\nconsistency = { model = "fanren-tiny:dinov2", device = "cpu" }\n'
+    server = Server(tmp_path / "data", "draft").start()
+    try:
+        with server.client(server.key("checker")) as client:
+            archive = drama_archive({"drama/drama.toml": text})
+            response = client.post("/api/v1/jobs", files={"archive": ("drama.tgz", archive, "application/gzip")})
+            assert response.status_code == 202, response.text
+            job = wait_for(client, response.json()["id"])
+    finally:
+        server.stop()
+
+    assert job["status"] == "completed", job
+    assert {n["id"]: n["status"] for n in job["nodes"] if n["kind"] == "consistency"} == {
+        "consistency:lin": "ran", "consistency:elder": "ran"}
+    assert list(job["report"]["consistency"]["characters"]) == ["lin", "elder"]
