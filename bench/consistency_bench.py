@@ -3,8 +3,9 @@
 Builds DINOv2-small, DINOv2-base and CLIP ViT-L/14's vision tower at full size with random weights
 (fanren.testing's "fanren-random:<hub id>": a forward pass costs the same whatever the weights are)
 and runs the real `consistency` engine on one node: a character sheet and --shots keyframes of
-1280×720, first each showing the character alone (one crop per keyframe), then each showing it with
-a second character (two columns per keyframe, matched by the Hungarian method). One JSON line per
+1280×720, first each showing the character alone (three squares across each keyframe, the best
+one scored), then each showing it with a second character (two columns per keyframe, matched by
+the Hungarian method). One JSON line per
 model and layout:
 
     load_s         building the model (random init; not a disk read)
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--layouts", default="one,two", help="one (one character a shot), two (two)")
     parser.add_argument("--tiny", action="store_true", help="the tiny models (checks the script on a CPU)")
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     args = parser.parse_args()
@@ -105,7 +107,7 @@ def main() -> None:
             engine.load()
             _sync(engine)
             load_s = time.perf_counter() - started
-            for two in (False, True):
+            for two in [layout == "two" for layout in args.layouts.split(",")]:
                 import torch
 
                 if engine.device.startswith("cuda"):

@@ -183,7 +183,8 @@ def test_checking_the_draft_cards_adds_one_node_per_character_and_renders_nothin
     assert consistency["flagged"] == []
     shots = {cid: [(s["shot"], s["region"][1]) for s in c["shots"]]
              for cid, c in consistency["characters"].items()}
-    assert shots == {"lin": [("s1", 1), ("s2", 2)], "elder": [("s2", 2), ("s3", 1)]}
+    # 16:9: one character's best of three squares across the frame; two characters' two columns
+    assert shots == {"lin": [("s1", 3), ("s2", 2)], "elder": [("s2", 2), ("s3", 3)]}
     assert all(-1.0 <= s["similarity"] <= 1.0 for c in consistency["characters"].values() for s in c["shots"])
     assert "consistency: 4 shot scores, 0 flagged (out/draft/report.json)" in result.stdout
 

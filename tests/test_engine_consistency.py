@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from fanren.compile import resolve_engines
 from fanren.consistency import verdict
 from fanren.engines.base import Request
-from fanren.engines.consistency import ConsistencyEngine, columns
+from fanren.engines.consistency import ConsistencyEngine, regions
 from fanren.errors import DramaError, EngineError
 from fanren.project import ConsistencyCheck, parse_project
 
@@ -127,10 +127,27 @@ def test_two_characters_in_one_keyframe_are_matched_to_their_columns(tmp_path: P
     assert [s["similarity"] for s in scores_ann["shots"]] == [1.0, 1.0]
 
 
-def test_columns_cover_the_frame_left_to_right() -> None:
-    image = Image.new("RGB", (100, 20))
-    assert [c.size for c in columns(image, 3)] == [(33, 20), (34, 20), (33, 20)]
-    assert columns(image, 1)[0] is image
+def test_regions_are_columns_for_several_characters_and_squares_across_the_frame_for_one() -> None:
+    wide, tall, square = Image.new("RGB", (100, 20)), Image.new("RGB", (20, 50)), Image.new("RGB", (30, 30))
+    assert [r.size for r in regions(wide, 3)] == [(33, 20), (34, 20), (33, 20)]
+    assert [r.size for r in regions(wide, 1)] == [(20, 20)] * 3
+    assert [r.size for r in regions(tall, 1)] == [(20, 20)] * 3
+    assert regions(square, 1) == [square]
+
+
+def test_one_character_at_the_edge_of_a_wide_frame_is_found(tmp_path: Path) -> None:
+    sheet = figure(tmp_path / "sheet.png", coat=(200, 30, 30), background=(40, 60, 90))
+    wide = Image.open(stripes(tmp_path / "s.png")).resize((768, 256))
+    with Image.open(sheet) as picture:
+        wide.paste(picture, (512, 0))  # at the right edge: a centre crop would not show it
+    wide.save(tmp_path / "wide.png")
+    engine = ConsistencyEngine({"model": "fanren-tiny:dinov2", "device": "cpu"})
+
+    scores = check(engine, tmp_path / "out", "ann", [{"shot": "k", "characters": ["ann"]}],
+                   {"character:ann": sheet, "keyframe:k": tmp_path / "wide.png"})
+
+    assert scores["shots"][0]["region"] == [2, 3]
+    assert scores["shots"][0]["similarity"] == 1.0  # the right square is exactly the sheet
 
 
 def test_bad_options_name_their_key_in_drama_toml(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ Two or more characters in one keyframe: the keyframe is cut into as many equal c
 has characters (characters standing side by side, the way a two-shot is framed), every column is
 embedded, and columns are assigned to characters by the Hungarian method
 (scipy.optimize.linear_sum_assignment) on their similarity to each character's sheet. The
-character is scored on the column it was assigned. This is no detector: characters that overlap,
+character is scored on the column it was assigned. One character: the best of three squares
+across the frame (start, middle, end), so one at the edge of a 16:9 frame is not cropped away. This is no detector: characters that overlap,
 stand one behind the other or fill unequal shares of the frame are not separated (docs/consistency.md).
 """
 
@@ -147,12 +148,12 @@ class ConsistencyEngine(Engine):
             request.progress(number / len(params["shots"]), f"shot {shot['shot']}")
             keyframe = _open(request.input_file(f"keyframe:{shot['shot']}", "image.png"))
             characters = [str(c) for c in shot["characters"]]
-            regions = columns(keyframe, len(characters))
-            embedded = self.embed(regions)
+            candidates = regions(keyframe, len(characters))
+            embedded = self.embed(candidates)
             region = assign(embedded, [sheet_of[c] for c in characters])[characters.index(ours)]
             vectors.append(embedded[region])
             scored.append({"shot": str(shot["shot"]), "similarity": float(embedded[region] @ sheet_of[ours]),
-                           "region": [region, len(regions)]})
+                           "region": [region, len(candidates)]})
         out = request.out_dir / "consistency.json"
         out.write_text(json.dumps(summary(ours, str(params["name"]), scored, vectors), ensure_ascii=False,
                                   indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -184,12 +185,15 @@ def quiet() -> Iterator[None]:
     come through as exceptions. Not diffusion.runtime.quiet: that one needs diffusers."""
     from transformers.utils import logging
 
-    verbosity = logging.get_verbosity()
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
+    logging.disable_progress_bar()  # "Loading weights: 100%" of transformers 5
     try:
         yield
     finally:
         logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def image_processor(model_type: str) -> Any:
@@ -208,18 +212,27 @@ def image_processor(model_type: str) -> Any:
     return clip()  # its defaults are openai/clip-vit-large-patch14's
 
 
-def columns(image: Image.Image, count: int) -> list[Image.Image]:
-    """`image` cut into `count` equal columns, left to right (the whole image for one)."""
-    if count <= 1:
-        return [image]
+def regions(image: Image.Image, count: int) -> list[Image.Image]:
+    """Where `count` characters may stand in `image`: `count` equal columns, left to right; for one
+    character, three squares as tall (or wide) as the frame at its start, middle and end — the
+    models see a centre square, and the middle one alone would miss a character at the edge of a
+    16:9 frame (a square frame is one region)."""
     width, height = image.size
-    edges = [round(width * i / count) for i in range(count + 1)]
-    return [image.crop((edges[i], 0, edges[i + 1], height)) for i in range(count)]
+    if count > 1:
+        edges = [round(width * i / count) for i in range(count + 1)]
+        return [image.crop((edges[i], 0, edges[i + 1], height)) for i in range(count)]
+    side = min(width, height)
+    if width == height:
+        return [image]
+    if width > height:
+        return [image.crop((x, 0, x + side, height)) for x in (0, (width - side) // 2, width - side)]
+    return [image.crop((0, y, width, y + side)) for y in (0, (height - side) // 2, height - side)]
 
 
 def assign(regions: numpy.ndarray, sheets: Sequence[numpy.ndarray]) -> list[int]:
     """For each sheet (in order), the region it is matched to: the assignment of regions to sheets
-    with the largest total similarity (the Hungarian method)."""
+    with the largest total similarity (the Hungarian method; with more regions than sheets, some
+    regions stay unmatched)."""
     import numpy
     from scipy.optimize import linear_sum_assignment
 
