@@ -124,6 +124,10 @@ class BuildResult:
     def remote_hits(self) -> int:
         return len(_pulled(self.session, self.results))
 
+    def consistency(self) -> dict[str, object] | None:
+        """The consistency check's verdict (report.json's `consistency`), None without [check]."""
+        return consistency_report(self.session, self.results)
+
 
 def _pulled(session: Session, results: dict[str, NodeResult]) -> set[str]:
     """The cached nodes whose result this build pulled from the remote cache."""
@@ -289,7 +293,21 @@ def report_dict(session: Session, results: dict[str, NodeResult], seconds: float
                   for nid, r in ((n, results[n]) for n in session.graph.nodes)],
         "seconds": round(seconds, 3),
         **({"workers": workers} if workers else {}),
+        **({"consistency": consistency} if (consistency := consistency_report(session, results)) else {}),
     }
+
+
+def consistency_report(session: Session, results: dict[str, NodeResult]) -> dict[str, object] | None:
+    """The scores of the consistency nodes that resolved, against `[check] consistency` (fanren/consistency.py)."""
+    settings = session.project.check.consistency
+    if settings is None:
+        return None
+    from .consistency import read_scores, verdict
+
+    done = [results[nid] for nid in session.graph.nodes if nid in results]  # in the drama's order
+    files = {r.node.params["character_id"]: session.cache.object_for_use(r.record, "consistency.json")
+             for r in done if r.node.kind == "consistency" and r.record is not None}
+    return verdict(settings, read_scores(files))
 
 
 def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult], seconds: float,

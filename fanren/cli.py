@@ -13,12 +13,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from . import __version__
 from .errors import FanrenError, UsageError
+
+if TYPE_CHECKING:
+    from .build import BuildResult
+    from .consistency import ConsistencyFailed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -143,7 +147,8 @@ def init(directory: Path, title: str | None) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print only the result line.")
 @click.option("--check", is_flag=True,
               help="Then render every node again and compare its bytes with the cache; exit 1 naming "
-                   "each node (and engine) that gave other bytes. Commits nothing.")
+                   "each node (and engine) that gave other bytes, and each shot below the threshold of "
+                   "[check] consistency. Commits nothing.")
 @click.option("--gpus", metavar="all|0,1,...",
               help="One worker process per GPU, each keeping its models loaded (default: one GPU, "
                    "in this process). With --executor ray: how many of the cluster's GPUs to use.")
@@ -190,12 +195,78 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
     remote = f", {result.remote_hits} of them from the remote cache" if result.remote_hits else ""
     click.echo(f"built {len(result.results)} nodes ({ran} ran, {cached} cached{remote}) in {result.seconds:.1f} s")
     click.echo(f"episode: {result.episode}")
+    low = _consistency(result, quiet, check)
     if check:
         if result.mismatches:
             from .check import CheckFailed
 
+            if low is not None:
+                click.echo(low.show(), err=True)
             raise CheckFailed(result.mismatches, result.checked)
         click.echo(f"checked {result.checked} nodes: every one gave the same bytes again")
+        if low is not None:
+            raise low
+
+
+def _consistency(result: BuildResult, quiet: bool, check: bool) -> ConsistencyFailed | None:
+    """Print the consistency check's flagged shots (with --check, those under the threshold are left
+    to the error); the error `build --check` raises for the shots under the threshold (None when
+    there are none, or no [check] consistency)."""
+    report = result.consistency()
+    if report is None:
+        return None
+    from .consistency import ConsistencyFailed, flagged
+
+    shots = flagged(report)
+    if not quiet:
+        scored = sum(len(c["shots"]) for c in report["characters"].values())
+        click.echo(f"consistency: {scored} shot scores, {len(shots)} flagged (out/{result.session.profile}/report.json)")
+        for shot in shots:
+            if not (check and shot.below):
+                click.echo(f"  {shot.show(report['threshold'])}", err=True)
+    below = [shot for shot in shots if shot.below]
+    return ConsistencyFailed(below, report["threshold"]) if below else None
+
+
+@main.command()
+@drama_dir
+@profile_option
+@cache_option
+@click.option("--json", "as_json", is_flag=True, help="The verdict as report.json's `consistency`.")
+@handles_errors
+def check(directory: Path, profile: str, cache_dir: Path | None, as_json: bool) -> None:
+    """Score each character's consistency from what the last build rendered, against the thresholds
+    drama.toml sets now ([check] consistency). Renders nothing.
+
+    \b
+    Examples:
+      fanren check examples/xianxia
+      fanren check . --profile final --json | jq '.flagged'
+
+    Exit code 0 when no shot is below the threshold, 1 naming the shots that are, 2 when drama.toml
+    sets no [check] consistency or a check is not built yet (run `fanren build` first).
+    """
+    from .build import open_session
+    from .consistency import ConsistencyFailed, flagged, last_verdict
+
+    report = last_verdict(open_session(directory, profile, cache_dir))
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=1))
+    else:
+        click.echo(f"{report['model']}, threshold {report['threshold']:g}, outliers at z ≤ -{report['outlier_z']:g}")
+        for cid, character in report["characters"].items():
+            lowest = min(character["shots"], key=lambda shot: shot["similarity"])
+            pairwise = character["mean_pairwise"]
+            click.echo(f"  {character['name']} ({cid}): {len(character['shots'])} shots, similarity to the sheet "
+                       f"mean {character['mean_similarity']:.3f}, lowest {lowest['similarity']:.3f} "
+                       f"({lowest['shot']})" + (f", between shots {pairwise:.3f}" if pairwise is not None else ""))
+    shots = flagged(report)
+    for shot in shots:
+        if not shot.below:
+            click.echo(f"  {shot.show(report['threshold'])}", err=True)
+    below = [shot for shot in shots if shot.below]
+    if below:
+        raise ConsistencyFailed(below, report["threshold"])
 
 
 @main.command()

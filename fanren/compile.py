@@ -55,10 +55,12 @@ class Engines:
     mux: Engine
     report: Engine
     export: Engine = field(default_factory=lambda: engine_class("export")())
+    check: Engine | None = None  # the consistency check's embedder, when [check] consistency is set
 
     def by_family(self) -> dict[str, Engine]:
-        return {"image": self.image, "video": self.video, "voice": self.voice,
-                "mux": self.mux, "report": self.report, "export": self.export}
+        families = {"image": self.image, "video": self.video, "voice": self.voice,
+                    "mux": self.mux, "report": self.report, "export": self.export}
+        return families | ({"check": self.check} if self.check is not None else {})
 
 
 def profile_names(project: Project) -> list[str]:
@@ -112,7 +114,19 @@ def resolve_engines(project: Project, profile: str) -> Engines:
     video = build("video")
     assert isinstance(video, VideoEngine)
     return Engines(profile=profile, image=build("image"), video=video, voice=build("voice"),
-                   mux=engine_class("mux")(), report=engine_class("storyboard")())
+                   mux=engine_class("mux")(), report=engine_class("storyboard")(),
+                   check=consistency_engine(project))
+
+
+def consistency_engine(project: Project) -> Engine | None:
+    """The embedder of `[check] consistency` (the same in every profile), or None when unset."""
+    settings = project.check.consistency
+    if settings is None:
+        return None
+    try:
+        return engine_class("consistency")(settings.engine_options())
+    except OptionError as exc:
+        raise DramaError(exc.problem(project.file, "check.consistency")) from None
 
 
 def _drama_files(project: Project, cls: type[Engine], options: dict[str, Any], where: str) -> dict[str, Any]:
@@ -190,6 +204,8 @@ def compile_project(project: Project, engines: Engines) -> Graph:
                   for scene, shot in project.shots()],
     }, inputs=tuple(f"keyframe:{s}" for s in shot_ids) + shots, reads={s: ("timing.json",) for s in shots})
     _compile_exports(project, engines, graph, node, size, music)
+    if engines.check is not None:
+        _compile_checks(project, engines.check, node)
     return graph
 
 
@@ -249,6 +265,22 @@ def _export_libraries(project: Project, fmt: str) -> dict[str, str]:
         raise DramaError(Problem(project.file, where, f"the Python package {exc.name} installed to "
                                  f"write {fmt!r}", "not installed",
                                  hint="pip install 'fanren[export]'")) from None
+
+
+def _compile_checks(project: Project, engine: Engine, node: Any) -> None:
+    """One consistency node per character that some shot shows: its sheet and those keyframes.
+
+    A shot's other characters' sheets are inputs too: they compete for the keyframe's regions.
+    """
+    for cid, character in project.characters.items():
+        shots = [{"shot": shot.id, "characters": list(shot.characters or scene.characters)}
+                 for scene, shot in project.shots() if cid in (shot.characters or scene.characters)]
+        if not shots:
+            continue
+        cast = sorted({c for shot in shots for c in shot["characters"]})
+        node(f"consistency:{cid}", "consistency", engine,
+             {"character_id": cid, "name": character.name or cid, "shots": shots},
+             inputs=tuple(f"character:{c}" for c in cast) + tuple(f"keyframe:{s['shot']}" for s in shots))
 
 
 def scene_music(project: Project) -> list[dict[str, Any]]:

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KINDS = ("character", "keyframe", "clip", "line", "shot", "subtitles", "episode", "storyboard", "picture",
-         "export")
+         "export", "consistency")
 
 
 @dataclass(frozen=True)
 class Node:
     id: str                           # "keyframe:s01" — stable across edits, used in drama.lock
     kind: str                         # one of KINDS
-    family: str                       # which engine renders it: image | video | voice | mux | report
+    family: str                       # which engine renders it: image | video | voice | mux | report | check
     engine: str                       # that engine's name, e.g. "card"
     identity: Mapping[str, Any]       # the engine's identity (name, version, options)
     params: Mapping[str, Any]         # what the engine is asked to do (JSON-able)

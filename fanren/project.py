@@ -158,6 +158,26 @@ class Export(_Strict):
     """`[export]`: the editor timelines every build writes beside the episode (docs/export.md)."""
 
     formats: list[Literal["otio", "fcpxml", "jianying"]] = []
+class ConsistencyCheck(_Strict):
+    """`[check] consistency`: embed each character's sheet and keyframes and score how alike they
+    look (fanren/engines/consistency.py); `fanren build --check` fails below `threshold`."""
+
+    model: str = "facebook/dinov2-small"
+    revision: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threshold: float = Field(default=0.6, ge=-1, le=1)  # cosine similarity to the character's sheet
+    outlier_z: float = Field(default=2.0, gt=0)          # a shot this many standard deviations below
+
+    def engine_options(self) -> dict[str, Any]:
+        """What the engine is built with (thresholds apply to its scores later: no re-embedding)."""
+        options: dict[str, Any] = {"model": self.model, "device": self.device}
+        return options | ({"revision": self.revision} if self.revision is not None else {})
+
+
+class CheckSettings(_Strict):
+    """`[check]`: measurements of the rendered drama, as nodes of the graph."""
+
+    consistency: ConsistencyCheck | None = None
 
 
 class Project(_Strict):
@@ -170,6 +190,7 @@ class Project(_Strict):
     music: Music | None = None
     cache: CacheSettings = CacheSettings()
     export: Export = Export()
+    check: CheckSettings = CheckSettings()
 
     _root: Path = PrivateAttr(default=Path("."))
 
@@ -307,7 +328,7 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     tables: dict[str, type[BaseModel]] = {
         "drama": Drama, "narrator": Narrator, "characters": Character, "scenes": Scene,
         "shots": Shot, "lines": Line, "profiles": Profile, "music": Music, "voices": Voice,
-        "cache": CacheSettings, "export": Export,
+        "cache": CacheSettings, "export": Export, "check": CheckSettings, "consistency": ConsistencyCheck,
     }
     for name in names:
         nxt = tables.get(name)

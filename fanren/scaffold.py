@@ -105,6 +105,13 @@ text = "你刚才，是不是说话了？"
 # Editor timelines beside the episode, in out/<profile>/ (docs/export.md; pip install 'fanren[export]'):
 # [export]
 # formats = ["otio", "fcpxml", "jianying"]   # OpenTimelineIO, FCP 7 XML (Premiere, Resolve), a 剪映 draft
+# Score how alike each character looks across its shots (docs/consistency.md; fanren[check]):
+# [check.consistency]
+# model = "facebook/dinov2-small"   # or "openai/clip-vit-large-patch14", or a folder
+# revision = "main"
+# device = "auto"                   # auto | cpu | cuda
+# threshold = 0.6                   # `fanren build --check` fails for a shot below it
+# outlier_z = 2.0                   # flag a shot this many standard deviations below the others
 """)
 
 GITIGNORE = """\

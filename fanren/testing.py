@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .engines.consistency import CLIP_VIT_L14, DINOV2_BASE, DINOV2_SMALL
 from .engines.diffusion.runtime import diffusers_module, quiet
 from .engines.diffusion.weights import (
     COGVIDEOX15_5B_I2V,
@@ -60,10 +61,10 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["COGVIDEOX15_5B_I2V", "COGVIDEOX_5B_I2V", "FLUX2_KLEIN_4B", "FLUX_DEV", "FLUX_KONTEXT", "FLUX_SCHNELL",
-           "FULL_SIZE_MODELS", "LTX2", "SVD_XT", "TINY_COGVIDEOX15_FRAMES", "TINY_COGVIDEOX_FRAMES",
-           "TINY_KINDS", "TINY_SVD_FRAMES", "TINY_VERSION", "TINY_VIDEO_SIZES", "WAN22_I2V_A14B",
-           "WAN22_TI2V_5B", "full_size_pipeline", "full_size_transformer", "gemma_tokenizer",
-           "tiny_model_dir", "tiny_pipeline"]
+           "FULL_SIZE_ENCODERS", "FULL_SIZE_MODELS", "LTX2", "SVD_XT", "TINY_COGVIDEOX15_FRAMES",
+           "TINY_COGVIDEOX_FRAMES", "TINY_ENCODERS", "TINY_KINDS", "TINY_SVD_FRAMES", "TINY_VERSION",
+           "TINY_VIDEO_SIZES", "WAN22_I2V_A14B", "WAN22_TI2V_5B", "full_size_pipeline", "full_size_transformer",
+           "gemma_tokenizer", "image_encoder", "tiny_encoder_dir", "tiny_model_dir", "tiny_pipeline"]
 
 # Bump when a tiny pipeline changes: it is part of the identity of every node a tiny model renders.
 TINY_VERSION = "1"
@@ -74,6 +75,9 @@ TINY_KINDS = ("flux", "flux-kontext", "cogvideox", "cogvideox1.5", "svd", "hunyu
 FULL_SIZE_MODELS = (FLUX_DEV, FLUX_SCHNELL, FLUX_KONTEXT, COGVIDEOX_5B_I2V, COGVIDEOX15_5B_I2V, SVD_XT,
                     HUNYUANVIDEO15_480P_I2V, HUNYUANVIDEO15_720P_I2V, HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED,
                     FLUX2_KLEIN_4B, WAN22_TI2V_5B, WAN22_I2V_A14B, LTX2)
+# Image encoders of the consistency check (transformers models, not pipelines)
+TINY_ENCODERS = ("dinov2", "clip-vision")
+FULL_SIZE_ENCODERS = (DINOV2_SMALL, DINOV2_BASE, CLIP_VIT_L14)
 
 _lock = threading.Lock()
 _tiny_root: Path | None = None
@@ -426,6 +430,59 @@ def _full_svd(hub_id: str, device: str, dtype: torch.dtype) -> Any:
                                                   feature_extractor=_image_processor(224))
 
 
+# ── image encoders (the consistency check) ─────────────────────────────────────
+
+
+def image_encoder(target: str, *, device: str = "cpu", dtype: torch.dtype | None = None) -> Any:
+    """A tiny (`TINY_ENCODERS`) or full-size (`FULL_SIZE_ENCODERS`) image encoder with random weights:
+    transformers' Dinov2Model or CLIPVisionModelWithProjection, in eval mode."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model
+
+    configs: dict[str, Any] = {
+        "dinov2": Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2,
+                               image_size=224, patch_size=14),
+        "clip-vision": CLIPVisionConfig(hidden_size=32, intermediate_size=37, projection_dim=32,
+                                        num_hidden_layers=2, num_attention_heads=4, image_size=224,
+                                        patch_size=14),
+        # the published configs (config.json of each hub repository)
+        DINOV2_SMALL: Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                                   mlp_ratio=4, image_size=518, patch_size=14, layerscale_value=1.0),
+        DINOV2_BASE: Dinov2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                  mlp_ratio=4, image_size=518, patch_size=14, layerscale_value=1.0),
+        CLIP_VIT_L14: CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, projection_dim=768,
+                                       num_hidden_layers=24, num_attention_heads=16, image_size=224,
+                                       patch_size=14, hidden_act="quick_gelu"),
+    }
+    if target not in configs:
+        raise ValueError(f"no image encoder is written down for {target!r}")
+    config = configs[target]
+    model_class = Dinov2Model if config.model_type == "dinov2" else CLIPVisionModelWithProjection
+    with _building_on(device, dtype or torch.float32):
+        model = model_class(config)
+    return model.eval()
+
+
+_encoder_dirs: dict[str, Path] = {}
+
+
+def tiny_encoder_dir(target: str) -> Path:
+    """A folder holding the tiny image encoder `target` (save_pretrained), built once per process."""
+    global _tiny_root
+    if target not in TINY_ENCODERS:
+        raise ValueError(f"unknown tiny image encoder {target!r} (known: {', '.join(TINY_ENCODERS)})")
+    with _lock:
+        if target not in _encoder_dirs:
+            if _tiny_root is None:
+                _tiny_root = Path(tempfile.mkdtemp(prefix="fanren-tiny-"))
+                atexit.register(shutil.rmtree, _tiny_root, True)
+            folder = _tiny_root / f"encoder-{target}"
+            with quiet():
+                image_encoder(target).save_pretrained(folder)
+            _encoder_dirs[target] = folder
+        return _encoder_dirs[target]
+
+
 # ── registered as synthetic weights ──────────────────────────────────────────
 
 
@@ -435,6 +492,7 @@ class _TinyWeights:
     scheme = "fanren-tiny"
     source: Literal["tiny", "random"] = "tiny"
     targets: tuple[str, ...] = TINY_KINDS
+    encoders: tuple[str, ...] = TINY_ENCODERS
     description = "tiny model"
 
     def identity(self, target: str) -> dict[str, Any]:
@@ -446,6 +504,9 @@ class _TinyWeights:
     def transformer(self, model_class: Any, target: str, dtype: torch.dtype, device: str) -> Any:
         return model_class.from_pretrained(tiny_model_dir(target), subfolder="transformer", torch_dtype=dtype)
 
+    def image_encoder(self, model_class: Any, target: str, device: str) -> Any:
+        return model_class.from_pretrained(tiny_encoder_dir(target)).eval().to(device)
+
 
 class _RandomWeights:
     """"fanren-random:<hub id>": the full-size architecture with random weights, built on the device."""
@@ -453,6 +514,7 @@ class _RandomWeights:
     scheme = "fanren-random"
     source: Literal["tiny", "random"] = "random"
     targets: tuple[str, ...] = FULL_SIZE_MODELS
+    encoders: tuple[str, ...] = FULL_SIZE_ENCODERS
     description = "full-size architecture"
 
     def identity(self, target: str) -> dict[str, Any]:
@@ -463,6 +525,9 @@ class _RandomWeights:
 
     def transformer(self, model_class: Any, target: str, dtype: torch.dtype, device: str) -> Any:
         return full_size_transformer(target, dtype=dtype, device=device)
+
+    def image_encoder(self, model_class: Any, target: str, device: str) -> Any:
+        return image_encoder(target, device=device)
 
 
 register_synthetic(_TinyWeights())

@@ -371,8 +371,8 @@ def engine_files(engines: Engines, root: Path) -> set[str]:
 
 def _same_engines(old: Engines, new: Engines) -> bool:
     before, after = old.by_family(), new.by_family()
-    return all(type(before[f]) is type(after[f]) and before[f].identity() == after[f].identity()
-               for f in before)
+    return before.keys() == after.keys() and all(  # a [check] added or removed is another set of engines
+        type(before[f]) is type(after[f]) and before[f].identity() == after[f].identity() for f in before)
 
 
 # ── the command ──────────────────────────────────────────────────────────────

@@ -35,8 +35,8 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   echo "==> installing torch==2.13.0"
   "${pip[@]}" torch==2.13.0
 fi
-echo "==> installing fanren (editable) with every extra (gpu, serve, ray, remote, export, comfyui) and the test tools"
-"${pip[@]}" -e ".[gpu,serve,ray,remote,export,comfyui,test]"
+echo "==> installing fanren (editable) with every extra (gpu, check, serve, ray, remote, export, comfyui) and the test tools"
+"${pip[@]}" -e ".[gpu,check,serve,ray,remote,export,comfyui,test]"
 
 case "$what" in
   demo)

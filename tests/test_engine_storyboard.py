@@ -121,3 +121,39 @@ def test_a_shot_without_a_keyframe_or_timing_still_gets_a_card(tmp_path: Path,
     assert '<span class="duration">—</span>' in card
     assert len(re.findall(r"data:image/jpeg;base64,", page)) == 2
     assert '<html lang="en">' in page
+
+
+def test_consistency_badges_show_each_characters_score_red_when_flagged(
+        tmp_path: Path, inputs: dict[str, dict[str, Path]]) -> None:
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    storyboard(tmp_path / "out", inputs)
+    shot = {"similarity": 0.8234, "to_centroid": 0.9, "z": 0.5, "z_centroid": 0.4, "region": [0, 1],
+            "below": False, "outlier": False}
+    report = {"profile": "draft", "counts": {}, "nodes": [], "consistency": {
+        "model": "facebook/dinov2-small", "threshold": 0.6, "outlier_z": 2.0, "flagged": [],
+        "characters": {
+            "lin": {"name": "林青", "shots": [{**shot, "shot": "s1"},
+                                             {**shot, "shot": "s2", "similarity": 0.55, "below": True}]},
+            "elder": {"name": "elder", "shots": [{**shot, "shot": "s2", "similarity": 0.7, "outlier": True},
+                                                 {**shot, "shot": "gone", "similarity": 0.9}]}}}}
+    (tmp_path / "out" / "report.js").write_text(f"window.FANREN_REPORT = {json.dumps(report)};\n",
+                                                encoding="utf-8")
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=["--headless", "--no-sandbox",
+                                                                         "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto((tmp_path / "out" / "storyboard.html").as_uri())
+            badges = page.eval_on_selector_all(
+                ".card", "cards => cards.map(c => [c.dataset.shot, [...c.querySelectorAll('.score')]"
+                         ".map(b => [b.textContent, b.className])])")
+        finally:
+            browser.close()
+
+    assert badges == [["s1", [["林青 0.82", "score"]]],
+                      ["s2", [["林青 0.55", "score low"], ["elder 0.70", "score outlier"]]],
+                      ["s3.b", []]]

@@ -102,5 +102,5 @@ def test_a_misspelt_engine_name(small_drama: Path) -> None:
     with_profile(small_drama, '[profiles.final]\nimage = { engine = "flx" }\n')
     fails_with(small_drama, "final",
                "profiles.final.image.engine: expected an installed engine, got 'flx' (did you mean 'flux'? "
-               "installed: card, cogvideox, comfyui, cosyvoice, espeak, export, flux, flux2, hunyuanvideo15, kenburns, "
-               "ltx2, mux, openai, storyboard, svd, wan)")
+               "installed: card, cogvideox, comfyui, consistency, cosyvoice, espeak, export, flux, flux2, hunyuanvideo15, "
+               "kenburns, ltx2, mux, openai, storyboard, svd, wan)")

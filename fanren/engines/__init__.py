@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "mux": "fanren.engines.mux:MuxEngine",
     "storyboard": "fanren.engines.storyboard:StoryboardEngine",
     "export": "fanren.engines.export:ExportEngine",
+    "consistency": "fanren.engines.consistency:ConsistencyEngine",
 }
 
 

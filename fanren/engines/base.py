@@ -45,7 +45,8 @@ episode   (mux)    params: fps, subtitles (burn|soft|none), loudness {i, tp},
                             from episode.srt when subtitles is "soft")
 storyboard(report) params: title, language, shots [{id, scene, action, camera, narration, lines}]
                    inputs:  keyframe:<id> → {image.png}; shot:<id> → {timing.json}
-                   outputs: storyboard.html (self-contained; statuses come from report.js beside it)
+                   outputs: storyboard.html (self-contained; statuses and consistency scores come from
+                            report.js beside it)
 picture (export)   params: shot_id, size, fps, fit, max_slow
                    inputs:  clip:<shot> → {clip.mp4}; shot:<shot> → {timing.json}
                    outputs: picture.mp4 (the clip fitted as the shot fits it, no subtitles, no audio)
@@ -58,7 +59,11 @@ export  (export)   params: format (otio|fcpxml|jianying), libraries {distributio
                    sources: every music file the entries name
                    outputs: episode.otio | episode.xml | draft_content.json and draft_meta_info.json
                             (media referenced by paths relative to out/<profile>/, see fanren/export/)
-"""
+consistency(check) params: character_id, name, shots [{shot, characters [ids, as the shot lists them]}]
+                   inputs:  character:<id> → {image.png} for the character and everyone it shares a shot
+                            with; keyframe:<shot> → {image.png} for each shot showing it
+                   outputs: consistency.json {character, name, mean_similarity, mean_pairwise,
+                            shots [{shot, similarity, to_centroid, z, z_centroid, region [index, of]}]}"""
 
 from __future__ import annotations
 
@@ -104,7 +109,7 @@ class Request:
 class Engine:
     """Base class of every engine. Subclasses set the class variables and implement run()."""
 
-    family: ClassVar[str]            # image | video | voice | mux | report | export
+    family: ClassVar[str]            # image | video | voice | mux | report | export | check
     name: ClassVar[str]
     version: ClassVar[str] = "1"     # bump whenever the same request would give other bytes
     kinds: ClassVar[frozenset[str]]  # node kinds this engine renders

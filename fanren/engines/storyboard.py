@@ -3,7 +3,8 @@
 Thumbnails are embedded as data URIs so the page opens from disk with nothing beside it. What
 changes on every build (which nodes ran, were cached or failed, and which engine rendered them)
 is not in the page: it would change the page's bytes, and so its key, on every build. The build
-writes it to report.js beside the page, and a few lines of JavaScript put it on the cards.
+writes it to report.js beside the page, and a few lines of JavaScript put it on the cards, with
+the consistency check's scores (a badge per character a keyframe shows, red when flagged).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ LABELS = {
 class StoryboardEngine(Engine):
     family = "report"
     name = "storyboard"
-    version = "2"  # 2: thumbnails reduced by a whole factor before the Lanczos pass
+    version = "3"  # 2: thumbnails reduced by a whole factor before the Lanczos pass; 3: consistency badges
     options_known = frozenset[str]()  # takes no options
     kinds = frozenset({"storyboard"})
 
@@ -90,6 +91,7 @@ def shot_card(shot: Mapping[str, Any], inputs: Mapping[str, Mapping[str, Path]],
         f'    <p class="action">{html.escape(str(shot.get("action", "")))}</p>',
         f'    <p class="camera">{labels["camera"]}: {html.escape(camera)}</p>' if camera else "",
         f'    <ul class="said">{"".join(said)}</ul>' if said else "",
+        '    <ul class="scores"></ul>',
         '    <ul class="nodes"></ul>',
         "  </div>",
         "</article>",
@@ -162,6 +164,11 @@ h2 .scene { color: var(--muted); font-size: 13px; font-weight: 400; }
 .badge.cached { background: #e6e9f0; color: #4a5468; }
 .badge.failed { background: #f8dcdc; color: #a02828; font-weight: 600; }
 .badge.skipped { background: #f6ead0; color: #86610f; }
+.scores { list-style: none; display: flex; flex-wrap: wrap; gap: 4px; margin: 8px 0 0; padding: 0; }
+.scores:empty { display: none; }
+.score { display: inline-block; padding: 1px 8px; border-radius: 4px; font-size: 12px; white-space: nowrap;
+         background: #e3f1e7; color: #1c6b3a; font-variant-numeric: tabular-nums; }
+.score.low, .score.outlier { background: #d64545; color: #fff; font-weight: 600; }
 @media print { body { background: #fff; } header { background: #fff; color: #000; } .card { break-inside: avoid; } }
 """.replace("FONTS", FONTS)
 
@@ -192,6 +199,21 @@ SCRIPT = """
     var list = card ? card.querySelector(".nodes") : document.getElementById("others");
     list.appendChild(badge(node));
     if (card && node.status === "failed") { card.classList.add("failed"); }
+  });
+  // the consistency check: one badge per character a keyframe shows, red when flagged
+  var consistency = report.consistency;
+  Object.keys((consistency && consistency.characters) || {}).forEach(function (id) {
+    var character = consistency.characters[id];
+    character.shots.forEach(function (shot) {
+      var card = cards[shot.shot];
+      if (!card) { return; }
+      var item = document.createElement("li");
+      item.className = "score" + (shot.below ? " low" : "") + (shot.outlier ? " outlier" : "");
+      item.textContent = character.name + " " + shot.similarity.toFixed(2);
+      item.title = id + ": similarity to the sheet " + shot.similarity + " (threshold " + consistency.threshold
+        + "), z " + shot.z + ", to the other shots " + shot.to_centroid + " (z " + shot.z_centroid + ")";
+      card.querySelector(".scores").appendChild(item);
+    });
   });
   var meta = document.getElementById("build");
   var parts = [];

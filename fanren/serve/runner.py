@@ -248,7 +248,8 @@ class Runner:
         return Engines(profile=engines.profile, image=self._warm(engines.image),
                        video=self._warm(engines.video),  # type: ignore[arg-type]
                        voice=self._warm(engines.voice), mux=self._warm(engines.mux),
-                       report=self._warm(engines.report))
+                       report=self._warm(engines.report),
+                       check=self._warm(engines.check) if engines.check is not None else None)
 
     def _warm(self, engine: Engine) -> Engine:
         name = f"{type(engine).__module__}.{type(engine).__qualname__}:" + json.dumps(

@@ -83,7 +83,8 @@ class SyntheticWeights(Protocol):
 
     scheme: str                          # "fanren-tiny"
     source: Literal["tiny", "random"]    # how engines treat them: tiny ones get small defaults
-    targets: tuple[str, ...]             # what may follow the scheme
+    targets: tuple[str, ...]             # what may follow the scheme (pipelines)
+    encoders: tuple[str, ...]            # ... in an image encoder's model option (the consistency check)
     description: str                     # "tiny model", for error messages
 
     def identity(self, target: str) -> dict[str, Any]:
@@ -96,6 +97,10 @@ class SyntheticWeights(Protocol):
 
     def transformer(self, model_class: Any, target: str, dtype: torch.dtype, device: str) -> Any:
         """Only the `transformer` component (FLUX.1 Kontext beside FLUX.1-dev's encoders and VAE)."""
+        ...
+
+    def image_encoder(self, model_class: Any, target: str, device: str) -> Any:
+        """A transformers image encoder (the consistency check's DINOv2 or CLIP vision tower)."""
         ...
 
 
@@ -167,10 +172,11 @@ class ModelRef:
         return None
 
 
-def model_ref(value: Any, option: str, engine: str = "") -> ModelRef:
+def model_ref(value: Any, option: str, engine: str = "", encoder: bool = False) -> ModelRef:
     """Parse a model option. A value is a folder when it looks like a path ("/…", "./…", "~/…",
     "a/b/c") or names an existing folder; "org/name" otherwise is a hub id. A relative folder is
-    relative to the directory fanren runs in."""
+    relative to the directory fanren runs in. `encoder`: the option names an image encoder (a
+    transformers model), not a diffusers pipeline."""
     if not isinstance(value, str) or not value.strip():
         raise OptionError(engine, option, "a hub id or a folder", repr(value))
     value = value.strip()
@@ -178,9 +184,10 @@ def model_ref(value: Any, option: str, engine: str = "") -> ModelRef:
     if scheme is not None:
         weights = synthetic(scheme)
         target = value[len(scheme) + 1:]
-        if target not in weights.targets:
+        targets = weights.encoders if encoder else weights.targets
+        if target not in targets:
             raise OptionError(engine, option, f"a known {weights.description}", repr(value),
-                              hint=f"known: {', '.join(f'{scheme}:{t}' for t in weights.targets)}")
+                              hint=f"known: {', '.join(f'{scheme}:{t}' for t in targets)}")
         return ModelRef(value, weights.source, target)
     looks_like_path = value.startswith((".", "/", "~")) or value.count("/") > 1 \
         or Path(value).expanduser().is_dir()
