@@ -34,6 +34,7 @@ seed = 1                     # every character and shot seed is derived from it 
 # pause = 0.4                # seconds of silence after a shot's last line, before the next shot
 # subtitles = "burn"         # "burn" into the picture, "soft" (a subtitle track) or "none"
 # fit = "slow"               # speech longer than the clip: "slow" the clip, "hold" its last frame, "loop" it
+# motion = "interpolate"     # a clip below the episode's fps: "interpolate" its motion or "duplicate" frames
 
 # Who reads `narration` and every line with who = "narrator". Without it, the voice engine's
 # default voice for the language reads them.
@@ -57,6 +58,7 @@ name = "小满"                  # shown to the viewer; the id when left out
 description = "a cheerful ten-year-old herb-gatherer girl with a straw hat, a green cotton tunic and a bamboo basket on her back"
 voice = "xiaoman"              # a [voices.*] id; the engine's default voice when left out
 # reference = "refs/xiaoman.png"   # a picture of her, inside this folder
+# aliases = ["小药童"]           # other names the novel calls her by (fanren split reads them)
 
 # A scene is a place; its shots play in the order written.
 [[scenes]]
@@ -74,6 +76,7 @@ narration = "山脚下的药童小满，在溪水里捡到一块会发光的石�
 # seed = 1234                  # pins this shot's keyframe and clip to a seed of your choice
 # duration = 4.0               # the shot lasts at least this many seconds
 # fit = "hold"                 # this shot's own [drama] fit
+# motion = "duplicate"         # this shot's own [drama] motion
 
 [[scenes.shots]]
 id = "whisper"
