@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import inspect
 import shutil
 import string
 import tempfile
@@ -521,7 +522,15 @@ class _RandomWeights:
         return {}
 
     def pipeline(self, pipeline_class: Any, target: str, dtype: torch.dtype, device: str) -> Any:
-        return pipeline_class(**full_size_pipeline(target, dtype=dtype, device=device).components)
+        built = full_size_pipeline(target, dtype=dtype, device=device)
+        if type(built) is pipeline_class:
+            return built
+        # Another class over the same components: carry the settings the pipeline registered besides
+        # them (Wan 2.2 TI2V's expand_timesteps, its A14B boundary_ratio) that the class accepts.
+        accepted = inspect.signature(pipeline_class.__init__).parameters
+        settings = {name: value for name, value in built.config.items()
+                    if name in accepted and name not in built.components}
+        return pipeline_class(**built.components, **settings)
 
     def transformer(self, model_class: Any, target: str, dtype: torch.dtype, device: str) -> Any:
         return full_size_transformer(target, dtype=dtype, device=device)

@@ -163,3 +163,16 @@ def test_qwen_tokenizer_spells_bytes_inside_qwen3s_chat_template() -> None:
     assert text == "<|im_start|>user\n林 a<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     assert tokenizer("林 a").input_ids == [*"林 a".encode()]  # one token a UTF-8 byte: nothing is <unk>
     assert len(tokenizer) == testing.QWEN_VOCAB
+
+
+@pytest.mark.parametrize(("hub_id", "expand_timesteps", "boundary_ratio"),
+                         [(testing.WAN22_TI2V_5B, True, None), (testing.WAN22_I2V_A14B, False, 0.9)])
+def test_random_weights_keep_the_settings_a_pipeline_registers(hub_id: str, expand_timesteps: bool,
+                                                               boundary_ratio: float | None) -> None:
+    # Wan 2.2 TI2V conditions on the keyframe through expand_timesteps: a pipeline rebuilt from the
+    # components alone lost it and fed its 48-channel transformer 100 channels on the GPU.
+    pipeline_class = diffusers_module().WanImageToVideoPipeline
+    pipeline = load_pipeline(pipeline_class, model_ref("fanren-random:" + hub_id, "model"), torch.bfloat16,
+                             engine="wan", family="video", option="model", revision=None, download=False,
+                             device="meta")
+    assert (pipeline.config.expand_timesteps, pipeline.config.boundary_ratio) == (expand_timesteps, boundary_ratio)
