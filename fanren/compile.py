@@ -230,7 +230,7 @@ def _compile_exports(project: Project, engines: Engines, graph: Graph, node: Any
         lines = list(shot_node.params["lines"])
         if burned:
             picture = node(f"picture:{shot.id}", "picture", engines.export, {
-                "shot_id": shot.id, **{k: shot_node.params[k] for k in ("size", "fps", "fit", "max_slow")},
+                "shot_id": shot.id, **{k: shot_node.params[k] for k in ("size", "fps", "fit", "max_slow", "motion")},
             }, inputs=(f"clip:{shot.id}", shot_node.id), reads={shot_node.id: ("timing.json",)})
             inputs += [shot_node.id, picture.id]
             reads[shot_node.id] = ("timing.json",)

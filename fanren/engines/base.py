@@ -47,7 +47,7 @@ storyboard(report) params: title, language, shots [{id, scene, action, camera, n
                    inputs:  keyframe:<id> → {image.png}; shot:<id> → {timing.json}
                    outputs: storyboard.html (self-contained; statuses and consistency scores come from
                             report.js beside it)
-picture (export)   params: shot_id, size, fps, fit, max_slow
+picture (export)   params: shot_id, size, fps, fit, max_slow, motion
                    inputs:  clip:<shot> → {clip.mp4}; shot:<shot> → {timing.json}
                    outputs: picture.mp4 (the clip fitted as the shot fits it, no subtitles, no audio)
 export  (export)   params: format (otio|fcpxml|jianying), libraries {distribution: version}, title, fps,

@@ -61,12 +61,12 @@ def render_picture(request: Request) -> dict[str, Path]:
     """picture.mp4: the shot's clip fitted to the shot exactly as the shot's mux fits it (the same
     filter chain and x264 settings), without its subtitles and without sound.
 
-    params: shot_id, size, fps, fit, max_slow; inputs: clip:<shot> → {clip.mp4},
+    params: shot_id, size, fps, fit, max_slow, motion; inputs: clip:<shot> → {clip.mp4},
     shot:<shot> → {timing.json} (the shot's length, which its lines decide).
     """
     import json
 
-    from .mux import BITEXACT, clip_duration, fit_clip, shot_video_codec
+    from .mux import BITEXACT, clip_timing, fit_clip, shot_video_codec
 
     params = request.params
     width, height = (int(v) for v in params["size"])
@@ -77,7 +77,9 @@ def render_picture(request: Request) -> dict[str, Path]:
                                 .read_text(encoding="utf-8"))["duration"])
     frames = round(duration * fps)
     fit = str(params["fit"])
-    video = fit_clip(fit, clip_duration(clip), duration, float(params["max_slow"]), frames, (width, height), fps)
+    clip_seconds, clip_fps = clip_timing(clip)
+    video = fit_clip(fit, clip_seconds, duration, float(params["max_slow"]), frames, (width, height), fps,
+                     motion=str(params["motion"]), clip_fps=clip_fps)
     clip_input = ["-stream_loop", "-1", "-i", str(clip)] if fit == "loop" else ["-i", str(clip)]
     out = request.out_dir / "picture.mp4"
     run_ffmpeg([*clip_input, "-filter_complex", f"[0:v]{video}[v]", "-map", "[v]", "-an",
