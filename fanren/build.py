@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING
 
 from .cache import Cache, atomic_write
 from .check import Mismatch, check_nodes
-from .compile import Engines, compile_project, resolve_engines
+from .compile import Engines, compile_drama, resolve_engines
 from .errors import BuildFailed, DramaError, FanrenError, NodeFailure, Problem
 from .executors import ExecutorOptions
-from .graph import Graph
+from .graph import Graph, local_id
 from .index import Index
 from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
-from .project import Project, load_project
+from .project import Project
 from .run import CACHED, FAILED, RAN, SKIPPED, EnginePool, NodeResult, Reporter, run_graph
+from .series import Series, load_drama
 
 if TYPE_CHECKING:
     from .remote import RemoteCache
@@ -68,9 +69,10 @@ def out_folder(root: Path, profile: str) -> Path:
 
 @dataclass
 class Session:
-    """A drama compiled for one profile, planned against one cache: what status/explain/build share."""
+    """A drama (or a series) compiled for one profile, planned against one cache: what
+    status/explain/build share."""
 
-    project: Project
+    project: Project | Series
     engines: Engines
     graph: Graph
     cache: Cache
@@ -93,9 +95,9 @@ class Session:
 def open_session(root: Path, profile: str = "draft", cache_dir: Path | None = None,
                  project: Project | None = None, engines: Engines | None = None,
                  cache: Cache | None = None, graph: Graph | None = None) -> Session:
-    project = project or load_project(Path(root))
+    project = project or load_drama(Path(root))
     engines = engines or resolve_engines(project, profile)
-    graph = graph or compile_project(project, engines)
+    graph = graph or compile_drama(project, engines)
     cache = cache or Cache(cache_root(project.root, cache_dir))
     lock = read_lock(project.root, memo=cache.root / "lockmemo.json")
     index = Index(cache, project.root, engines.profile)
@@ -134,7 +136,7 @@ def _pulled(session: Session, results: dict[str, NodeResult]) -> set[str]:
 def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, jobs: int = 2,
           keep_going: bool = False, reporter: Reporter | None = None,
           on_wait: Callable[[], None] | None = None, pool: EnginePool | None = None,
-          project: Project | None = None, engines: Engines | None = None,
+          project: Project | Series | None = None, engines: Engines | None = None,
           cancelled: Callable[[], bool] = lambda: False, remote_read_only: bool = False,
           executor: ExecutorOptions | None = None, check: bool = False,
           on_check: Callable[[int, int, str], None] | None = None,
@@ -157,9 +159,9 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     if session is not None:
         project, engines, graph, cache = session.project, session.engines, session.graph, session.cache
     else:
-        project = project or load_project(Path(root))
+        project = project or load_drama(Path(root))
         engines = engines or resolve_engines(project, profile)
-        graph = graph or compile_project(project, engines)  # bad input fails before any write
+        graph = graph or compile_drama(project, engines)  # bad input fails before any write
         cache = Cache(cache_root(project.root, cache_dir), remote=_remote(project, remote_read_only))
     out_dir = out_folder(project.root, engines.profile)  # bad input too: an out/ leading out of the drama
     cache.register_root(project.root)
@@ -188,7 +190,7 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     return BuildResult(session, results, seconds, out_dir, workers, *checked)
 
 
-def _remote(project: Project, read_only: bool) -> RemoteCache | None:
+def _remote(project: Project | Series, read_only: bool) -> RemoteCache | None:
     if project.cache.remote is None and "FANREN_REMOTE_CACHE" not in os.environ:
         return None  # the common case: not even the remote module is imported (no-op build speed)
     from .remote import open_remote
@@ -196,7 +198,7 @@ def _remote(project: Project, read_only: bool) -> RemoteCache | None:
     return open_remote(project.cache.remote, project.file, read_only=read_only)
 
 
-def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache, jobs: int, keep_going: bool,
+def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cache: Cache, jobs: int, keep_going: bool,
                   reporter: Reporter | None, pool: EnginePool | None,
                   cancelled: Callable[[], bool], executor: ExecutorOptions | None = None,
                   check: bool = False, on_check: Callable[[int, int, str], None] | None = None,
@@ -233,10 +235,16 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
         _update_lock(session, results)
         if session.index is not None:
             session.index.update({nid: r.record for nid, r in results.items() if r.record is not None},
-                                 set(session.graph.nodes))
+                                 None if _partial(session) else set(session.graph.nodes))
             session.index.save()
         write_report(out_dir, session, results, time.monotonic() - started, workers)
-        _export(out_dir, session, results)
+        if isinstance(project, Series):
+            for episode in project.selected:
+                write_report(out_dir / episode, session, results, time.monotonic() - started, workers,
+                             episode=episode)
+                _export(out_dir / episode, session, results, prefix=f"{episode}/")
+        else:
+            _export(out_dir, session, results)
     except OSError as exc:  # a full disk: say so, naming what could not be written; never a traceback
         if not any(r.status == FAILED for r in results.values()):
             raise FanrenError(f"the build finished but its results could not be written: {exc}") from exc
@@ -257,8 +265,11 @@ def _slug(root: Path) -> str:
 def _update_lock(session: Session, results: dict[str, NodeResult]) -> None:
     """drama.lock: every node that resolved gets its key; nodes no longer in the graph are dropped."""
     entries = dict(session.lock.get(session.profile, {}))
+    drama = session.project
     for node_id in list(entries):
-        if node_id not in session.graph:
+        unselected = (isinstance(drama, Series) and (episode := drama.episode_of(node_id)) is not None
+                      and episode in drama.episodes and episode not in drama.selected)
+        if node_id not in session.graph and not unselected:  # other episodes keep their entries
             del entries[node_id]
     for node_id, result in results.items():
         if result.record is not None:
@@ -269,9 +280,22 @@ def _update_lock(session: Session, results: dict[str, NodeResult]) -> None:
     write_lock(session.root, lock, previous=session.lock, memo=session.cache.root / "lockmemo.json")
 
 
+def _partial(session: Session) -> bool:
+    """Whether the session builds some episodes of a series only."""
+    drama = session.project
+    return isinstance(drama, Series) and len(drama.selected) < len(drama.episodes)
+
+
 def report_dict(session: Session, results: dict[str, NodeResult], seconds: float,
-                workers: dict[str, dict[str, object]] | None = None) -> dict[str, object]:
+                workers: dict[str, dict[str, object]] | None = None,
+                episode: str | None = None) -> dict[str, object]:
+    """The report of a build; of one `episode` of a series: its nodes (by their id within the
+    episode, as its storyboard names them) and the shared sheets."""
     pulled = _pulled(session, results)
+    if episode is not None:
+        mine = [n for n in session.graph.nodes if n.startswith(f"{episode}/") or "/" not in n]
+        results = {n: results[n] for n in mine if n in results}
+    ids = {n: local_id(n) if episode is not None else n for n in results}
     return {
         "profile": session.profile,
         "counts": {"ran": sum(1 for r in results.values() if r.status == RAN),
@@ -279,20 +303,20 @@ def report_dict(session: Session, results: dict[str, NodeResult], seconds: float
                    "remote_hits": len(pulled),
                    "failed": sum(1 for r in results.values() if r.status == FAILED),
                    "skipped": sum(1 for r in results.values() if r.status == SKIPPED)},
-        "nodes": [{"id": nid, "kind": r.node.kind, "engine": r.node.engine, "status": r.status,
+        "nodes": [{"id": ids[nid], "kind": r.node.kind, "engine": r.node.engine, "status": r.status,
                    "seconds": round(r.seconds, 3), **({"error": r.error} if r.error else {}),
                    **({"from": "remote"} if nid in pulled else {})}
-                  for nid, r in ((n, results[n]) for n in session.graph.nodes)],
+                  for nid, r in ((n, results[n]) for n in session.graph.nodes if n in results)],
         "seconds": round(seconds, 3),
         **({"workers": workers} if workers else {}),
     }
 
 
 def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult], seconds: float,
-                 workers: dict[str, dict[str, object]] | None = None) -> None:
+                 workers: dict[str, dict[str, object]] | None = None, episode: str | None = None) -> None:
     """report.json (for tools and CI) and report.js (the same, for storyboard.html opened from disk)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = report_dict(session, results, seconds, workers)
+    report = report_dict(session, results, seconds, workers, episode)
     text = json.dumps(report, ensure_ascii=False, indent=1)
     # not fsynced: a report lost to a power cut is rewritten by the next build, and a no-op build
     # would otherwise wait longer for two fsyncs than it takes to plan (a loaded disk: 15-50 ms each)
@@ -300,10 +324,11 @@ def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult]
     atomic_write(out_dir / "report.js", f"window.FANREN_REPORT = {text};\n", durable=False)
 
 
-def _export(out_dir: Path, session: Session, results: dict[str, NodeResult]) -> None:
-    """Place the finished outputs under out/<profile>/ (hard links into the store, else copies)."""
+def _export(out_dir: Path, session: Session, results: dict[str, NodeResult], prefix: str = "") -> None:
+    """Place the finished outputs under out/<profile>/ (of a series' episode: out/<profile>/<episode>/;
+    hard links into the store, else copies)."""
     for name, (node_id, output) in EXPORTS.items():
-        result = results.get(node_id)
+        result = results.get(prefix + node_id)
         if result is None or result.record is None or output not in result.record.outputs:
             continue
         source = session.cache.object_for_use(result.record, output)

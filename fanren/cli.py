@@ -66,6 +66,9 @@ drama_dir = click.argument("directory", required=False, default=".",
 profile_option = click.option("--profile", "-p", default="draft", show_default=True,
                               help="Which engines render: draft (CPU, seconds), final (GPU models), "
                                    "smoke (tiny real models on CPU), or a [profiles.NAME] of drama.toml.")
+episodes_option = click.option("--episodes", metavar="EPISODES",
+                               help="Of a series: which episodes, e.g. ep07, 3-5 (positions from 1), "
+                                    "ep03-ep05, or a comma-separated list of those.")
 cache_option = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
                             envvar="FANREN_CACHE_DIR",
                             help="Where the cache lives (default: DIRECTORY/.fanren-cache; "
@@ -149,11 +152,16 @@ def init(directory: Path, title: str | None) -> None:
                                       "(pip install 'fanren[ray]').")
 @click.option("--address", help="The Ray cluster to join (e.g. ray://head:10001 or auto; "
                                 "default: a local Ray started for this build).")
+@episodes_option
 @handles_errors
 def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir: Path | None,
           remote_read_only: bool, quiet: bool, check: bool, gpus: str | None, executor_kind: str,
-          address: str | None) -> None:
+          address: str | None, episodes: str | None) -> None:
     """Render the drama in DIRECTORY into out/PROFILE/episode.mp4, running only stale nodes.
+
+    A series (DIRECTORY holds series.toml) builds every episode in one graph into
+    out/PROFILE/<episode>/ and the season page out/PROFILE/index.html; DIRECTORY an episode's folder,
+    or --episodes, builds some of them.
 
     \b
     Examples:
@@ -163,6 +171,8 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
       fanren build . --profile final --gpus all     one worker per GPU, models stay loaded
       fanren build . --profile final --executor ray --address auto
       fanren build . --check                        prove same key, same bytes on this machine
+      fanren build my-series --episodes 3-5         episodes 3 to 5 of a series (or ep03-ep05)
+      fanren build my-series/ep07                   one episode, as part of its series
 
     Writes out/PROFILE/ (episode.mp4, episode.srt/.ass, storyboard.html, report.json) and drama.lock.
     Exit code 0 when everything built, 1 when a node failed (its log is named), 2 for bad input.
@@ -179,20 +189,40 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
 
     from .executors import ExecutorOptions
 
+    drama = _load_chosen(directory, episodes)
     result = run_build(directory, profile=profile, cache_dir=cache_dir, jobs=jobs, keep_going=keep_going,
                        reporter=make_reporter(quiet=quiet), on_wait=waiting,
                        remote_read_only=remote_read_only, executor=ExecutorOptions(executor_kind, gpus, address),
-                       check=check, on_check=checking)
+                       check=check, on_check=checking, project=drama)
     ran, cached = result.count("ran"), result.count("cached")
     remote = f", {result.remote_hits} of them from the remote cache" if result.remote_hits else ""
     click.echo(f"built {len(result.results)} nodes ({ran} ran, {cached} cached{remote}) in {result.seconds:.1f} s")
-    click.echo(f"episode: {result.episode}")
+    from .series import Series
+
+    if isinstance(drama, Series):
+        chosen = drama.selected
+        click.echo(f"episodes: {result.out_dir}/{{{','.join(chosen)}}}/episode.mp4" if len(chosen) > 1
+                   else f"episode: {result.out_dir / chosen[0] / 'episode.mp4'}")
+    else:
+        click.echo(f"episode: {result.episode}")
     if check:
         if result.mismatches:
             from .check import CheckFailed
 
             raise CheckFailed(result.mismatches, result.checked)
         click.echo(f"checked {result.checked} nodes: every one gave the same bytes again")
+
+
+def _load_chosen(directory: Path, episodes: str | None) -> Any:
+    """The drama or series in DIRECTORY, with the --episodes chosen (a series only)."""
+    from .series import Series, choose_episodes, load_drama
+
+    drama = load_drama(directory)
+    if episodes is None:
+        return drama
+    if not isinstance(drama, Series):
+        raise UsageError(f"--episodes: {directory} is a single drama, not a series (no series.toml)")
+    return choose_episodes(drama, episodes)
 
 
 @main.command()
