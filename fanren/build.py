@@ -26,6 +26,7 @@ from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
 from .project import Project
 from .run import CACHED, FAILED, RAN, SKIPPED, EnginePool, NodeResult, Reporter, run_graph
+from .season import write_season
 from .series import Series, load_drama
 
 if TYPE_CHECKING:
@@ -216,8 +217,9 @@ def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cac
         from .executors import make_executor
 
         runner = make_executor(executor, pool, jobs, log_dir=cache.logs)
+    graph_run, decisions_run = selected_graph(session.graph, project), selected_decisions(session)
     try:
-        results = run_graph(session.graph, session.decisions, pool, cache, project.root, jobs=jobs,
+        results = run_graph(graph_run, decisions_run, pool, cache, project.root, jobs=jobs,
                             keep_going=keep_going, reporter=reporter, cancelled=cancelled, executor=runner)
         workers = runner.stats() if runner is not None else {}
         checked: tuple[int, list[Mismatch]] = (0, [])
@@ -225,7 +227,7 @@ def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cac
             # in this process, whatever executor ran the build: a second opinion from the same place
             records = {i: r.record for i, r in results.items() if r.record is not None}
             checked = (len(records), check_nodes(
-                session.graph, records, pool, cache, project.root,
+                graph_run, records, pool, cache, project.root,
                 on_node=lambda done, total, node: on_check(done, total, node.id) if on_check else None))
     finally:
         if own_pool:
@@ -235,7 +237,7 @@ def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cac
         _update_lock(session, results)
         if session.index is not None:
             session.index.update({nid: r.record for nid, r in results.items() if r.record is not None},
-                                 None if _partial(session) else set(session.graph.nodes))
+                                 set(session.graph.nodes))
             session.index.save()
         write_report(out_dir, session, results, time.monotonic() - started, workers)
         if isinstance(project, Series):
@@ -243,6 +245,7 @@ def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cac
                 write_report(out_dir / episode, session, results, time.monotonic() - started, workers,
                              episode=episode)
                 _export(out_dir / episode, session, results, prefix=f"{episode}/")
+            write_season(out_dir, project, session.decisions, results, cache)
         else:
             _export(out_dir, session, results)
     except OSError as exc:  # a full disk: say so, naming what could not be written; never a traceback
@@ -256,6 +259,27 @@ def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cac
     return results, session, workers, checked
 
 
+def selected_graph(graph: Graph, drama: Project | Series) -> Graph:
+    """What a build runs: the whole graph, or, for some episodes of a series, their nodes and the
+    shared sheets they read."""
+    if not isinstance(drama, Series) or len(drama.selected) == len(drama.episodes):
+        return graph
+    chosen = set(drama.selected)
+    keep = {n for n in graph.nodes if drama.episode_of(n) in chosen}
+    keep |= {i for n in keep for i in graph[n].inputs}
+    selected = Graph()
+    for node in graph.topological():
+        if node.id in keep:
+            selected.add(node)
+    return selected
+
+
+def selected_decisions(session: Session) -> list[Decision]:
+    """The decisions about the nodes a build of the session's selection runs."""
+    graph = selected_graph(session.graph, session.project)
+    return session.decisions if graph is session.graph else [d for d in session.decisions if d.node.id in graph]
+
+
 def _slug(root: Path) -> str:
     from .cache import digest_bytes
 
@@ -265,11 +289,8 @@ def _slug(root: Path) -> str:
 def _update_lock(session: Session, results: dict[str, NodeResult]) -> None:
     """drama.lock: every node that resolved gets its key; nodes no longer in the graph are dropped."""
     entries = dict(session.lock.get(session.profile, {}))
-    drama = session.project
     for node_id in list(entries):
-        unselected = (isinstance(drama, Series) and (episode := drama.episode_of(node_id)) is not None
-                      and episode in drama.episodes and episode not in drama.selected)
-        if node_id not in session.graph and not unselected:  # other episodes keep their entries
+        if node_id not in session.graph:
             del entries[node_id]
     for node_id, result in results.items():
         if result.record is not None:
@@ -278,12 +299,6 @@ def _update_lock(session: Session, results: dict[str, NodeResult]) -> None:
     lock = dict(session.lock)
     lock[session.profile] = entries
     write_lock(session.root, lock, previous=session.lock, memo=session.cache.root / "lockmemo.json")
-
-
-def _partial(session: Session) -> bool:
-    """Whether the session builds some episodes of a series only."""
-    drama = session.project
-    return isinstance(drama, Series) and len(drama.selected) < len(drama.episodes)
 
 
 def report_dict(session: Session, results: dict[str, NodeResult], seconds: float,

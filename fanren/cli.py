@@ -230,14 +230,16 @@ def _load_chosen(directory: Path, episodes: str | None) -> Any:
 @profile_option
 @cache_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@episodes_option
 @handles_errors
-def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool) -> None:
+def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool, episodes: str | None) -> None:
     """Show what the next build would run, and the reason code for each node.
 
     \b
     Examples:
       fanren status examples/xianxia
       fanren status . --profile final --json | jq '.stale[].id'
+      fanren status my-series --episodes ep07      one episode of a series (and the sheets it reads)
 
     \b
     Reason codes:
@@ -250,17 +252,18 @@ def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool)
     build pulls it instead of running it). A node behind inputs that will really run cannot be told
     until they have run.
     """
-    from .build import open_session
+    from .build import open_session, selected_decisions
     from .remote import open_remote, remote_holdings
 
-    session = open_session(directory, profile, cache_dir)
-    stale = [d for d in session.decisions if d.stale]
+    session = open_session(directory, profile, cache_dir, project=_load_chosen(directory, episodes))
+    decisions = selected_decisions(session)
+    stale = [d for d in decisions if d.stale]
     remote = open_remote(session.project.cache.remote, session.project.file, read_only=True)
-    held = remote_holdings(session.decisions, remote, session.root, session.cache) if remote else {}
+    held = remote_holdings(decisions, remote, session.root, session.cache) if remote else {}
     if as_json:
         click.echo(json.dumps({
             "profile": session.profile,
-            "nodes": len(session.decisions),
+            "nodes": len(decisions),
             **({"remote": remote.url} if remote else {}),
             "stale": [{"id": d.node.id, "kind": d.node.kind, "engine": d.node.engine, "reason": d.reason,
                        **({"inputs": list(d.stale_inputs)} if d.stale_inputs else {}),
@@ -268,9 +271,9 @@ def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool)
         }, ensure_ascii=False, indent=1))
         return
     if not stale:
-        click.echo(f"up to date: {len(session.decisions)} nodes, profile {session.profile}")
+        click.echo(f"up to date: {len(decisions)} nodes, profile {session.profile}")
         return
-    click.echo(f"{len(stale)} of {len(session.decisions)} nodes would run (profile {session.profile}):")
+    click.echo(f"{len(stale)} of {len(decisions)} nodes would run (profile {session.profile}):")
     for d in stale:
         detail = f" (after {', '.join(d.stale_inputs)})" if d.stale_inputs else ""
         where = ""
@@ -342,11 +345,12 @@ def graph(directory: Path, profile: str, fmt: str) -> None:
     Example:
       fanren graph examples/xianxia | dot -Tsvg > graph.svg
     """
-    from .compile import compile_project, resolve_engines
-    from .project import load_project
+    from .build import selected_graph
+    from .compile import compile_drama, resolve_engines
+    from .series import load_drama
 
-    project = load_project(directory)
-    g = compile_project(project, resolve_engines(project, profile))
+    drama = load_drama(directory)
+    g = selected_graph(compile_drama(drama, resolve_engines(drama, profile)), drama)
     click.echo(g.to_dot() if fmt == "dot" else g.to_mermaid(), nl=False)
 
 
@@ -382,9 +386,9 @@ def gc(directory: Path, cache_dir: Path | None, max_size: str | None) -> None:
     from .build import cache_root
     from .cache import Cache
     from .gc import collect_garbage
-    from .project import load_project
+    from .series import load_drama
 
-    project = load_project(directory)
+    project = load_drama(directory)
     cache = Cache(cache_root(project.root, cache_dir))
     result, reached = collect_garbage(
         cache, project.root, _parse_size(max_size),

@@ -129,12 +129,13 @@ def compile_project(project: Project, engines: Engines) -> Graph:
 
 
 def compile_drama(drama: Project | Series, engines: Engines) -> Graph:
-    """The graph of a single drama, or of a series' selected episodes."""
+    """The graph of a single drama, or of a series."""
     return compile_series(drama, engines) if isinstance(drama, Series) else compile_project(drama, engines)
 
 
 def compile_series(series: Series, engines: Engines) -> Graph:
-    """Every node of the series' selected episodes in one graph.
+    """Every node of every episode of the series in one graph (a build of some episodes runs only
+    theirs, see build.selected_graph, but plans them all: the season page says what is stale).
 
     An episode's nodes are its own (`ep01/keyframe:s1`); a character or look sheet that equals the
     series' (same description, style, seed, reference, prompt) is one node for the whole series
@@ -152,8 +153,7 @@ def compile_series(series: Series, engines: Engines) -> Graph:
 
     shared = series.shared
     _add_sheets(shared, engines, graph, prompts_for(shared), "", list(episode_size(shared.drama.aspect)))
-    for episode in series.selected:
-        project = series.episodes[episode]
+    for episode, project in series.episodes.items():
         _compile_episode(project, engines, graph, prompts_for(project), f"{episode}/")
     return graph
 

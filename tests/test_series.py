@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -375,3 +376,144 @@ def test_the_series_example_builds_in_draft(tmp_path: Path) -> None:
     assert graph["ep03/keyframe:the_man"] == ("character:lu",)
     for eid in ("ep01", "ep02", "ep03"):
         assert (root / "out" / "draft" / eid / "episode.mp4").is_file()
+
+
+# ── the season page, status, explain, graph, gc, watch ──────────────────────
+
+
+def season(root: Path) -> dict:
+    return json.loads((root / "out" / "draft" / "season.json").read_text(encoding="utf-8"))
+
+
+def shot_seconds(root: Path, episode: str) -> float:
+    """An episode's length from its shots' timing.json, as the season reports it."""
+    lock = (root / "drama.lock").read_text(encoding="utf-8")
+    entries = tomllib.loads(lock)["draft"]
+    total = 0.0
+    for node_id, entry in entries.items():
+        if node_id.startswith(f"{episode}/shot:"):
+            digest = entry["outputs"]["timing.json"]
+            total += json.loads((root / ".fanren-cache" / "objects" / digest[:2] / digest[2:]).read_text())["duration"]
+    return round(total, 3)
+
+
+def test_the_season_lists_every_episode(built_series: Path) -> None:
+    got = season(built_series)
+    assert [(e["id"], e["title"], e["shots"], e["stale"]) for e in got["episodes"]] == [
+        ("ep1", "第一集", 2, []), ("ep2", "试炼", 2, []), ("ep10", "试炼", 1, [])]
+    assert [e["seconds"] for e in got["episodes"]] == [shot_seconds(built_series, e) for e in ("ep1", "ep2", "ep10")]
+    assert all(e["seconds"] > 0 for e in got["episodes"])
+    assert (got["title"], got["profile"], got["shared_stale"]) == ("试炼", "draft", [])
+    page = (built_series / "out" / "draft" / "index.html").read_text(encoding="utf-8")
+    for eid in ("ep1", "ep2", "ep10"):
+        assert f'<a href="{eid}/storyboard.html">{eid}</a>' in page
+        assert f'<a href="{eid}/episode.mp4">' in page
+
+
+def test_the_season_names_what_a_partial_build_left_stale(series: Path) -> None:
+    edit(series / "series.toml", "an old sect elder with a white beard", "an old sect elder with a black beard")
+    rebuild(series, "--episodes", "ep2")
+    got = {e["id"]: e for e in season(series)["episodes"]}
+    assert got["ep1"]["stale"] == ["ep1/clip:a2", "ep1/episode", "ep1/keyframe:a2", "ep1/shot:a2",
+                                   "ep1/storyboard", "ep1/subtitles"]
+    assert got["ep2"]["stale"] == [] and got["ep10"]["stale"] == []
+    assert got["ep1"]["seconds"] is None
+    assert "6 stale: ep1/clip:a2" in (series / "out" / "draft" / "index.html").read_text(encoding="utf-8")
+
+
+def test_status_of_a_series_and_of_one_episode(series: Path) -> None:
+    edit(series / "ep10" / "drama.toml", "云海无边。", "云海茫茫。")
+    edit(series / "ep1" / "drama.toml", "山门在雾中。", "山门在云中。")
+    whole = json.loads(fanren("status", series, "--json").stdout)
+    assert [(d["id"], d["reason"]) for d in whole["stale"]] == [
+        ("ep1/line:a1:0", "changed"), ("ep1/shot:a1", "input-changed"), ("ep1/subtitles", "input-changed"),
+        ("ep1/episode", "input-changed"), ("ep1/storyboard", "input-changed"),
+        ("ep10/line:c1:0", "changed"), ("ep10/shot:c1", "input-changed"), ("ep10/subtitles", "input-changed"),
+        ("ep10/episode", "input-changed"), ("ep10/storyboard", "input-changed")]
+    one = json.loads(fanren("status", series / "ep10", "--json").stdout)
+    assert [d["id"] for d in one["stale"]] == ["ep10/line:c1:0", "ep10/shot:c1", "ep10/subtitles",
+                                               "ep10/episode", "ep10/storyboard"]
+    assert one["nodes"] == 1 + 7  # the one sheet it reads (character:lin) and its own nodes
+    chosen = json.loads(fanren("status", series, "--episodes", "1", "--json").stdout)
+    assert [d["id"] for d in chosen["stale"]] == ["ep1/line:a1:0", "ep1/shot:a1", "ep1/subtitles",
+                                                  "ep1/episode", "ep1/storyboard"]
+
+
+def test_explain_a_node_of_an_episode(series: Path) -> None:
+    edit(series / "ep10" / "drama.toml", "云海无边。", "云海茫茫。")
+    result = fanren("explain", "ep10/line:c1:0", "-C", series)
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == ["ep10/line:c1:0 would run: changed",
+                                          "  params.sentences[0]:", "    - 云海无边。", "    + 云海茫茫。",
+                                          "  params.text:", "    - 云海无边。", "    + 云海茫茫。"]
+
+
+def test_graph_of_one_episode_holds_its_nodes_and_the_sheets_it_reads(series: Path) -> None:
+    result = fanren("graph", series / "ep2", "--format", "mermaid")
+    assert result.code == 0, result.stderr
+    ids = {line.split('["')[1].split("<br/>")[0] for line in result.stdout.splitlines() if '["' in line}
+    assert {i for i in ids if "/" not in i} == {"character:lin@old", "character:elder"}
+    assert {i.split("/")[0] for i in ids if "/" in i} == {"ep2"}
+
+
+def test_gc_keeps_what_every_episode_reaches(series: Path) -> None:
+    before = set((series / ".fanren-cache" / "actions").rglob("*.json"))
+    result = fanren("gc", series / "ep1")
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith("removed 0 records and 0 objects")
+    assert set((series / ".fanren-cache" / "actions").rglob("*.json")) == before
+    assert rebuild(series) == set()
+
+
+def save(file: Path, old: str, new: str) -> None:
+    """Save as editors do: a temp file renamed over the file (see tests/test_watch.py)."""
+    text = file.read_text(encoding="utf-8")
+    assert old in text, old
+    tmp = file.parent / f".{file.name}.swp"
+    tmp.write_text(text.replace(old, new), encoding="utf-8")
+    tmp.replace(file)
+
+
+def test_watch_rebuilds_on_edits_to_series_toml_and_to_any_episode(series: Path) -> None:
+    from test_watch import statuses, wait_outcomes
+
+    from fanren.watch import WatchSession
+
+    session = WatchSession(series, debounce=0.05)
+    session.start()
+    try:
+        assert statuses(wait_outcomes(session, 1)[0], "ran") == set()
+        assert session.board.shown == "ep1/"
+        save(series / "series.toml", "an old swordswoman with white hair", "an old swordswoman with grey hair")
+        second = wait_outcomes(session, 2)[1]
+        assert second.trigger == ("series.toml",)
+        assert statuses(second, "ran") == {"character:lin@old", "ep2/keyframe:b1", "ep2/clip:b1",
+                                           "ep2/shot:b1", "ep2/episode", "ep2/storyboard"}
+        save(series / "ep10" / "drama.toml", "云海无边。", "云海茫茫。")
+        third = wait_outcomes(session, 3)[2]
+        assert third.trigger == ("ep10/drama.toml",)
+        assert statuses(third, "ran") == {"ep10/line:c1:0", "ep10/shot:c1", "ep10/subtitles", "ep10/episode",
+                                          "ep10/storyboard"}
+    finally:
+        session.stop()
+
+
+def test_watch_of_an_episode_folder_shows_that_episode(series: Path) -> None:
+    from test_watch import wait_outcomes
+
+    from fanren.watch import WatchSession
+
+    session = WatchSession(series / "ep2", debounce=0.05)
+    session.start()
+    try:
+        wait_outcomes(session, 1)
+        assert session.root == series
+        assert session.board.shown == "ep2/"
+        assert [card.shot for card in session.board.cards] == ["b1", "b2"]
+        # the series' sheets and the episode's own nodes, by their ids within the episode
+        assert set(session.board.nodes) == {"character:lin", "character:lin@old", "character:elder",
+                                            "keyframe:b1", "clip:b1",
+                                            "line:b1:0", "shot:b1", "keyframe:b2", "clip:b2", "line:b2:0",
+                                            "shot:b2", "subtitles", "episode", "storyboard"}
+    finally:
+        session.stop()
