@@ -241,9 +241,15 @@ def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cac
             session.index.save()
         write_report(out_dir, session, results, time.monotonic() - started, workers)
         if isinstance(project, Series):
+            # one pass over the graph, not one per episode: 60 episodes are 8,000 nodes
+            shared: dict[str, NodeResult] = {}
+            mine: dict[str, dict[str, NodeResult]] = {}
+            for node_id in graph_run.nodes:
+                episode_id = project.episode_of(node_id)
+                (shared if episode_id is None else mine.setdefault(episode_id, {}))[node_id] = results[node_id]
             for episode in project.selected:
-                write_report(out_dir / episode, session, results, time.monotonic() - started, workers,
-                             episode=episode)
+                write_report(out_dir / episode, session, {**shared, **mine.get(episode, {})},
+                             time.monotonic() - started, workers, episode=episode)
                 _export(out_dir / episode, session, results, prefix=f"{episode}/")
             write_season(out_dir, project, session.decisions, results, cache)
         else:
@@ -304,13 +310,10 @@ def _update_lock(session: Session, results: dict[str, NodeResult]) -> None:
 def report_dict(session: Session, results: dict[str, NodeResult], seconds: float,
                 workers: dict[str, dict[str, object]] | None = None,
                 episode: str | None = None) -> dict[str, object]:
-    """The report of a build; of one `episode` of a series: its nodes (by their id within the
-    episode, as its storyboard names them) and the shared sheets."""
+    """The report of a build; of one `episode` of a series (`results` holding its nodes and the
+    shared sheets, in graph order): by their ids within the episode, as its storyboard names them."""
     pulled = _pulled(session, results)
-    if episode is not None:
-        mine = [n for n in session.graph.nodes if n.startswith(f"{episode}/") or "/" not in n]
-        results = {n: results[n] for n in mine if n in results}
-    ids = {n: local_id(n) if episode is not None else n for n in results}
+    order = results if episode is not None else [n for n in session.graph.nodes if n in results]
     return {
         "profile": session.profile,
         "counts": {"ran": sum(1 for r in results.values() if r.status == RAN),
@@ -318,10 +321,10 @@ def report_dict(session: Session, results: dict[str, NodeResult], seconds: float
                    "remote_hits": len(pulled),
                    "failed": sum(1 for r in results.values() if r.status == FAILED),
                    "skipped": sum(1 for r in results.values() if r.status == SKIPPED)},
-        "nodes": [{"id": ids[nid], "kind": r.node.kind, "engine": r.node.engine, "status": r.status,
+        "nodes": [{"id": local_id(nid) if episode is not None else nid, "kind": r.node.kind, "engine": r.node.engine, "status": r.status,
                    "seconds": round(r.seconds, 3), **({"error": r.error} if r.error else {}),
                    **({"from": "remote"} if nid in pulled else {})}
-                  for nid, r in ((n, results[n]) for n in session.graph.nodes if n in results)],
+                  for nid, r in ((n, results[n]) for n in order)],
         "seconds": round(seconds, 3),
         **({"workers": workers} if workers else {}),
     }

@@ -203,6 +203,7 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
         chosen = drama.selected
         click.echo(f"episodes: {result.out_dir}/{{{','.join(chosen)}}}/episode.mp4" if len(chosen) > 1
                    else f"episode: {result.out_dir / chosen[0] / 'episode.mp4'}")
+        click.echo(f"season: {result.out_dir / 'index.html'}")
     else:
         click.echo(f"episode: {result.episode}")
     if check:

@@ -517,3 +517,22 @@ def test_watch_of_an_episode_folder_shows_that_episode(series: Path) -> None:
                                             "shot:b2", "subtitles", "episode", "storyboard"}
     finally:
         session.stop()
+
+
+def test_the_series_example_in_smoke_loads_each_model_once_for_every_episode(tmp_path: Path) -> None:
+    """The real flux and cogvideox engine code (tiny random pipelines): the four sheets and six
+    keyframes of three episodes on one image model, the six clips on one video model."""
+    from fanren.build import build
+    from fanren.run import EnginePool
+
+    root = tmp_path / "series-xianxia"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "examples" / "series-xianxia", root)
+    drama = load_drama(root)
+    engines = resolve_engines(drama, "smoke")
+    result = build(root, profile="smoke", pool=EnginePool(engines.by_family()), project=drama, engines=engines)
+    assert result.count("ran") == len(result.results) == 37
+    assert engines.image.loads == 1 and engines.video.loads == 1
+    for eid in ("ep01", "ep02", "ep03"):
+        assert (root / "out" / "smoke" / eid / "episode.mp4").is_file()
+    assert [e["stale"] for e in json.loads((root / "out" / "smoke" / "season.json").read_text())["episodes"]] \
+        == [[], [], []]
