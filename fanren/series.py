@@ -81,9 +81,12 @@ def load_drama(directory: Path) -> Project | Series:
     if root is None:
         return load_project(directory)
     series = load_series(root)
-    if root != directory:
-        return series.select((directory.name,))
-    return series
+    if root == directory:
+        return series
+    if directory.name not in series.episodes:
+        raise UsageError(f"{directory} is not an episode of the series in {root}: [series] episodes of "
+                         f"{SERIES_FILE} does not list {directory.name!r}")
+    return series.select((directory.name,))
 
 
 def load_series(root: Path) -> Series:

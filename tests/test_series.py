@@ -166,6 +166,14 @@ def test_a_folder_inside_an_episode_selects_that_episode(tmp_path: Path) -> None
     assert isinstance(drama, Series) and drama.selected == ("ep2",)
 
 
+def test_a_folder_the_series_does_not_list_is_not_an_episode(tmp_path: Path) -> None:
+    root = write_series(tmp_path / "s", '[series]\nepisodes = ["ep1", "ep2"]\n' + SERIES)
+    with pytest.raises(UsageError) as caught:
+        load_drama(root / "ep10")
+    assert str(caught.value) == (f"{root}/ep10 is not an episode of the series in {root}: [series] episodes "
+                                 "of series.toml does not list 'ep10'")
+
+
 @pytest.mark.parametrize(("spec", "chosen"), [
     ("ep2", ("ep2",)), ("2-3", ("ep2", "ep10")), ("ep1-ep2", ("ep1", "ep2")), ("3,1", ("ep1", "ep10")),
 ])
