@@ -205,9 +205,8 @@ def _with_paths(raw: dict[str, Any], root: Path, eid: str) -> dict[str, Any]:
                                                     for k, v in character["looks"].items()}}
             characters[cid] = character
         out["characters"] = characters
-    out["music"] = table(out["music"], "file") if "music" in out else None
-    if out["music"] is None:
-        del out["music"]
+    if "music" in out:
+        out["music"] = table(out["music"], "file")
     if isinstance(out.get("scenes"), list):
         out["scenes"] = [{**s, "music": table(s["music"], "file")} if isinstance(s, dict) and "music" in s
                          else s for s in out["scenes"]]

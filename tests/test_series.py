@@ -160,6 +160,16 @@ def test_an_episodes_own_reference_overrides_the_series_one(tmp_path: Path) -> N
     assert series.episodes["ep2"].characters["lin"].reference == "ep2/refs/lin.png"
 
 
+def test_music_is_found_in_the_episode_folder_first(tmp_path: Path) -> None:
+    root = write_series(tmp_path / "s", SERIES + '\n[music]\nfile = "music/theme.ogg"\n')
+    for folder in (root / "music", root / "ep10" / "music"):
+        folder.mkdir()
+        (folder / "theme.ogg").write_bytes(b"a tune")
+    series = load_series(root)
+    assert series.episodes["ep1"].music.file == "music/theme.ogg"
+    assert series.episodes["ep10"].music.file == "ep10/music/theme.ogg"
+
+
 def test_a_folder_inside_an_episode_selects_that_episode(tmp_path: Path) -> None:
     root = write_series(tmp_path / "s")
     drama = load_drama(root / "ep2")
