@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import fanren, ran
 
+from fanren.cache import digest_file
 from fanren.compile import compile_drama, resolve_engines
 from fanren.errors import DramaError, UsageError
 from fanren.series import Series, choose_episodes, load_drama, load_series
@@ -533,6 +534,10 @@ def test_watch_of_an_episode_folder_shows_that_episode(series: Path) -> None:
                                             "keyframe:b1", "clip:b1",
                                             "line:b1:0", "shot:b1", "keyframe:b2", "clip:b2", "line:b2:0",
                                             "shot:b2", "subtitles", "episode", "storyboard"}
+        page = session.board.snapshot()
+        digest = (series / "out" / "draft" / "ep2" / "episode.mp4").resolve()
+        assert page["episode"]["url"] == f"/out/draft/ep2/episode.mp4?v={page['episode']['digest'][:16]}"
+        assert page["episode"]["digest"] == digest_file(digest)
     finally:
         session.stop()
 
