@@ -431,11 +431,11 @@ def push(directory: Path, profiles: tuple[str, ...], cache_dir: Path | None) -> 
     from .build import cache_root
     from .cache import Cache
     from .lockfile import read_lock
-    from .project import load_project
     from .remote import open_remote
     from .remote import push as push_records
+    from .series import load_drama
 
-    project = load_project(directory)
+    project = load_drama(directory)  # of a series: the one drama.lock at its root
     remote = open_remote(project.cache.remote, project.file)
     if remote is None:
         raise UsageError("no remote cache: set [cache] remote in drama.toml or FANREN_REMOTE_CACHE")

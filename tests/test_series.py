@@ -559,3 +559,12 @@ def test_the_series_example_in_smoke_loads_each_model_once_for_every_episode(tmp
         assert (root / "out" / "smoke" / eid / "episode.mp4").is_file()
     assert [e["stale"] for e in json.loads((root / "out" / "smoke" / "season.json").read_text())["episodes"]] \
         == [[], [], []]
+
+
+def test_cache_push_of_a_series_uploads_what_its_one_drama_lock_names(series: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    keys = {entry["key"] for entry in tomllib.loads((series / "drama.lock").read_text(encoding="utf-8"))["draft"].values()}
+    result = fanren("cache", "push", series / "ep2", env={"FANREN_REMOTE_CACHE": remote.as_uri()})
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith(f"pushed {len(keys)} of {len(keys)} results to {remote.as_uri()}")
