@@ -568,3 +568,13 @@ def test_cache_push_of_a_series_uploads_what_its_one_drama_lock_names(series: Pa
     result = fanren("cache", "push", series / "ep2", env={"FANREN_REMOTE_CACHE": remote.as_uri()})
     assert result.code == 0, result.stderr
     assert result.stdout.startswith(f"pushed {len(keys)} of {len(keys)} results to {remote.as_uri()}")
+
+
+def test_episodes_of_a_single_drama_is_a_usage_error(tmp_path: Path) -> None:
+    from conftest import write_drama
+
+    drama = write_drama(tmp_path / "drama")
+    result = fanren("build", drama, "--episodes", "2")
+    assert (result.code, result.stderr) == (
+        2, f"error: --episodes: {drama} is a single drama, not a series (no series.toml)\n")
+    assert not (drama / "out").exists()
