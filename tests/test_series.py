@@ -578,3 +578,14 @@ def test_episodes_of_a_single_drama_is_a_usage_error(tmp_path: Path) -> None:
     assert (result.code, result.stderr) == (
         2, f"error: --episodes: {drama} is a single drama, not a series (no series.toml)\n")
     assert not (drama / "out").exists()
+
+
+def test_bad_input_in_a_built_series_loses_nothing(series: Path) -> None:
+    from test_errors import snapshot
+
+    before = snapshot(series), (series / "drama.lock").read_bytes()
+    edit(series / "series.toml", 'fps = 12', 'fps = 12\naspect = "4:3"')
+    result = fanren("build", series)
+    assert (result.code, result.stderr) == (2, f"error: {series}/series.toml: drama.aspect: expected one of "
+                                               "'16:9', '9:16' or '1:1', got '4:3'\n")
+    assert (snapshot(series), (series / "drama.lock").read_bytes()) == before
