@@ -298,11 +298,19 @@ def explain(node: str, directory: Path, profile: str, cache_dir: Path | None) ->
     Examples:
       fanren explain keyframe:s03
       fanren explain line:s03:0 -C examples/xianxia
+      fanren explain ep03/keyframe:memory -C examples/series-xianxia
+      fanren explain keyframe:memory -C examples/series-xianxia/ep03
     """
     from .build import open_session
     from .plan import explain as explain_node
 
     session = open_session(directory, profile, cache_dir)
+    from .series import Series
+
+    drama = session.project
+    if (node not in session.graph and isinstance(drama, Series) and len(drama.selected) == 1
+            and f"{drama.selected[0]}/{node}" in session.graph):  # -C an episode folder: ids within it
+        node = f"{drama.selected[0]}/{node}"
     if node not in session.graph:
         from .project import did_you_mean
 

@@ -467,6 +467,14 @@ def test_explain_a_node_of_an_episode(series: Path) -> None:
                                           "  params.text:", "    - 云海无边。", "    + 云海茫茫。"]
 
 
+def test_explain_in_an_episode_folder_takes_ids_within_the_episode(series: Path) -> None:
+    edit(series / "ep10" / "drama.toml", "云海无边。", "云海茫茫。")
+    result = fanren("explain", "line:c1:0", "-C", series / "ep10")
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "ep10/line:c1:0 would run: changed"
+    assert fanren("explain", "character:lin", "-C", series / "ep10").stdout.startswith("character:lin is up to date")
+
+
 def test_graph_of_one_episode_holds_its_nodes_and_the_sheets_it_reads(series: Path) -> None:
     result = fanren("graph", series / "ep2", "--format", "mermaid")
     assert result.code == 0, result.stderr
