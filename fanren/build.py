@@ -17,15 +17,17 @@ from typing import TYPE_CHECKING
 
 from .cache import Cache, atomic_write
 from .check import Mismatch, check_nodes
-from .compile import Engines, compile_project, resolve_engines
+from .compile import Engines, compile_drama, resolve_engines
 from .errors import BuildFailed, DramaError, FanrenError, NodeFailure, Problem
 from .executors import ExecutorOptions
-from .graph import Graph
+from .graph import Graph, local_id
 from .index import Index
 from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
-from .project import Project, load_project
+from .project import Project
 from .run import CACHED, FAILED, RAN, SKIPPED, EnginePool, NodeResult, Reporter, run_graph
+from .season import write_season
+from .series import Series, load_drama
 
 if TYPE_CHECKING:
     from .remote import RemoteCache
@@ -68,9 +70,10 @@ def out_folder(root: Path, profile: str) -> Path:
 
 @dataclass
 class Session:
-    """A drama compiled for one profile, planned against one cache: what status/explain/build share."""
+    """A drama (or a series) compiled for one profile, planned against one cache: what
+    status/explain/build share."""
 
-    project: Project
+    project: Project | Series
     engines: Engines
     graph: Graph
     cache: Cache
@@ -93,9 +96,9 @@ class Session:
 def open_session(root: Path, profile: str = "draft", cache_dir: Path | None = None,
                  project: Project | None = None, engines: Engines | None = None,
                  cache: Cache | None = None, graph: Graph | None = None) -> Session:
-    project = project or load_project(Path(root))
+    project = project or load_drama(Path(root))
     engines = engines or resolve_engines(project, profile)
-    graph = graph or compile_project(project, engines)
+    graph = graph or compile_drama(project, engines)
     cache = cache or Cache(cache_root(project.root, cache_dir))
     lock = read_lock(project.root, memo=cache.root / "lockmemo.json")
     index = Index(cache, project.root, engines.profile)
@@ -138,7 +141,7 @@ def _pulled(session: Session, results: dict[str, NodeResult]) -> set[str]:
 def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, jobs: int = 2,
           keep_going: bool = False, reporter: Reporter | None = None,
           on_wait: Callable[[], None] | None = None, pool: EnginePool | None = None,
-          project: Project | None = None, engines: Engines | None = None,
+          project: Project | Series | None = None, engines: Engines | None = None,
           cancelled: Callable[[], bool] = lambda: False, remote_read_only: bool = False,
           executor: ExecutorOptions | None = None, check: bool = False,
           on_check: Callable[[int, int, str], None] | None = None,
@@ -161,9 +164,9 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     if session is not None:
         project, engines, graph, cache = session.project, session.engines, session.graph, session.cache
     else:
-        project = project or load_project(Path(root))
+        project = project or load_drama(Path(root))
         engines = engines or resolve_engines(project, profile)
-        graph = graph or compile_project(project, engines)  # bad input fails before any write
+        graph = graph or compile_drama(project, engines)  # bad input fails before any write
         cache = Cache(cache_root(project.root, cache_dir), remote=_remote(project, remote_read_only))
     out_dir = out_folder(project.root, engines.profile)  # bad input too: an out/ leading out of the drama
     cache.register_root(project.root)
@@ -192,7 +195,7 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     return BuildResult(session, results, seconds, out_dir, workers, *checked)
 
 
-def _remote(project: Project, read_only: bool) -> RemoteCache | None:
+def _remote(project: Project | Series, read_only: bool) -> RemoteCache | None:
     if project.cache.remote is None and "FANREN_REMOTE_CACHE" not in os.environ:
         return None  # the common case: not even the remote module is imported (no-op build speed)
     from .remote import open_remote
@@ -200,7 +203,7 @@ def _remote(project: Project, read_only: bool) -> RemoteCache | None:
     return open_remote(project.cache.remote, project.file, read_only=read_only)
 
 
-def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache, jobs: int, keep_going: bool,
+def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cache: Cache, jobs: int, keep_going: bool,
                   reporter: Reporter | None, pool: EnginePool | None,
                   cancelled: Callable[[], bool], executor: ExecutorOptions | None = None,
                   check: bool = False, on_check: Callable[[int, int, str], None] | None = None,
@@ -218,8 +221,9 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
         from .executors import make_executor
 
         runner = make_executor(executor, pool, jobs, log_dir=cache.logs)
+    graph_run, decisions_run = selected_graph(session.graph, project), selected_decisions(session)
     try:
-        results = run_graph(session.graph, session.decisions, pool, cache, project.root, jobs=jobs,
+        results = run_graph(graph_run, decisions_run, pool, cache, project.root, jobs=jobs,
                             keep_going=keep_going, reporter=reporter, cancelled=cancelled, executor=runner)
         workers = runner.stats() if runner is not None else {}
         checked: tuple[int, list[Mismatch]] = (0, [])
@@ -227,7 +231,7 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
             # in this process, whatever executor ran the build: a second opinion from the same place
             records = {i: r.record for i, r in results.items() if r.record is not None}
             checked = (len(records), check_nodes(
-                session.graph, records, pool, cache, project.root,
+                graph_run, records, pool, cache, project.root,
                 on_node=lambda done, total, node: on_check(done, total, node.id) if on_check else None))
     finally:
         if own_pool:
@@ -240,11 +244,22 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
                                  set(session.graph.nodes))
             session.index.save()
         write_report(out_dir, session, results, time.monotonic() - started, workers)
-        _export(out_dir, session, results)
-        if any(node.kind == "export" for node in session.graph.topological()):
-            from .export.materialize import place_exports
-
-            place_exports(out_dir, session, results)
+        if isinstance(project, Series):
+            # one pass over the graph, not one per episode: 60 episodes are 8,000 nodes
+            shared: dict[str, NodeResult] = {}
+            mine: dict[str, dict[str, NodeResult]] = {}
+            for node_id in graph_run.nodes:
+                episode_id = project.episode_of(node_id)
+                (shared if episode_id is None else mine.setdefault(episode_id, {}))[node_id] = results[node_id]
+            for episode in project.selected:
+                write_report(out_dir / episode, session, {**shared, **mine.get(episode, {})},
+                             time.monotonic() - started, workers, episode=episode)
+                _export(out_dir / episode, session, results, prefix=f"{episode}/")
+                _place_exports(out_dir / episode, session, results, prefix=f"{episode}/")
+            write_season(out_dir, project, session.decisions, results, cache)
+        else:
+            _export(out_dir, session, results)
+            _place_exports(out_dir, session, results)
     except OSError as exc:  # a full disk: say so, naming what could not be written; never a traceback
         if not any(r.status == FAILED for r in results.values()):
             raise FanrenError(f"the build finished but its results could not be written: {exc}") from exc
@@ -254,6 +269,27 @@ def _build_locked(project: Project, engines: Engines, graph: Graph, cache: Cache
     except OSError as exc:  # a speed-up only: the next build re-hashes what it cannot find
         log.warning("could not save the cache's stat memo: %s", exc)
     return results, session, workers, checked
+
+
+def selected_graph(graph: Graph, drama: Project | Series) -> Graph:
+    """What a build runs: the whole graph, or, for some episodes of a series, their nodes and the
+    shared sheets they read."""
+    if not isinstance(drama, Series) or len(drama.selected) == len(drama.episodes):
+        return graph
+    chosen = set(drama.selected)
+    keep = {n for n in graph.nodes if drama.episode_of(n) in chosen}
+    keep |= {i for n in keep for i in graph[n].inputs}
+    selected = Graph()
+    for node in graph.topological():
+        if node.id in keep:
+            selected.add(node)
+    return selected
+
+
+def selected_decisions(session: Session) -> list[Decision]:
+    """The decisions about the nodes a build of the session's selection runs."""
+    graph = selected_graph(session.graph, session.project)
+    return session.decisions if graph is session.graph else [d for d in session.decisions if d.node.id in graph]
 
 
 def _slug(root: Path) -> str:
@@ -278,8 +314,12 @@ def _update_lock(session: Session, results: dict[str, NodeResult]) -> None:
 
 
 def report_dict(session: Session, results: dict[str, NodeResult], seconds: float,
-                workers: dict[str, dict[str, object]] | None = None) -> dict[str, object]:
+                workers: dict[str, dict[str, object]] | None = None,
+                episode: str | None = None) -> dict[str, object]:
+    """The report of a build; of one `episode` of a series (`results` holding its nodes and the
+    shared sheets, in graph order): by their ids within the episode, as its storyboard names them."""
     pulled = _pulled(session, results)
+    order = results if episode is not None else [n for n in session.graph.nodes if n in results]
     return {
         "profile": session.profile,
         "counts": {"ran": sum(1 for r in results.values() if r.status == RAN),
@@ -287,10 +327,10 @@ def report_dict(session: Session, results: dict[str, NodeResult], seconds: float
                    "remote_hits": len(pulled),
                    "failed": sum(1 for r in results.values() if r.status == FAILED),
                    "skipped": sum(1 for r in results.values() if r.status == SKIPPED)},
-        "nodes": [{"id": nid, "kind": r.node.kind, "engine": r.node.engine, "status": r.status,
+        "nodes": [{"id": local_id(nid) if episode is not None else nid, "kind": r.node.kind, "engine": r.node.engine, "status": r.status,
                    "seconds": round(r.seconds, 3), **({"error": r.error} if r.error else {}),
                    **({"from": "remote"} if nid in pulled else {})}
-                  for nid, r in ((n, results[n]) for n in session.graph.nodes)],
+                  for nid, r in ((n, results[n]) for n in order)],
         "seconds": round(seconds, 3),
         **({"workers": workers} if workers else {}),
         **({"consistency": consistency} if (consistency := consistency_report(session, results)) else {}),
@@ -302,19 +342,19 @@ def consistency_report(session: Session, results: dict[str, NodeResult]) -> dict
     settings = session.project.check.consistency
     if settings is None:
         return None
-    from .consistency import read_scores, verdict
+    from .consistency import read_scores, score_key, verdict
 
     done = [results[nid] for nid in session.graph.nodes if nid in results]  # in the drama's order
-    files = {r.node.params["character_id"]: session.cache.object_for_use(r.record, "consistency.json")
+    files = {score_key(r.node): session.cache.object_for_use(r.record, "consistency.json")
              for r in done if r.node.kind == "consistency" and r.record is not None}
     return verdict(settings, read_scores(files))
 
 
 def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult], seconds: float,
-                 workers: dict[str, dict[str, object]] | None = None) -> None:
+                 workers: dict[str, dict[str, object]] | None = None, episode: str | None = None) -> None:
     """report.json (for tools and CI) and report.js (the same, for storyboard.html opened from disk)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = report_dict(session, results, seconds, workers)
+    report = report_dict(session, results, seconds, workers, episode)
     text = json.dumps(report, ensure_ascii=False, indent=1)
     # not fsynced: a report lost to a power cut is rewritten by the next build, and a no-op build
     # would otherwise wait longer for two fsyncs than it takes to plan (a loaded disk: 15-50 ms each)
@@ -322,10 +362,20 @@ def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult]
     atomic_write(out_dir / "report.js", f"window.FANREN_REPORT = {text};\n", durable=False)
 
 
-def _export(out_dir: Path, session: Session, results: dict[str, NodeResult]) -> None:
-    """Place the finished outputs under out/<profile>/ (hard links into the store, else copies)."""
+def _place_exports(out_dir: Path, session: Session, results: dict[str, NodeResult], prefix: str = "") -> None:
+    """The editor timelines of `[export]` and their media, when the drama (or episode) has any."""
+    if any(node.kind == "export" and node.id.startswith(prefix) and "/" not in node.id[len(prefix):]
+           for node in session.graph.topological()):
+        from .export.materialize import place_exports
+
+        place_exports(out_dir, session, results, prefix)
+
+
+def _export(out_dir: Path, session: Session, results: dict[str, NodeResult], prefix: str = "") -> None:
+    """Place the finished outputs under out/<profile>/ (of a series' episode: out/<profile>/<episode>/;
+    hard links into the store, else copies)."""
     for name, (node_id, output) in EXPORTS.items():
-        result = results.get(node_id)
+        result = results.get(prefix + node_id)
         if result is None or result.record is None or output not in result.record.outputs:
             continue
         source = session.cache.object_for_use(result.record, output)

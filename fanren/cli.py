@@ -70,6 +70,9 @@ drama_dir = click.argument("directory", required=False, default=".",
 profile_option = click.option("--profile", "-p", default="draft", show_default=True,
                               help="Which engines render: draft (CPU, seconds), final (GPU models), "
                                    "smoke (tiny real models on CPU), or a [profiles.NAME] of drama.toml.")
+episodes_option = click.option("--episodes", metavar="EPISODES",
+                               help="Of a series: which episodes, e.g. ep07, 3-5 (positions from 1), "
+                                    "ep03-ep05, or a comma-separated list of those.")
 cache_option = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
                             envvar="FANREN_CACHE_DIR",
                             help="Where the cache lives (default: DIRECTORY/.fanren-cache; "
@@ -157,11 +160,16 @@ def init(directory: Path, title: str | None) -> None:
                                       "(pip install 'fanren[ray]').")
 @click.option("--address", help="The Ray cluster to join (e.g. ray://head:10001 or auto; "
                                 "default: a local Ray started for this build).")
+@episodes_option
 @handles_errors
 def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir: Path | None,
           remote_read_only: bool, quiet: bool, check: bool, gpus: str | None, executor_kind: str,
-          address: str | None) -> None:
+          address: str | None, episodes: str | None) -> None:
     """Render the drama in DIRECTORY into out/PROFILE/episode.mp4, running only stale nodes.
+
+    A series (DIRECTORY holds series.toml) builds every episode in one graph into
+    out/PROFILE/<episode>/ and the season page out/PROFILE/index.html; DIRECTORY an episode's folder,
+    or --episodes, builds some of them.
 
     \b
     Examples:
@@ -171,6 +179,8 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
       fanren build . --profile final --gpus all     one worker per GPU, models stay loaded
       fanren build . --profile final --executor ray --address auto
       fanren build . --check                        prove same key, same bytes on this machine
+      fanren build my-series --episodes 3-5         episodes 3 to 5 of a series (or ep03-ep05)
+      fanren build my-series/ep07                   one episode, as part of its series
 
     Writes out/PROFILE/ (episode.mp4, episode.srt/.ass, storyboard.html, report.json) and drama.lock.
     Exit code 0 when everything built, 1 when a node failed (its log is named), 2 for bad input.
@@ -187,14 +197,23 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
 
     from .executors import ExecutorOptions
 
+    drama = _load_chosen(directory, episodes)
     result = run_build(directory, profile=profile, cache_dir=cache_dir, jobs=jobs, keep_going=keep_going,
                        reporter=make_reporter(quiet=quiet), on_wait=waiting,
                        remote_read_only=remote_read_only, executor=ExecutorOptions(executor_kind, gpus, address),
-                       check=check, on_check=checking)
+                       check=check, on_check=checking, project=drama)
     ran, cached = result.count("ran"), result.count("cached")
     remote = f", {result.remote_hits} of them from the remote cache" if result.remote_hits else ""
     click.echo(f"built {len(result.results)} nodes ({ran} ran, {cached} cached{remote}) in {result.seconds:.1f} s")
-    click.echo(f"episode: {result.episode}")
+    from .series import Series
+
+    if isinstance(drama, Series):
+        chosen = drama.selected
+        click.echo(f"episodes: {result.out_dir}/{{{','.join(chosen)}}}/episode.mp4" if len(chosen) > 1
+                   else f"episode: {result.out_dir / chosen[0] / 'episode.mp4'}")
+        click.echo(f"season: {result.out_dir / 'index.html'}")
+    else:
+        click.echo(f"episode: {result.episode}")
     low = _consistency(result, quiet, check)
     if check:
         if result.mismatches:
@@ -269,19 +288,33 @@ def check(directory: Path, profile: str, cache_dir: Path | None, as_json: bool) 
         raise ConsistencyFailed(below, report["threshold"])
 
 
+def _load_chosen(directory: Path, episodes: str | None) -> Any:
+    """The drama or series in DIRECTORY, with the --episodes chosen (a series only)."""
+    from .series import Series, choose_episodes, load_drama
+
+    drama = load_drama(directory)
+    if episodes is None:
+        return drama
+    if not isinstance(drama, Series):
+        raise UsageError(f"--episodes: {directory} is a single drama, not a series (no series.toml)")
+    return choose_episodes(drama, episodes)
+
+
 @main.command()
 @drama_dir
 @profile_option
 @cache_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@episodes_option
 @handles_errors
-def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool) -> None:
+def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool, episodes: str | None) -> None:
     """Show what the next build would run, and the reason code for each node.
 
     \b
     Examples:
       fanren status examples/xianxia
       fanren status . --profile final --json | jq '.stale[].id'
+      fanren status my-series --episodes ep07      one episode of a series (and the sheets it reads)
 
     \b
     Reason codes:
@@ -294,17 +327,18 @@ def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool)
     build pulls it instead of running it). A node behind inputs that will really run cannot be told
     until they have run.
     """
-    from .build import open_session
+    from .build import open_session, selected_decisions
     from .remote import open_remote, remote_holdings
 
-    session = open_session(directory, profile, cache_dir)
-    stale = [d for d in session.decisions if d.stale]
+    session = open_session(directory, profile, cache_dir, project=_load_chosen(directory, episodes))
+    decisions = selected_decisions(session)
+    stale = [d for d in decisions if d.stale]
     remote = open_remote(session.project.cache.remote, session.project.file, read_only=True)
-    held = remote_holdings(session.decisions, remote, session.root, session.cache) if remote else {}
+    held = remote_holdings(decisions, remote, session.root, session.cache) if remote else {}
     if as_json:
         click.echo(json.dumps({
             "profile": session.profile,
-            "nodes": len(session.decisions),
+            "nodes": len(decisions),
             **({"remote": remote.url} if remote else {}),
             "stale": [{"id": d.node.id, "kind": d.node.kind, "engine": d.node.engine, "reason": d.reason,
                        **({"inputs": list(d.stale_inputs)} if d.stale_inputs else {}),
@@ -312,9 +346,9 @@ def status(directory: Path, profile: str, cache_dir: Path | None, as_json: bool)
         }, ensure_ascii=False, indent=1))
         return
     if not stale:
-        click.echo(f"up to date: {len(session.decisions)} nodes, profile {session.profile}")
+        click.echo(f"up to date: {len(decisions)} nodes, profile {session.profile}")
         return
-    click.echo(f"{len(stale)} of {len(session.decisions)} nodes would run (profile {session.profile}):")
+    click.echo(f"{len(stale)} of {len(decisions)} nodes would run (profile {session.profile}):")
     for d in stale:
         detail = f" (after {', '.join(d.stale_inputs)})" if d.stale_inputs else ""
         where = ""
@@ -338,11 +372,19 @@ def explain(node: str, directory: Path, profile: str, cache_dir: Path | None) ->
     Examples:
       fanren explain keyframe:s03
       fanren explain line:s03:0 -C examples/xianxia
+      fanren explain ep03/keyframe:memory -C examples/series-xianxia
+      fanren explain keyframe:memory -C examples/series-xianxia/ep03
     """
     from .build import open_session
     from .plan import explain as explain_node
 
     session = open_session(directory, profile, cache_dir)
+    from .series import Series
+
+    drama = session.project
+    if (node not in session.graph and isinstance(drama, Series) and len(drama.selected) == 1
+            and f"{drama.selected[0]}/{node}" in session.graph):  # -C an episode folder: ids within it
+        node = f"{drama.selected[0]}/{node}"
     if node not in session.graph:
         from .project import did_you_mean
 
@@ -386,11 +428,12 @@ def graph(directory: Path, profile: str, fmt: str) -> None:
     Example:
       fanren graph examples/xianxia | dot -Tsvg > graph.svg
     """
-    from .compile import compile_project, resolve_engines
-    from .project import load_project
+    from .build import selected_graph
+    from .compile import compile_drama, resolve_engines
+    from .series import load_drama
 
-    project = load_project(directory)
-    g = compile_project(project, resolve_engines(project, profile))
+    drama = load_drama(directory)
+    g = selected_graph(compile_drama(drama, resolve_engines(drama, profile)), drama)
     click.echo(g.to_dot() if fmt == "dot" else g.to_mermaid(), nl=False)
 
 
@@ -426,9 +469,9 @@ def gc(directory: Path, cache_dir: Path | None, max_size: str | None) -> None:
     from .build import cache_root
     from .cache import Cache
     from .gc import collect_garbage
-    from .project import load_project
+    from .series import load_drama
 
-    project = load_project(directory)
+    project = load_drama(directory)
     cache = Cache(cache_root(project.root, cache_dir))
     result, reached = collect_garbage(
         cache, project.root, _parse_size(max_size),
@@ -470,11 +513,11 @@ def push(directory: Path, profiles: tuple[str, ...], cache_dir: Path | None) -> 
     from .build import cache_root
     from .cache import Cache
     from .lockfile import read_lock
-    from .project import load_project
     from .remote import open_remote
     from .remote import push as push_records
+    from .series import load_drama
 
-    project = load_project(directory)
+    project = load_drama(directory)  # of a series: the one drama.lock at its root
     remote = open_remote(project.cache.remote, project.file)
     if remote is None:
         raise UsageError("no remote cache: set [cache] remote in drama.toml or FANREN_REMOTE_CACHE")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from .engines.voice import SpeechEngine
 from .errors import DramaError, OptionError, Problem, UsageError
 from .graph import Graph, Node
 from .project import NARRATOR, Character, Profile, Project, Scene, Shot, Voice, decode_utf8
+from .series import Series
 from .text import clean_text, sentences
 
 LEAD_IN = 0.15       # seconds of silence before a shot's first line
@@ -63,11 +64,11 @@ class Engines:
         return families | ({"check": self.check} if self.check is not None else {})
 
 
-def profile_names(project: Project) -> list[str]:
+def profile_names(project: Project | Series) -> list[str]:
     return sorted(set(BUILTIN_PROFILES) | set(project.profiles))
 
 
-def resolve_engines(project: Project, profile: str) -> Engines:
+def resolve_engines(project: Project | Series, profile: str) -> Engines:
     """The engine of each family for `profile`: the drama's [profiles.<name>] over the built-in one."""
     if not PROFILE_NAME.fullmatch(profile):  # it names the folder out/<profile>/
         raise UsageError(f"--profile: expected a profile name ({PROFILE_NAME_RULE}), got {profile!r}")
@@ -148,9 +149,86 @@ def derive_seed(drama_seed: int, label: str) -> int:
 
 def compile_project(project: Project, engines: Engines) -> Graph:
     """Every node of the episode, in a topological order, with the params that go into its key."""
-    prompts = Prompts(project.root)
-    drama = project.drama
     graph = Graph()
+    prompts = Prompts(project.root, project.template_dirs)
+    _compile_episode(project, engines, graph, prompts, "")
+    return graph
+
+
+def compile_drama(drama: Project | Series, engines: Engines) -> Graph:
+    """The graph of a single drama, or of a series."""
+    return compile_series(drama, engines) if isinstance(drama, Series) else compile_project(drama, engines)
+
+
+def compile_series(series: Series, engines: Engines) -> Graph:
+    """Every node of every episode of the series in one graph (a build of some episodes runs only
+    theirs, see build.selected_graph, but plans them all: the season page says what is stale).
+
+    An episode's nodes are its own (`ep01/keyframe:s1`); a character or look sheet that equals the
+    series' (same description, style, seed, reference, prompt) is one node for the whole series
+    (`character:hanli@young`), whichever episodes show it. An episode that redefines a character
+    gets a sheet of its own (`ep01/character:hanli`).
+    """
+    graph = Graph()
+    prompts: dict[tuple[Path, ...], Prompts] = {}  # one jinja environment per set of template folders
+
+    def prompts_for(project: Project) -> Prompts:
+        folders = tuple(f for f in project.template_dirs if f.is_dir())
+        if folders not in prompts:
+            prompts[folders] = Prompts(project.root, folders)
+        return prompts[folders]
+
+    shared = series.shared
+    _add_sheets(shared, engines, graph, prompts_for(shared), "", list(episode_size(shared.drama.aspect)))
+    for episode, project in series.episodes.items():
+        _compile_episode(project, engines, graph, prompts_for(project), f"{episode}/")
+    return graph
+
+
+Sheets = dict[tuple[str, str | None], str]  # (character id, look or None) → the node id of its sheet
+
+
+def _add_sheets(project: Project, engines: Engines, graph: Graph, prompts: Prompts, prefix: str,
+                size: list[int]) -> Sheets:
+    """A sheet node per character and per look. In a series (`prefix` set) a sheet equal to the one
+    already in the graph is that node; any other is the episode's own."""
+    drama = project.drama
+    sheets: Sheets = {}
+    identity, gpu = engines.image.identity(), engines.image.resources().gpu
+    for cid, character in project.characters.items():
+        for look_id in (None, *character.looks):
+            look = character.looks[look_id] if look_id is not None else None
+            id = f"character:{cid}" if look_id is None else f"character:{cid}@{look_id}"
+            where = f"characters.{cid}" if look_id is None else f"characters.{cid}.looks.{look_id}"
+            # a look without a reference of its own keeps the character's: a reference is the face
+            reference = look.reference or character.reference if look else character.reference
+            params = {
+                "character_id": cid,
+                "name": character.name or cid,
+                "description": look.description if look else character.description,
+                "style": drama.style,
+                "prompt": prompts.render("character.j2", where,
+                                         character=_character_vars(cid, character, look_id),
+                                         style=drama.style, language=drama.language),
+                "seed": derive_seed(drama.seed, id),
+                "size": size,
+                "language": drama.language,
+                "reference": reference,
+                **({"look": look_id} if look_id is not None else {}),
+            }
+            sheet = Node(id=id, kind="character", family=engines.image.family, engine=engines.image.name,
+                         identity=identity, params=params, sources=(reference,) if reference else (), gpu=gpu)
+            if prefix and not (id in graph and graph[id] == sheet):
+                sheet = replace(sheet, id=prefix + id)
+            if sheet.id not in graph:
+                graph.add(sheet)
+            sheets[(cid, look_id)] = sheet.id
+    return sheets
+
+
+def _compile_episode(project: Project, engines: Engines, graph: Graph, prompts: Prompts, prefix: str) -> None:
+    """The nodes of one episode, their ids after `prefix` (empty for a single drama)."""
+    drama = project.drama
     size = list(episode_size(drama.aspect))
     try:
         frame = list(engines.video.native_size(drama.aspect))
@@ -161,33 +239,19 @@ def compile_project(project: Project, engines: Engines) -> Graph:
     def node(id: str, kind: str, engine: Engine, params: dict[str, Any],
              inputs: tuple[str, ...] = (), sources: tuple[str, ...] = (),
              reads: dict[str, tuple[str, ...]] | None = None) -> Node:
-        return graph.add(Node(id=id, kind=kind, family=engine.family, engine=engine.name,
+        return graph.add(Node(id=prefix + id, kind=kind, family=engine.family, engine=engine.name,
                               identity=engine.identity(), params=params, inputs=inputs,
                               sources=sources, gpu=engine.resources().gpu, reads=reads or {}))
 
-    for cid, character in project.characters.items():
-        node(f"character:{cid}", "character", engines.image, {
-            "character_id": cid,
-            "name": character.name or cid,
-            "description": character.description,
-            "style": drama.style,
-            "prompt": prompts.render("character.j2", f"characters.{cid}",
-                                     character=_character_vars(cid, character),
-                                     style=drama.style, language=drama.language),
-            "seed": derive_seed(drama.seed, f"character:{cid}"),
-            "size": size,
-            "language": drama.language,
-            "reference": character.reference,
-        }, sources=(character.reference,) if character.reference else ())
-
+    sheets = _add_sheets(project, engines, graph, prompts, prefix, size)
     shot_ids: list[str] = []
     for i, scene in enumerate(project.scenes):
         for j, shot in enumerate(scene.shots):
             where = f"scenes[{i}].shots[{j}]"
-            _compile_shot(project, engines, node, prompts, scene, shot, where, frame, size, fps)
+            _compile_shot(project, engines, node, prompts, sheets, prefix, scene, shot, where, frame, size, fps)
             shot_ids.append(shot.id)
 
-    shots = tuple(f"shot:{s}" for s in shot_ids)
+    shots = tuple(f"{prefix}shot:{s}" for s in shot_ids)
     node("subtitles", "subtitles", engines.mux,
          {"size": size, "language": drama.language, "font": SUBTITLE_FONT}, inputs=shots,
          reads={s: ("timing.json",) for s in shots})
@@ -195,22 +259,22 @@ def compile_project(project: Project, engines: Engines) -> Graph:
     music = scene_music(project)
     node("episode", "episode", engines.mux, {
         "fps": drama.fps, "subtitles": drama.subtitles, "loudness": LOUDNESS, "music": music,
-    }, inputs=shots + ("subtitles",), sources=tuple(sorted({entry["file"] for entry in music})))
+    }, inputs=shots + (f"{prefix}subtitles",), sources=tuple(sorted({entry["file"] for entry in music})))
     node("storyboard", "storyboard", engines.report, {
         "title": drama.title, "language": drama.language,
         "shots": [{"id": shot.id, "scene": scene.id, "action": shot.action, "camera": shot.camera,
                    "narration": shot.narration,
                    "lines": [{"who": line.who, "text": line.text} for line in shot.lines]}
                   for scene, shot in project.shots()],
-    }, inputs=tuple(f"keyframe:{s}" for s in shot_ids) + shots, reads={s: ("timing.json",) for s in shots})
-    _compile_exports(project, engines, graph, node, size, music)
+    }, inputs=tuple(f"{prefix}keyframe:{s}" for s in shot_ids) + shots,
+        reads={s: ("timing.json",) for s in shots})
+    _compile_exports(project, engines, graph, node, prefix, size, music)
     if engines.check is not None:
-        _compile_checks(project, engines.check, node)
-    return graph
+        _compile_checks(project, engines.check, node, prefix, sheets)
 
 
-def _compile_exports(project: Project, engines: Engines, graph: Graph, node: Any, size: list[int],
-                     music: list[dict[str, Any]]) -> None:
+def _compile_exports(project: Project, engines: Engines, graph: Graph, node: Any, prefix: str,
+                     size: list[int], music: list[dict[str, Any]]) -> None:
     """One `export:<format>` node per format of `[export] formats`: it reads every shot's picture
     and timing, every line's speech and cues and the music files, so editing one line re-writes
     the exports and nothing more than the episode already re-renders.
@@ -225,24 +289,27 @@ def _compile_exports(project: Project, engines: Engines, graph: Graph, node: Any
     shots: list[dict[str, Any]] = []
     inputs: list[str] = []
     reads: dict[str, tuple[str, ...]] = {}
+    # params name nodes by their ids within the episode (what the engine and the key see); inputs
+    # and reads by their ids in the graph (`prefix` + id in a series)
     for _, shot in project.shots():
-        shot_node = graph[f"shot:{shot.id}"]
+        shot_id = f"{prefix}shot:{shot.id}"
+        shot_node = graph[shot_id]
         lines = list(shot_node.params["lines"])
         if burned:
             picture = node(f"picture:{shot.id}", "picture", engines.export, {
                 "shot_id": shot.id, **{k: shot_node.params[k] for k in ("size", "fps", "fit", "max_slow", "motion")},
-            }, inputs=(f"clip:{shot.id}", shot_node.id), reads={shot_node.id: ("timing.json",)})
-            inputs += [shot_node.id, picture.id]
-            reads[shot_node.id] = ("timing.json",)
+            }, inputs=(f"{prefix}clip:{shot.id}", shot_id), reads={shot_id: ("timing.json",)})
+            inputs += [shot_id, picture.id]
+            reads[shot_id] = ("timing.json",)
             reads[picture.id] = ("picture.mp4",)
-            source = [picture.id, "picture.mp4"]
+            source = [f"picture:{shot.id}", "picture.mp4"]
         else:
-            inputs.append(shot_node.id)
-            reads[shot_node.id] = ("shot.mp4", "timing.json")
-            source = [shot_node.id, "shot.mp4"]
+            inputs.append(shot_id)
+            reads[shot_id] = ("shot.mp4", "timing.json")
+            source = [f"shot:{shot.id}", "shot.mp4"]
         shots.append({"id": shot.id, "picture": source, "lines": lines})
-        inputs += [line["node"] for line in lines]
-        reads.update({line["node"]: ("speech.wav", "cues.json") for line in lines})
+        inputs += [prefix + line["node"] for line in lines]
+        reads.update({prefix + line["node"]: ("speech.wav", "cues.json") for line in lines})
     for fmt in formats:
         node(f"export:{fmt}", "export", engines.export, {
             "format": fmt, "libraries": _export_libraries(project, fmt),
@@ -267,10 +334,11 @@ def _export_libraries(project: Project, fmt: str) -> dict[str, str]:
                                  hint="pip install 'fanren[export]'")) from None
 
 
-def _compile_checks(project: Project, engine: Engine, node: Any) -> None:
+def _compile_checks(project: Project, engine: Engine, node: Any, prefix: str, sheets: Sheets) -> None:
     """One consistency node per character that some shot shows: its sheet and those keyframes.
 
     A shot's other characters' sheets are inputs too: they compete for the keyframe's regions.
+    The sheet is the character's own (not a look's): a shot in a look is scored against it too.
     """
     for cid, character in project.characters.items():
         shots = [{"shot": shot.id, "characters": list(shot.characters or scene.characters)}
@@ -280,7 +348,7 @@ def _compile_checks(project: Project, engine: Engine, node: Any) -> None:
         cast = sorted({c for shot in shots for c in shot["characters"]})
         node(f"consistency:{cid}", "consistency", engine,
              {"character_id": cid, "name": character.name or cid, "shots": shots},
-             inputs=tuple(f"character:{c}" for c in cast) + tuple(f"keyframe:{s['shot']}" for s in shots))
+             inputs=tuple(sheets[(c, None)] for c in cast) + tuple(f"{prefix}keyframe:{s['shot']}" for s in shots))
 
 
 def scene_music(project: Project) -> list[dict[str, Any]]:
@@ -297,12 +365,13 @@ def scene_music(project: Project) -> list[dict[str, Any]]:
     return entries
 
 
-def _compile_shot(project: Project, engines: Engines, node: Any, prompts: Prompts, scene: Scene,
-                  shot: Shot, where: str, frame: list[int], size: list[int], fps: int) -> None:
+def _compile_shot(project: Project, engines: Engines, node: Any, prompts: Prompts, sheets: Sheets,
+                  prefix: str, scene: Scene, shot: Shot, where: str, frame: list[int], size: list[int],
+                  fps: int) -> None:
     drama = project.drama
     seed = shot.seed if shot.seed is not None else derive_seed(drama.seed, f"shot:{shot.id}")
-    cast = shot.characters or scene.characters
-    characters = [_character_vars(cid, project.characters[cid]) for cid in cast]
+    cast = [(cid, project.look_of(scene, shot, cid)) for cid in shot.characters or scene.characters]
+    characters = [_character_vars(cid, project.characters[cid], look) for cid, look in cast]
     variables = {"scene": {"id": scene.id, "setting": scene.setting},
                  "shot": {"id": shot.id, "action": shot.action, "camera": shot.camera},
                  "characters": characters, "style": drama.style, "language": drama.language}
@@ -312,11 +381,11 @@ def _compile_shot(project: Project, engines: Engines, node: Any, prompts: Prompt
         "characters": characters, "action": shot.action, "camera": shot.camera,
         "style": drama.style, "prompt": prompts.render("keyframe.j2", where, **variables),
         "seed": seed, "size": frame, "language": drama.language,
-    }, inputs=tuple(f"character:{cid}" for cid in cast))
+    }, inputs=tuple(sheets[entry] for entry in cast))
     node(f"clip:{shot.id}", "clip", engines.video, {
         "shot_id": shot.id, "prompt": prompts.render("motion.j2", where, **variables),
         "seed": seed, "size": frame, "fps": fps,
-    }, inputs=(f"keyframe:{shot.id}",))
+    }, inputs=(f"{prefix}keyframe:{shot.id}",))
 
     spoken: list[tuple[str, str]] = []
     if shot.narration.strip():
@@ -348,11 +417,15 @@ def _compile_shot(project: Project, engines: Engines, node: Any, prompts: Prompt
         "subtitles": drama.subtitles, "font": SUBTITLE_FONT, "language": drama.language,
         "lines": [{"node": lid, "who": who, "text": text}
                   for lid, (who, text) in zip(line_ids, spoken, strict=True)],
-    }, inputs=(f"clip:{shot.id}", *line_ids))
+    }, inputs=(f"{prefix}clip:{shot.id}", *(prefix + lid for lid in line_ids)))
 
 
-def _character_vars(cid: str, character: Character) -> dict[str, str]:
-    return {"id": cid, "name": character.name or cid, "description": character.description}
+def _character_vars(cid: str, character: Character, look: str | None = None) -> dict[str, str]:
+    """What prompts and keyframes know of a character: in a look, that look's description."""
+    if look is None:
+        return {"id": cid, "name": character.name or cid, "description": character.description}
+    return {"id": cid, "name": character.name or cid, "description": character.looks[look].description,
+            "look": look}
 
 
 def _voice_for(project: Project, who: str) -> Voice | None:
@@ -379,15 +452,17 @@ class Prompts:
     template that is a symbolic link out of the drama folder is refused, as references are.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, folders: tuple[Path, ...] | None = None) -> None:
         import jinja2
 
         from . import templates_dir
 
         self.root = root
         self._jinja = jinja2
+        folders = folders if folders is not None else (root / "templates",)
         self.env = _bounded_environment(jinja2.ChoiceLoader([
-            _inside_loader(root / "templates", root), jinja2.FileSystemLoader(str(templates_dir()))]))
+            *(_inside_loader(folder, root) for folder in folders),
+            jinja2.FileSystemLoader(str(templates_dir()))]))
 
     def render(self, name: str, where: str, **variables: Any) -> str:
         jinja2 = self._jinja

@@ -68,6 +68,13 @@ def flagged(report: Mapping[str, Any]) -> list[Flagged]:
                     f["below"], f["outlier"]) for f in report["flagged"]]
 
 
+def score_key(node: Any) -> str:
+    """A consistency node's character in the verdict: its id, after its episode in a series (`ep01/lu`)."""
+    episode = node.id.rpartition("/")[0]
+    cid = str(node.params["character_id"])
+    return f"{episode}/{cid}" if episode else cid
+
+
 def read_scores(files: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
     """consistency.json of each character (id → its parsed scores), from the cached outputs."""
     return {cid: json.loads(Path(file).read_text(encoding="utf-8")) for cid, file in files.items()}
@@ -85,7 +92,7 @@ def last_verdict(session: Session) -> dict[str, Any]:
     if stale:
         raise UsageError(f"not scored yet for profile {session.profile!r}: {', '.join(stale)}; run "
                          f"`fanren build --profile {session.profile}` first")
-    files = {d.node.params["character_id"]: session.cache.object_for_use(d.record, "consistency.json")
+    files = {score_key(d.node): session.cache.object_for_use(d.record, "consistency.json")
              for d in checks if d.record is not None}
     return verdict(settings, read_scores(files))
 

@@ -29,14 +29,15 @@ def reached_keys(cache: Cache, also: Path | None = None) -> Reached:
     """The keys every drama registered in `cache` (and `also`) reaches, with notes on what was skipped."""
     from .build import open_session
     from .compile import profile_names
-    from .project import DRAMA_FILE, load_project
+    from .project import DRAMA_FILE
+    from .series import SERIES_FILE, load_drama
 
     reached = Reached()
     roots = cache.drama_roots()
     if also is not None and also.resolve() not in roots:
         roots.append(also.resolve())
     for root in roots:
-        if not (root / DRAMA_FILE).is_file():
+        if not (root / DRAMA_FILE).is_file() and not (root / SERIES_FILE).is_file():
             reached.notes.append(f"{root}: no {DRAMA_FILE} there any more; dropped from the dramas "
                                  f"using this cache")
             cache.forget_root(root)
@@ -44,7 +45,7 @@ def reached_keys(cache: Cache, also: Path | None = None) -> Reached:
         reached.dramas.append(root)
         reached.keys |= {e.key for entries in read_lock(root).values() for e in entries.values()}
         try:
-            project = load_project(root)
+            project = load_drama(root)  # a series: every episode
         except FanrenError as exc:
             reached.notes.append(f"{root}: {DRAMA_FILE} does not load ({exc.show().splitlines()[0]}); "
                                  f"keeping what its {LOCK_FILE} names")

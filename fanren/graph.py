@@ -14,6 +14,12 @@ KINDS = ("character", "keyframe", "clip", "line", "shot", "subtitles", "episode"
          "export", "consistency")
 
 
+def local_id(node_id: str) -> str:
+    """A node's id within its episode (`ep01/shot:s1` → `shot:s1`): what engines and keys see, so an
+    episode of a series keys as the same drama built alone would."""
+    return node_id.rpartition("/")[2]
+
+
 @dataclass(frozen=True)
 class Node:
     id: str                           # "keyframe:s01" — stable across edits, used in drama.lock

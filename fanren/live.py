@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 from .build import BuildResult, Session
 from .cache import Cache
-from .graph import Node
+from .graph import Node, local_id
 from .run import CACHED, FAILED, RAN, SKIPPED, NodeResult
 
 QUEUED, RUNNING = "queued", "running"
@@ -92,13 +92,21 @@ class Board:
     summary: str = ""
     cache: Cache | None = None
     version: int = 0
+    shown: str = ""  # of a series: "<episode>/", the episode the page shows (its nodes and the sheets)
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     # ── the watch loop ──────────────────────────────────────────────────────
 
     def show_session(self, session: Session) -> None:
         """A new plan: cards from the drama, fresh nodes cached, stale ones queued."""
-        project = session.project
+        from .series import Series
+
+        drama = session.project
+        if isinstance(drama, Series):  # the watched episode, or the series' first one
+            self.shown = f"{drama.selected[0]}/"
+            project = drama.episodes[drama.selected[0]]
+        else:
+            self.shown, project = "", drama
         names = {cid: c.name or cid for cid, c in project.characters.items()}
         with self._changed:
             self.title = project.drama.title
@@ -109,19 +117,21 @@ class Board:
                                ((("", shot.narration),) if shot.narration.strip() else ())
                                + tuple((names.get(line.who, line.who), line.text) for line in shot.lines))
                           for scene, shot in project.shots()]
-            self.nodes = {d.node.id: NodeState(QUEUED if d.stale else CACHED) for d in session.decisions}
+            self.nodes = {mine: NodeState(QUEUED if d.stale else CACHED) for d in session.decisions
+                          if (mine := self._mine(d.node.id)) is not None}
             shots = {card.shot for card in self.cards}
             # A stale keyframe keeps showing its last picture (dimmed) until the new one is made.
             self.keyframes = {shot: digest for shot, digest in self.keyframes.items() if shot in shots}
             for decision in session.decisions:
-                if decision.node.kind == "keyframe" and decision.record is not None:
+                if (decision.node.kind == "keyframe" and decision.record is not None
+                        and self._mine(decision.node.id) is not None):
                     self._keep_keyframe(decision.node, decision.record.outputs)
             self.building = any(d.stale for d in session.decisions)
             self.summary = "building" if self.building else "up to date"
             self._bump()
 
     def show_built(self, result: BuildResult, cancelled: bool) -> None:
-        episode = result.results.get("episode")
+        episode = result.results.get(self.shown + "episode")
         with self._changed:
             self.building = False
             self.error = None
@@ -148,23 +158,28 @@ class Board:
     def begin(self, stale: list[Node], estimates: Mapping[str, float]) -> None:
         with self._changed:
             for node in stale:
-                self.nodes[node.id] = NodeState(QUEUED)
+                if (mine := self._mine(node.id)) is not None:
+                    self.nodes[mine] = NodeState(QUEUED)
             self.building = True
             self._bump()
 
     def start(self, node: Node) -> None:
         with self._changed:
-            self.nodes[node.id] = NodeState(RUNNING, 0.0)
+            if (mine := self._mine(node.id)) is not None:
+                self.nodes[mine] = NodeState(RUNNING, 0.0)
             self._bump()
 
     def progress(self, node: Node, fraction: float, message: str) -> None:
         with self._changed:
-            self.nodes[node.id] = NodeState(RUNNING, min(max(fraction, 0.0), 1.0), message)
+            if (mine := self._mine(node.id)) is not None:
+                self.nodes[mine] = NodeState(RUNNING, min(max(fraction, 0.0), 1.0), message)
             self._bump()
 
     def finish(self, result: NodeResult) -> None:
         with self._changed:
-            self.nodes[result.node.id] = NodeState(result.status, message=result.error or "")
+            if (mine := self._mine(result.node.id)) is None:
+                return
+            self.nodes[mine] = NodeState(result.status, message=result.error or "")
             if result.node.kind == "keyframe" and result.record is not None:
                 self._keep_keyframe(result.node, result.record.outputs)
             self._bump()
@@ -199,8 +214,15 @@ class Board:
 
     # ── inside ──────────────────────────────────────────────────────────────
 
+    def _mine(self, node_id: str) -> str | None:
+        """The id the page knows a node by: its id within the shown episode; None for a node of
+        another episode of the series."""
+        if "/" not in node_id:
+            return node_id
+        return node_id[len(self.shown):] if self.shown and node_id.startswith(self.shown) else None
+
     def _keep_keyframe(self, node: Node, outputs: Mapping[str, Any]) -> None:
-        shot = shot_of(node.id)
+        shot = shot_of(local_id(node.id))
         if shot is not None and "image.png" in outputs:
             self.keyframes[shot] = outputs["image.png"].digest
 
@@ -227,7 +249,7 @@ class Board:
             "summary": self.summary,
             "error": self.error,
             "episode": ({"digest": self.episode,
-                         "url": f"/out/{self.profile}/episode.mp4?v={self.episode[:16]}"}
+                         "url": f"/out/{self.profile}/{self.shown}episode.mp4?v={self.episode[:16]}"}
                         if self.episode else None),
             "shots": [self._card(card, by_shot[card.shot]) for card in self.cards],
             "others": others,

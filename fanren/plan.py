@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cache import ActionRecord, Cache, Output, canonical_json, digest_bytes
 from .errors import DramaError, Problem
-from .graph import Graph, Node
+from .graph import Graph, Node, local_id
 from .lockfile import LockEntry
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def key_fields(node: Node, inputs: Mapping[str, Mapping[str, Output]],
         "sources": dict(sources),
         # a list, not a table: the order of inputs matters (the episode's shots) and a table's
         # keys would be sorted away by the canonical JSON
-        "inputs": [[nid, {name: o.digest for name, o in sorted(node.read_outputs(nid, inputs[nid]).items())}]
+        "inputs": [[local_id(nid), {name: o.digest for name, o in sorted(node.read_outputs(nid, inputs[nid]).items())}]
                    for nid in node.inputs],
     }
 

@@ -64,6 +64,14 @@ class Voice(BaseModel):
         return value if isinstance(value, (str, dict)) else None
 
 
+class Look(_Strict):
+    """`[characters.<id>.looks.<look>]`: the character's full appearance in one part of the story
+    (an age, a costume, an injury). A shot or scene picks it with `looks = { <id> = "<look>" }`."""
+
+    description: str = Field(min_length=1)
+    reference: str | None = None
+
+
 class Character(_Strict):
     name: str = ""
     description: str = Field(min_length=1)
@@ -72,6 +80,7 @@ class Character(_Strict):
     # the text's other names for the character (韩师弟, 二愣子): read by `fanren split` to find who
     # speaks; never part of a key, so editing them re-renders nothing
     aliases: list[str] = []
+    looks: dict[str, Look] = {}
 
 
 class Line(_Strict):
@@ -90,6 +99,7 @@ class Shot(_Strict):
     duration: float | None = Field(default=None, gt=0, le=120)
     fit: Literal["slow", "hold", "loop"] | None = None
     motion: Literal["interpolate", "duplicate"] | None = None
+    looks: dict[str, str] = {}  # character id → look id, over the scene's
 
 
 class SceneMusic(_Strict):
@@ -117,6 +127,7 @@ class Scene(_Strict):
     characters: list[str] = []
     shots: list[Shot] = []
     music: SceneMusicSpec | None = None
+    looks: dict[str, str] = {}  # character id → look id for every shot of the scene
 
 
 def _engine_table(value: Any) -> Any:
@@ -193,18 +204,29 @@ class Project(_Strict):
     check: CheckSettings = CheckSettings()
 
     _root: Path = PrivateAttr(default=Path("."))
+    _file: Path | None = PrivateAttr(default=None)  # an episode's drama.toml (its root is the series')
+    _templates: tuple[Path, ...] = PrivateAttr(default=())  # template folders, the first one wins
 
     @property
     def root(self) -> Path:
-        """The drama folder."""
+        """The drama folder (of a series' episode: the series folder; paths are relative to it)."""
         return self._root
 
     @property
     def file(self) -> Path:
-        return self._root / DRAMA_FILE
+        return self._file or self._root / DRAMA_FILE
+
+    @property
+    def template_dirs(self) -> tuple[Path, ...]:
+        """The templates/ folders prompts are looked up in before the packaged ones."""
+        return self._templates or (self._root / "templates",)
 
     def shots(self) -> list[tuple[Scene, Shot]]:
         return [(scene, shot) for scene in self.scenes for shot in scene.shots]
+
+    def look_of(self, scene: Scene, shot: Shot, cid: str) -> str | None:
+        """The look a shot shows character `cid` in: the shot's pick, else the scene's, else none."""
+        return shot.looks.get(cid, scene.looks.get(cid))
 
     def music_of(self, scene: Scene) -> Music | None:
         """The music under a scene: its own `music`, each key it leaves out taken from `[music]`;
@@ -234,16 +256,21 @@ def load_project(root: Path) -> Project:
 
 def parse_project(source: bytes | str, root: Path) -> Project:
     file = Path(root) / DRAMA_FILE
+    raw = parse_toml(source, file)
+    if not raw:
+        raise DramaError(Problem(file, "", "a drama", "an empty file", hint=MINIMAL_DRAMA))
+    return validate_project(raw, root)
+
+
+def parse_toml(source: bytes | str, file: Path) -> dict[str, Any]:
+    """The tables of a drama.toml or series.toml; bad input naming the line of a syntax error."""
     text = decode_utf8(source, file) if isinstance(source, bytes) else source
     try:
-        raw = tomllib.loads(text.removeprefix("\ufeff"))  # a byte order mark, as Notepad writes
+        return tomllib.loads(text.removeprefix("\ufeff"))  # a byte order mark, as Notepad writes
     except tomllib.TOMLDecodeError as exc:
         raise DramaError(_syntax_problem(file, exc)) from None
     except RecursionError:  # arrays or inline tables nested thousands deep
         raise DramaError(Problem(file, "", "valid TOML", "arrays or tables nested too deep")) from None
-    if not raw:
-        raise DramaError(Problem(file, "", "a drama", "an empty file", hint=MINIMAL_DRAMA))
-    return validate_project(raw, root)
 
 
 # What the message about an empty drama.toml (or one without [drama]) says a drama needs.
@@ -266,9 +293,12 @@ def decode_utf8(data: bytes, file: Path | str) -> str:
                                  hint=hint, line=line)) from None
 
 
-def validate_project(raw: dict[str, Any], root: Path) -> Project:
+def validate_project(raw: dict[str, Any], root: Path, file: Path | None = None,
+                     needs_shots: bool = True) -> Project:
+    """A Project from parsed TOML; `file` names where it came from (an episode's drama.toml, or
+    series.toml, which holds no shots: `needs_shots` False)."""
     root = Path(root).absolute()
-    file = root / DRAMA_FILE
+    file = file or root / DRAMA_FILE
     raw = _clean_strings(raw)
     try:
         project = Project.model_validate(raw)
@@ -279,7 +309,8 @@ def validate_project(raw: dict[str, Any], root: Path) -> Project:
                         if p.key_path == "drama" else p for p in problems]
         raise DramaError(problems) from None
     project._root = root
-    problems = _check_references(project, file)
+    project._file = file
+    problems = _check_references(project, file, needs_shots)
     if problems:
         raise DramaError(problems)
     return project
@@ -329,6 +360,7 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
         "drama": Drama, "narrator": Narrator, "characters": Character, "scenes": Scene,
         "shots": Shot, "lines": Line, "profiles": Profile, "music": Music, "voices": Voice,
         "cache": CacheSettings, "export": Export, "check": CheckSettings, "consistency": ConsistencyCheck,
+        "looks": Look,
     }
     for name in names:
         nxt = tables.get(name)
@@ -392,7 +424,7 @@ def did_you_mean(word: str, choices: list[str]) -> str | None:
     return f"did you mean {match[0]!r}?" if match else None
 
 
-def _check_references(project: Project, file: Path) -> list[Problem]:
+def _check_references(project: Project, file: Path, needs_shots: bool = True) -> list[Problem]:
     """Cross references pydantic cannot see: ids, voices, paths, duplicates."""
     problems: list[Problem] = []
     characters = list(project.characters)
@@ -415,6 +447,16 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
             problem = check_inside(project.root, character.reference, file, f"characters.{cid}.reference")
             if problem:
                 problems.append(problem)
+        for look_id, look in character.looks.items():
+            if not _ID.fullmatch(look_id):
+                problems.append(Problem(file, f"characters.{cid}.looks.{look_id}",
+                                        "a look id of letters, digits, '_', '-' or '.'", repr(look_id),
+                                        hint="it appears in node ids such as character:<id>@<look>"))
+            if look.reference is not None:
+                problem = check_inside(project.root, look.reference, file,
+                                       f"characters.{cid}.looks.{look_id}.reference")
+                if problem:
+                    problems.append(problem)
     for vid, voice in project.voices.items():
         for engine, entry in (voice.model_extra or {}).items():
             if isinstance(entry, dict) and isinstance(entry.get("prompt_wav"), str):
@@ -443,6 +485,7 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
         for k, cid in enumerate(scene.characters):
             if cid not in project.characters:
                 problems.append(unknown(f"scenes[{i}].characters[{k}]", "character", cid, characters))
+        problems += _look_problems(project, scene.looks, file, f"scenes[{i}].looks")
         for j, shot in enumerate(scene.shots):
             at = f"scenes[{i}].shots[{j}]"
             if shot.id in seen_shots:
@@ -452,15 +495,34 @@ def _check_references(project: Project, file: Path) -> list[Problem]:
             for k, cid in enumerate(shot.characters):
                 if cid not in project.characters:
                     problems.append(unknown(f"{at}.characters[{k}]", "character", cid, characters))
+            problems += _look_problems(project, shot.looks, file, f"{at}.looks")
             for k, line in enumerate(shot.lines):
                 if not line.text.strip():
                     problems.append(Problem(file, f"{at}.lines[{k}].text", "text to speak", "only spaces"))
                 if line.who != NARRATOR and line.who not in project.characters:
                     problems.append(unknown(f"{at}.lines[{k}].who", "character", line.who,
                                             characters + [NARRATOR]))
-    if not seen_shots:
+    if needs_shots and not seen_shots:
         problems.append(Problem(file, "scenes", "at least one [[scenes.shots]] entry", "a drama with no shots",
                                 hint="add a [[scenes]] table with a [[scenes.shots]] table under it"))
+    return problems
+
+
+def _look_problems(project: Project, looks: dict[str, str], file: Path, path: str) -> list[Problem]:
+    """`looks = { hanli = "young" }`: a known character, and a look it declares."""
+    problems: list[Problem] = []
+    for cid, look in looks.items():
+        character = project.characters.get(cid)
+        if character is None:
+            known = list(project.characters)
+            problems.append(Problem(file, f"{path}.{cid}", "the id of a [characters.*] entry", repr(cid),
+                                    hint=did_you_mean(cid, known) or f"known: {', '.join(known)}"))
+        elif look not in character.looks:
+            names = list(character.looks)
+            hint = did_you_mean(look, names) or (f"looks of {cid}: {', '.join(names)}" if names else
+                                                 f"{cid} has no [characters.{cid}.looks.*]")
+            problems.append(Problem(file, f"{path}.{cid}", f"a look of character {cid!r}", repr(look),
+                                    hint=hint))
     return problems
 
 

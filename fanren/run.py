@@ -31,7 +31,7 @@ from .cache import ActionRecord, Cache, digest_bytes
 from .errors import FanrenError
 from .executors import Executor, Hooks, Job, Outcome
 from .executors.local import EnginePool, LocalExecutor
-from .graph import Graph, Node
+from .graph import Graph, Node, local_id
 from .plan import Decision, key_fields, key_of, source_digests
 
 __all__ = ["CACHED", "FAILED", "RAN", "SKIPPED", "EnginePool", "NodeResult", "Reporter", "SilentReporter",
@@ -333,8 +333,10 @@ class _Scheduler:
 
 def input_files(node: Node, records: Mapping[str, ActionRecord], cache: Cache) -> dict[str, dict[str, Path]]:
     """The files `node` reads from its inputs (input id → output name → object path), each checked
-    to still have its recorded size (Cache.object_for_use)."""
-    return {i: {name: cache.object_for_use(records[i], name) for name in node.read_outputs(i, records[i].outputs)}
+    to still have its recorded size (Cache.object_for_use). Inputs are named by their id within
+    the episode (`keyframe:s1`, not `ep01/keyframe:s1`): an engine never sees the series."""
+    return {local_id(i): {name: cache.object_for_use(records[i], name)
+                          for name in node.read_outputs(i, records[i].outputs)}
             for i in node.inputs}
 
 

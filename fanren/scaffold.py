@@ -60,12 +60,18 @@ voice = "xiaoman"              # a [voices.*] id; the engine's default voice whe
 # reference = "refs/xiaoman.png"   # a picture of her, inside this folder
 # aliases = ["小药童"]           # other names the novel calls her by (fanren split reads them)
 
+# A look: her whole appearance in one part of the story; a scene or shot picks it with `looks`.
+# [characters.xiaoman.looks.grown]
+# description = "a tall eighteen-year-old herbalist in a plain blue robe, a jade hairpin"
+# reference = "refs/xiaoman.png"     # this look's picture; the character's when left out
+
 # A scene is a place; its shots play in the order written.
 [[scenes]]
 id = "stream"                  # letters, digits, '_', '-' or '.', used once in the drama
 setting = "a clear mountain stream at the foot of a green hill at dawn, mist over the water, smooth pebbles"
 characters = ["xiaoman"]       # drawn in every shot of the scene that lists no characters of its own
 # music = { file = "music/theme.mp3", volume = 0.1 }  # this scene's own music (see [music]), or "none"
+# looks = { xiaoman = "grown" }  # the look each character has in every shot of the scene
 
 [[scenes.shots]]
 id = "pebble"                  # unique in the drama; its seed is derived from it, not its position
@@ -77,6 +83,7 @@ narration = "山脚下的药童小满，在溪水里捡到一块会发光的石�
 # duration = 4.0               # the shot lasts at least this many seconds
 # fit = "hold"                 # this shot's own [drama] fit
 # motion = "duplicate"         # this shot's own [drama] motion
+# looks = { xiaoman = "grown" } # this shot's looks, over the scene's
 
 [[scenes.shots]]
 id = "whisper"

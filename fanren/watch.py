@@ -44,8 +44,9 @@ from .compile import Engines, resolve_engines
 from .errors import BuildFailed, FanrenError, UsageError
 from .graph import Node
 from .live import Board, LiveServer
-from .project import DRAMA_FILE, Project, load_project
+from .project import DRAMA_FILE, Project
 from .run import SKIPPED, EnginePool, NodeResult, Reporter
+from .series import SERIES_FILE, Series, load_drama, series_root
 from .text import escape_controls
 
 WATCHED_DIRS = ("refs", "templates")
@@ -117,7 +118,8 @@ class WatchSession:
     def __init__(self, root: Path, profile: str = "draft", cache_dir: Path | None = None, jobs: int = 2,
                  debounce: float = DEBOUNCE_SECONDS, release_after: float | None = RELEASE_AFTER_SECONDS,
                  reporters: Iterable[Reporter] = (), say: Callable[[str, bool], None] | None = None) -> None:
-        self.root = Path(root).resolve()
+        self.directory = Path(root).resolve()  # what was asked for: a drama, a series or an episode
+        self.root = series_root(self.directory) or self.directory  # where drama.lock and out/ live
         self.profile = profile
         self.cache_dir = cache_dir
         self.jobs = jobs
@@ -217,7 +219,11 @@ class WatchSession:
         if not parts or parts[0] in IGNORED_DIRS or is_scratch(parts[-1]):
             return None
         relative = "/".join(parts)
-        if relative == DRAMA_FILE or parts[0] in WATCHED_DIRS or relative in self._sources:
+        if relative in (DRAMA_FILE, SERIES_FILE) or parts[0] in WATCHED_DIRS or relative in self._sources:
+            return relative
+        # an episode of a series: its drama.toml, refs/ and templates/
+        if (self.root / SERIES_FILE).is_file() and len(parts) > 1 and (
+                parts[1:] == (DRAMA_FILE,) or parts[1] in WATCHED_DIRS):
             return relative
         return None
 
@@ -255,7 +261,7 @@ class WatchSession:
             self.say(f"changed: {', '.join(trigger)}", False)
         self._sync_watches()  # before reading: a file saved while we read is seen next time
         try:
-            project = load_project(self.root)
+            project = load_drama(self.directory)
             engines = self._engines_for(project)
             session = open_session(self.root, self.profile, self.cache_dir, project=project, engines=engines)
         except FanrenError as exc:
@@ -306,7 +312,7 @@ class WatchSession:
         self.outcomes.append(outcome)
         self.rebuilds += 1
 
-    def _engines_for(self, project: Project) -> Engines:
+    def _engines_for(self, project: Project | Series) -> Engines:
         """The session's engines, unless this edit changed what the profile renders with."""
         fresh = resolve_engines(project, self.profile)
         if self.engines is not None and _same_engines(self.engines, fresh):
@@ -324,9 +330,14 @@ class WatchSession:
         if self._observer is None:
             return
         wanted: dict[Path, bool] = {self.root: False}
-        for name in WATCHED_DIRS:
-            if (self.root / name).is_dir():
-                wanted[self.root / name] = True
+        folders = [self.root]
+        if (self.root / SERIES_FILE).is_file():  # and every episode folder of the series
+            folders += [p for p in sorted(self.root.iterdir()) if (p / DRAMA_FILE).is_file()]
+        for folder in folders:
+            wanted[folder] = False
+            for name in WATCHED_DIRS:
+                if (folder / name).is_dir():
+                    wanted[folder / name] = True
         for source in self._sources:
             folder = (self.root / source).parent
             if folder.is_dir() and not any(folder.is_relative_to(d) for d, deep in wanted.items() if deep):
@@ -406,7 +417,8 @@ def watch_command(directory: Path, profile: str, port: int, host: str, open_brow
       fanren watch examples/xianxia --open
       fanren watch . --profile final --port 9000
 
-    Watches drama.toml, refs/ and templates/. The page at http://127.0.0.1:8765/ shows each shot's
+    Watches drama.toml, refs/ and templates/; of a series, series.toml and every episode's
+    drama.toml, refs/ and templates/ (an episode folder: the page shows that episode). The page at http://127.0.0.1:8765/ shows each shot's
     card (keyframe, text, status), the episode and any error, and updates without reloading.
     Stop with Ctrl-C.
     """

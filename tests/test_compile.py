@@ -114,3 +114,25 @@ def test_an_unknown_motion_is_bad_input(tmp_path: Path) -> None:
     assert result.code == 2
     assert result.stderr.strip() == (f"error: {folder / 'drama.toml'}: drama.motion: expected one of "
                                      f"'interpolate' or 'duplicate', got 'smooth'")
+LOOKS = SMALL_DRAMA.replace('voice = "lin"\n', 'voice = "lin"\n\n[characters.lin.looks.wounded]\n'
+                            'description = "a young swordswoman in a torn blue robe, her arm bandaged"\n', 1) \
+    .replace('setting = "a candle-lit hall"\n', 'setting = "a candle-lit hall"\nlooks = { lin = "wounded" }\n', 1)
+
+
+def test_a_look_is_a_sheet_of_its_own_and_a_shot_in_it_is_drawn_from_it(tmp_path: Path) -> None:
+    text = LOOKS.replace('characters = ["elder"]\naction = "The elder nods"',
+                         'characters = ["lin", "elder"]\naction = "The elder nods"', 1)
+    text = text.replace('action = "The elder blocks her way"',
+                        'action = "The elder blocks her way"\nlooks = { lin = "wounded" }', 1)
+    graph = graph_of(tmp_path, text)
+    sheet = graph["character:lin@wounded"]
+    assert sheet.params["description"] == "a young swordswoman in a torn blue robe, her arm bandaged"
+    assert sheet.params["look"] == "wounded"
+    assert sheet.params["seed"] == derive_seed(7, "character:lin@wounded")
+    assert graph["keyframe:s1"].inputs == ("character:lin",)                      # no look: the base sheet
+    assert graph["keyframe:s2"].inputs == ("character:lin@wounded", "character:elder")  # the shot's pick
+    assert graph["keyframe:s3"].inputs == ("character:lin@wounded", "character:elder")  # the scene's pick
+    assert graph["keyframe:s3"].params["characters"][0] == {
+        "id": "lin", "name": "林青", "description": "a young swordswoman in a torn blue robe, her arm bandaged",
+        "look": "wounded"}
+    assert "look" not in graph["character:lin"].params  # a drama without looks keys as before

@@ -300,7 +300,7 @@ def type_word(field: FieldInfo) -> str | None:
     if get_origin(tp) is list:
         return "array"
     if get_origin(tp) is dict:
-        return "table of tables"
+        return "table of strings" if get_args(tp)[1] is str else "table of tables"
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return "table"
     return {int: "integer", float: "number", str: "string"}[tp]

@@ -27,10 +27,12 @@ if TYPE_CHECKING:
     from ..run import NodeResult
 
 
-def place_exports(out_dir: Path, session: Session, results: dict[str, NodeResult]) -> None:
+def place_exports(out_dir: Path, session: Session, results: dict[str, NodeResult], prefix: str = "") -> None:
     """Every finished export node's files and the media they reference; media no export of this
-    build references any more are removed from out/<profile>/media/."""
-    exports = [node for node in session.graph.topological() if node.kind == "export"]
+    build references any more are removed from out/<profile>/media/. In a series, `prefix` is the
+    episode's (`ep01/`): its exports name their inputs by their ids within the episode."""
+    exports = [node for node in session.graph.topological()
+               if node.kind == "export" and node.id.startswith(prefix) and "/" not in node.id[len(prefix):]]
     finished = [node for node in exports
                 if (r := results.get(node.id)) is not None and r.record is not None]
     if len(finished) < len(exports):
@@ -38,9 +40,10 @@ def place_exports(out_dir: Path, session: Session, results: dict[str, NodeResult
     media: dict[str, Path] = {}
     for node in exports:
         for shot in node.params["shots"]:
-            media[media_shot(shot["id"])] = _output(session, results, *shot["picture"])
+            picture, output = shot["picture"]
+            media[media_shot(shot["id"])] = _output(session, results, prefix + picture, output)
             for line in shot["lines"]:
-                media[media_line(line["node"])] = _output(session, results, line["node"], "speech.wav")
+                media[media_line(line["node"])] = _output(session, results, prefix + line["node"], "speech.wav")
         for entry in node.params["music"]:
             media[media_music(entry["file"])] = session.root / entry["file"]
     for name, source in media.items():
