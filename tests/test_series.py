@@ -598,3 +598,35 @@ def test_bad_input_in_a_built_series_loses_nothing(series: Path) -> None:
     assert result.stderr == (f"error: {series}/series.toml: drama.aspect: expected one of '16:9', '9:16' or "
                              "'1:1', got '4:3'\n")
     assert (snapshot(series), (series / "drama.lock").read_bytes()) == before
+
+
+# ── exports and the consistency check in a series ───────────────────────────
+
+
+def test_every_episode_gets_its_exports_and_the_season_one_consistency_verdict(tmp_path: Path) -> None:
+    import opentimelineio as otio
+
+    extra = ('\n[export]\nformats = ["otio"]\n\n[check.consistency]\n'
+             'model = "fanren-tiny:dinov2"\ndevice = "cpu"\nthreshold = -1.0\n')
+    root = write_series(tmp_path / "s", SERIES + extra)
+    result = fanren("build", root)
+    assert result.code == 0, result.stderr
+    shots = {"ep1": ["a1", "a2"], "ep2": ["b1", "b2"], "ep10": ["c1"]}
+    for episode, ids in shots.items():
+        timeline = otio.adapters.read_from_file(str(root / "out" / "draft" / episode / "episode.otio"))
+        assert [clip.name for clip in timeline.video_tracks()[0].find_clips()] == ids
+        for clip in timeline.video_tracks()[0].find_clips():  # media beside the episode's timeline
+            assert (root / "out" / "draft" / episode / clip.media_reference.target_url).is_file()
+        verdict = json.loads((root / "out" / "draft" / episode / "report.json").read_text())["consistency"]
+        cast = {"ep1": {"lin", "elder"}, "ep2": {"lin", "elder"}, "ep10": {"lin"}}[episode]
+        assert set(verdict["characters"]) == {f"{episode}/{cid}" for cid in cast}
+    # an episode's exports and checks name their inputs within the episode: keyed as if built alone
+    assert fanren("build", root).code == 0
+    assert ran(root) == set()
+
+
+def test_an_episode_may_not_set_its_own_check(tmp_path: Path) -> None:
+    episodes = dict(EPISODES, ep1=EPISODES["ep1"] + '\n[check.consistency]\nmodel = "fanren-tiny:dinov2"\n')
+    assert problem(write_series(tmp_path / "s", episodes=episodes)) == (
+        f"{tmp_path / 's' / 'ep1' / 'drama.toml'}: check: expected no [check] in an episode, got a [check] "
+        "table ([check] is set for the whole series in series.toml)")
