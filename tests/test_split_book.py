@@ -9,15 +9,14 @@ import sys
 import tomllib
 import tracemalloc
 from pathlib import Path
-from typing import Any
 
 import pytest
-import tomli_w
 from click.testing import CliRunner
 from novels import chinese_novel
 from test_split_llm import LIN, SHI, ChatServer, answer, endpoint, server, shot  # noqa: F401 (a fixture)
 
-from fanren.project import Project, parse_project
+from fanren.project import Project
+from fanren.series import load_series
 from fanren.split.book import chapters_of, episodes_of
 from fanren.split.cast import Mentions, Person, parse_characters, with_address_aliases
 from fanren.split.chapter import SplitSettings, split_novel
@@ -37,27 +36,16 @@ def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-def merged(series: dict[str, Any], episode: dict[str, Any]) -> dict[str, Any]:
-    """An episode over its series as the series loader merges them: [drama] key by key, characters
-    entry by entry, scenes the episode's own; [series] is the series' alone."""
-    document = {k: v for k, v in series.items() if k != "series"}
-    for table, value in episode.items():
-        if table in ("drama", "characters") and table in document:
-            document[table] = {**document[table], **value}
-        else:
-            document[table] = value
-    return document
-
-
 def episodes(folder: Path) -> dict[str, Project]:
-    """Every episode of the series in `folder`, merged with series.toml and parsed by parse_project."""
+    """Every episode of the series in `folder`, loaded by the series loader (merged over series.toml
+    and validated with the drama schema)."""
     series = tomllib.loads((folder / "series.toml").read_text(encoding="utf-8"))
-    found = {}
     for eid in series["series"]["episodes"]:
         episode = tomllib.loads((folder / eid / "drama.toml").read_text(encoding="utf-8"))
         assert set(episode) == {"drama", "scenes"} and set(episode["drama"]) == {"title"}
-        found[eid] = parse_project(tomli_w.dumps(merged(series, episode)), folder)
-    return found
+    loaded = load_series(folder)
+    assert list(loaded.episodes) == series["series"]["episodes"]
+    return dict(loaded.episodes)
 
 
 def spoken(projects: dict[str, Project]) -> list[str]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..project import DRAMA_FILE, Project, validate_project
+from ..series import merge
 from .cast import (
     Mentions,
     Person,
@@ -365,28 +366,13 @@ def _split_episode(text: str, episode: Episode, settings: BookSettings, cast: _C
                                                          engine=settings.engine_label))
     series = {"drama": {"title": "check", "language": settings.language},
               "characters": characters_table(cast.drafts())}
-    project = validate_project(merge_episode(series, tomllib.loads(episode_text)), staging)
+    project = validate_project(merge(series, tomllib.loads(episode_text)), staging)
     check_no_text_lost(body, spoken_texts(project), f"episode {episode.id} ({episode.title})")
     # both engines list a shot's speakers among its characters: these are all the ids it names
     cast.used |= {cid for shot in story.shots() for cid in shot.characters}
     (staging / episode.id).mkdir()
     (staging / episode.id / DRAMA_FILE).write_text(episode_text, encoding="utf-8", newline="\n")
     return project
-
-
-def merge_episode(series: dict[str, Any], episode: dict[str, Any]) -> dict[str, Any]:
-    """An episode's tables over the series' as the series loader merges them: a key of [drama],
-    [narrator] or [music] overrides that key; an entry of [characters] or [voices] replaces the
-    series' entry of the same id; anything else (the scenes) is the episode's own."""
-    merged = dict(series)
-    for table, value in episode.items():
-        below = merged.get(table)
-        if table in ("drama", "narrator", "music", "characters", "voices") and isinstance(value, dict) \
-                and isinstance(below, dict):
-            merged[table] = {**below, **value}
-        else:
-            merged[table] = value
-    return merged
 
 
 class _BookCheck:
