@@ -7,7 +7,8 @@
                                                                # FANREN_FAKE_GPUS, same code paths
 
 Every build is the real `fanren build` subprocess on a fresh cache, so every GPU node runs. The
-GPU engines are the final profile's FLUX.1-dev and CogVideoX-5b-I2V with full-size random weights
+GPU engines are FLUX.1-dev and CogVideoX-5b-I2V (the final profile's when bench/results/ was measured;
+final is FLUX.2 [klein] + LTX-2 now, docs/gpu.md) with full-size random weights
 (`fanren-random:`; a denoising step costs what it costs with real weights) and few steps; speech
 is espeak-ng, so no voice server is needed. For each executor × GPU count it prints wall time,
 each GPU worker's busy seconds and model loads, and the speed-up over one GPU, then one JSON line

@@ -174,7 +174,7 @@ def build(directory: Path, profile: str, keep_going: bool, jobs: int, cache_dir:
     \b
     Examples:
       fanren build examples/xianxia                 draft profile: cards, Ken Burns, espeak-ng
-      fanren build . --profile final                FLUX + CogVideoX + CosyVoice on a GPU
+      fanren build . --profile final                FLUX.2 + LTX-2 + CosyVoice on a GPU
       fanren build . -j 4 --keep-going
       fanren build . --profile final --gpus all     one worker per GPU, models stay loaded
       fanren build . --profile final --executor ray --address auto

@@ -29,13 +29,21 @@ SUBTITLE_FONT = "Noto Sans CJK SC"
 
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     "draft": {"image": "card", "video": "kenburns", "voice": "espeak"},
-    # regional compile: CogVideoX-5b 1.91 → 1.45 s/step on an H100 (about 23 s saved per clip for a
-    # one-off ~35 s compile per build); FLUX.1 0.184 → 0.134 s/step pays off only past ~16 keyframes
-    "final": {"image": "flux", "video": {"engine": "cogvideox", "compile": True}, "voice": "cosyvoice"},
-    # the real flux and cogvideox engine code on tiny random pipelines: renders on a CPU in CI
+    # Chosen by measurement on an H200 (docs/performance.md, bench/results/h200/; full-size
+    # architectures, random weights, bf16), and because both render 16:9, 9:16 and 1:1 natively at
+    # 24 fps (CogVideoX-5b, the old default, renders 16:9 only at 8 fps, 80–104 s a clip):
+    # - flux2 (FLUX.2 klein 4B): a 720×1280 keyframe with two character references in 1.44 s eager,
+    #   peak 17.07 GiB (fits a 24 GB card in full). Compiling saves 0.23 s a keyframe for 17.7 s
+    #   once: it pays off only past ~77 keyframes, so it stays off.
+    # - ltx2 (LTX-2): a 5 s 9:16 clip (704×1280, 121 frames) in 41.6 s with `distilled = true`
+    #   (1.26 s/step, 75.6 GB in full); the default 30-step schedule, for the released weights, is
+    #   about 150 s (estimated, not measured). `vram = "auto"` picks group-offload on a 24 GB card.
+    # HunyuanVideo 1.5 (866 s a 480p clip) is too slow for a default; Wan 2.2 was not measured.
+    "final": {"image": "flux2", "video": "ltx2", "voice": "cosyvoice"},
+    # the real flux2 and ltx2 engine code on tiny random pipelines: renders on a CPU in CI
     "smoke": {
-        "image": {"engine": "flux", "model": "fanren-tiny:flux", "steps": 2},
-        "video": {"engine": "cogvideox", "model": "fanren-tiny:cogvideox", "steps": 2},
+        "image": {"engine": "flux2", "model": "fanren-tiny:flux2", "steps": 2},
+        "video": {"engine": "ltx2", "model": "fanren-tiny:ltx2", "steps": 2},
         "voice": "espeak",
     },
 }

@@ -102,10 +102,10 @@ text = "你刚才，是不是说话了？"
 # volume = 0.25                # 0 to 1
 
 # Profiles choose the engine of each family; `draft` (card + kenburns + espeak) is the default and
-# `final` (flux + cogvideox + cosyvoice) needs a GPU. A table here changes one or adds a new one:
+# `final` (flux2 + ltx2 + cosyvoice, every aspect) needs a GPU. A table here changes one or adds one:
 # [profiles.final]
-# image = "flux"
-# video = { engine = "cogvideox" }   # an engine name, or a table of the engine and its options
+# image = "flux2"
+# video = { engine = "ltx2" }   # an engine name, or a table of the engine and its options
 # voice = "cosyvoice"
 
 # A cache shared by a team or CI (docs/cache.md); credentials come from the environment only:

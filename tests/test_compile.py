@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,41 @@ def test_each_scene_gives_the_episode_its_music_and_shots(tmp_path: Path) -> Non
         {"shots": ["s1", "s2"], "file": "music/theme.ogg", "volume": 0.3}]
     assert graph_of(tmp_path, softer)["episode"].params["music"][1] == {
         "shots": ["s3"], "file": "music/theme.ogg", "volume": 0.1}
+
+
+FINAL_ASPECTS = """
+import json, sys
+from pathlib import Path
+from fanren.compile import compile_project, resolve_engines
+from fanren.project import load_project
+seen = {}
+for folder in sys.argv[1:]:
+    project = load_project(Path(folder))
+    engines = resolve_engines(project, "final")
+    graph = compile_project(project, engines)
+    seen[project.drama.aspect] = [engines.image.name, engines.video.name, engines.voice.name,
+                                  engines.video.identity()["model"], graph["keyframe:s1"].params["size"],
+                                  graph["clip:s1"].params["size"], graph["clip:s1"].params["fps"],
+                                  engines.image.loaded or engines.video.loaded]
+seen["heavy imports"] = sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules)
+print(json.dumps(seen))
+"""
+
+
+def test_final_renders_every_aspect_natively_with_flux2_and_ltx2_without_loading_anything(tmp_path: Path) -> None:
+    # CogVideoX-5b, the former final, refused 9:16 and rendered 8 fps: LTX-2 renders each aspect at 24 fps
+    folders = [str(write_drama(tmp_path / aspect.replace(":", "x"),
+                               SMALL_DRAMA.replace('aspect = "16:9"', f'aspect = "{aspect}"')))
+               for aspect in ("16:9", "9:16", "1:1")]
+    done = subprocess.run([sys.executable, "-c", FINAL_ASPECTS, *folders], capture_output=True, text=True,
+                          timeout=120, check=True)
+    engines = ["flux2", "ltx2", "cosyvoice", "Lightricks/LTX-2"]
+    assert json.loads(done.stdout) == {
+        "16:9": [*engines, [1280, 704], [1280, 704], 24, False],
+        "9:16": [*engines, [704, 1280], [704, 1280], 24, False],
+        "1:1": [*engines, [960, 960], [960, 960], 24, False],
+        "heavy imports": [],
+    }
 
 
 COGVIDEOX_PROFILE = '\n[profiles.x]\nvideo = { engine = "cogvideox", model = "fanren-tiny:cogvideox" }\n'

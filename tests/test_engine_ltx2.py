@@ -15,6 +15,7 @@ pytest.importorskip("diffusers")
 from conftest import SMALL_DRAMA, fanren, report, write_drama
 
 from fanren.engines.base import Request
+from fanren.engines.diffusion.placement import mode_that_fits
 from fanren.engines.video.ltx2 import DISTILLED_SIGMAS, LTX2Engine, compressed
 from fanren.errors import EngineError, UsageError
 from fanren.media import probe
@@ -115,6 +116,17 @@ def test_offload_modes_render_in_place_on_the_cpu(engine: LTX2Engine, keyframe: 
     clip = render(offloaded, tmp_path, keyframe)
     assert offloaded.placement is not None and offloaded.placement.mode == "full"
     assert clip.read_bytes() == render(engine, tmp_path, keyframe).read_bytes()
+
+
+@pytest.mark.parametrize(("free_gib", "mode"), [
+    (139.0, "full"),              # an H200: the 75.6 GB measured peak fits
+    (79.0, "model-offload"),      # an 80 GB card
+    (23.5, "group-offload"),      # a 24 GB card (what `final` must fit)
+    (12.0, "sequential-offload"),
+])
+def test_auto_picks_the_fastest_mode_that_fits_the_card(free_gib: float, mode: str) -> None:
+    # the real LTX-2's needs (final renders with it): nothing loads, only the VramNeed is asked
+    assert mode_that_fits(LTX2Engine({}).vram_need(), free_gib) == mode
 
 
 def test_missing_weights_say_how_to_get_them(tmp_path: Path, keyframe: Path,

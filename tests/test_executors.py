@@ -1,6 +1,6 @@
 """Executors: the GPU queue's choices, local multi-GPU on fake devices, Ray on this machine.
 
-Every build here renders the smoke profile (the real flux and cogvideox engine code on tiny random
+Every build here renders the smoke profile (the real flux2 and ltx2 engine code on tiny random
 pipelines, on the CPU) and must give the same bytes, key for key, as the one-GPU build.
 """
 
@@ -19,7 +19,7 @@ from fanren.executors.local import GpuQueue
 from fanren.graph import Node
 from fanren.run import critical_paths
 
-GPU_ENGINES = 2  # the smoke profile's image (flux) and video (cogvideox) engines
+GPU_ENGINES = 2  # the smoke profile's image (flux2) and video (ltx2) engines
 
 
 # ── the GPU queue, alone ─────────────────────────────────────────────────────
@@ -200,7 +200,7 @@ def local_ray():
 def test_ray_gives_the_same_bytes_and_survives_a_killed_actor(tmp_path: Path, one_gpu_lock: str, local_ray,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     marker = tmp_path / "died"
-    monkeypatch.setenv("FANREN_FAKE_GPUS", "2")  # flux and cogvideox go to the actors, though on the CPU
+    monkeypatch.setenv("FANREN_FAKE_GPUS", "2")  # flux2 and ltx2 go to the actors, though on the CPU
     monkeypatch.setenv("FANREN_TEST_WORKER_EXIT", f"keyframe:s2={marker}")
     drama = write_drama(tmp_path / "d")
     result = build(drama, profile="smoke", executor=ExecutorOptions("ray"))

@@ -70,6 +70,7 @@ def test_a_video_model_that_cannot_render_the_aspect_names_the_model_option(smal
     path = small_drama / "drama.toml"
     path.write_text(path.read_text(encoding="utf-8").replace('aspect = "16:9"', 'aspect = "9:16"'),
                     encoding="utf-8")
+    with_profile(small_drama, '[profiles.final]\nvideo = { engine = "cogvideox" }\n')  # final's own ltx2 renders 9:16
     fails_with(small_drama, "final",
                "profiles.final.video.model: expected a model that renders the drama's aspect 9:16, got "
                "'THUDM/CogVideoX-5b-I2V', which renders only 16:9 (720×480) (for 9:16 use model = "

@@ -300,7 +300,7 @@ def test_no_remote_means_no_remote_lines(small_drama: Path) -> None:
 
 
 def test_a_runner_without_torch_renders_an_episode_whose_gpu_nodes_are_in_the_remote(tmp_path: Path) -> None:
-    """The CI story: a GPU machine rendered the smoke profile (the real flux and cogvideox engine code)
+    """The CI story: a GPU machine rendered the smoke profile (the real flux2 and ltx2 engine code)
     and uploaded it; a runner where torch cannot even be imported changes the subtitles mode and
     renders the episode, pulling every GPU node."""
     shared = tmp_path / "team-cache"

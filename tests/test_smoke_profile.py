@@ -1,4 +1,4 @@
-"""The `smoke` profile: the real flux and cogvideox engine code on tiny random pipelines, on a CPU."""
+"""The `smoke` profile: the real flux2 and ltx2 engine code (final's engines) on tiny random pipelines, on a CPU."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, fanren, report, write_drama
+from conftest import REPO, SMALL_DRAMA, fanren, report, write_drama
+from PIL import Image
 
 from fanren.build import build
 from fanren.compile import compile_project, resolve_engines
@@ -30,7 +31,8 @@ def test_models_load_once_per_build_and_a_character_edit_rerenders_its_keyframes
     # two character sheets + three keyframes on one image model; three clips on one video model
     assert engines.image.loads == 1 and engines.video.loads == 1
     clip = probe(result.session.cache.object_path(result.results["clip:s1"].record.outputs["clip.mp4"].digest))
-    assert clip.size == (96, 64) and clip.frames == 9 and clip.fps == 8
+    # the tiny LTX-2's 16:9 size and 8k+1 frames, at LTX-2's 24 fps
+    assert clip.size == (96, 64) and clip.frames == 9 and clip.fps == 24
 
     text = (drama / "drama.toml").read_text(encoding="utf-8")
     (drama / "drama.toml").write_text(text.replace("a young swordswoman in a blue robe",
@@ -48,6 +50,26 @@ def test_same_key_gives_the_same_bytes_in_another_cache(tmp_path: Path) -> None:
     lock_a = (first / "drama.lock").read_text(encoding="utf-8")
     lock_b = (second / "drama.lock").read_text(encoding="utf-8")
     assert lock_a == lock_b  # every key and every output digest identical
+
+
+def test_a_9_16_drama_renders_end_to_end_through_flux2_and_ltx2(tmp_path: Path) -> None:
+    # what `final` renders phones' 9:16 with, on the tiny models: clips at their native 9:16 size
+    drama = write_drama(tmp_path / "d", SMALL_DRAMA.replace('aspect = "16:9"', 'aspect = "9:16"'))
+    result = build(drama, profile="smoke")
+    assert {r.status for r in result.results.values()} == {"ran"}
+    cache = result.session.cache
+    nodes = report(drama, "smoke")["nodes"]
+    assert {n["engine"] for n in nodes if n["kind"] in ("character", "keyframe")} == {"flux2"}
+    assert {n["id"] for n in nodes if n["kind"] == "clip" and n["engine"] == "ltx2"} == {
+        "clip:s1", "clip:s2", "clip:s3"}
+    for shot in ("s1", "s2", "s3"):
+        keyframe = result.results[f"keyframe:{shot}"].record.outputs["image.png"].digest
+        with Image.open(cache.object_path(keyframe)) as image:
+            assert image.size == (64, 96)
+        clip = probe(cache.object_path(result.results[f"clip:{shot}"].record.outputs["clip.mp4"].digest))
+        assert (clip.size, clip.frames, clip.fps) == ((64, 96), 9, 24)
+    episode = probe(drama / "out" / "smoke" / "episode.mp4")
+    assert episode.size == (720, 1280) and episode.audio is not None
 
 
 def _in_thread(work: Callable[[], Any], threads: int | None = None) -> Any:
@@ -146,8 +168,8 @@ def test_smoke_renders_the_example_on_cpu(tmp_path: Path) -> None:
     assert result.code == 0, result.stderr
     nodes = report(drama, "smoke")["nodes"]
     assert {n["status"] for n in nodes} == {"ran"}
-    assert {n["engine"] for n in nodes if n["kind"] in ("character", "keyframe")} == {"flux"}
-    assert {n["engine"] for n in nodes if n["kind"] == "clip"} == {"cogvideox"}
+    assert {n["engine"] for n in nodes if n["kind"] in ("character", "keyframe")} == {"flux2"}
+    assert {n["engine"] for n in nodes if n["kind"] == "clip"} == {"ltx2"}
     episode = probe(drama / "out" / "smoke" / "episode.mp4")
     assert episode.size == (1280, 720) and episode.audio is not None
 
@@ -156,7 +178,7 @@ def test_a_failure_stops_queued_gpu_work_without_hanging(tmp_path: Path) -> None
     # A bad option fails every keyframe at load; the clips queued behind them end as skipped.
     text = (write_drama(tmp_path / "d") / "drama.toml").read_text(encoding="utf-8")
     (tmp_path / "d" / "drama.toml").write_text(
-        text + '\n[profiles.smoke]\nimage = { engine = "flux", model = "fanren-tiny:flux", '
+        text + '\n[profiles.smoke]\nimage = { engine = "flux2", model = "fanren-tiny:flux2", '
         'attention = "cudnn" }\n', encoding="utf-8")
     result = fanren("build", tmp_path / "d", "--profile", "smoke", timeout=300)
     assert result.code == 1, result.stderr

@@ -66,14 +66,17 @@ class VramNeed:
 
 
 def choose_vram_mode(requested: str, need: VramNeed, device: str) -> str:
-    """`auto` picks the fastest mode that fits the free memory, with 5% to spare."""
+    """`auto` picks the fastest mode that fits the free memory of `device`."""
     if requested != "auto":
         return requested
     free = free_vram_gb(device)
-    if free is None:
-        return "full"
+    return "full" if free is None else mode_that_fits(need, free)
+
+
+def mode_that_fits(need: VramNeed, free_gib: float) -> str:
+    """The fastest mode whose need fits `free_gib` with 5% to spare; sequential offloading at worst."""
     for mode in ("full", "model-offload", "group-offload"):
-        if need.of(mode) * 1.05 <= free:
+        if need.of(mode) * 1.05 <= free_gib:
             return mode
     return "sequential-offload"
 
