@@ -140,7 +140,8 @@ def test_seed_endpoint_refuses_bad_input_with_4xx(server: Server) -> None:
         unknown = generate(client, model_type="sora")
         assert unknown.status_code == 422
         assert unknown.json()["detail"] == ("unknown model_type 'sora' (known: cogvideox-5b, cogvideox1.5-5b, "
-                                            "svd-xt, kenburns)")
+                                            "svd-xt, ltx-2, wan2.2-ti2v-5b, wan2.2-i2v-a14b, hunyuanvideo-1.5, "
+                                            "kenburns)")
         no_image = client.post(GENERATE, data={"prompt": "x", "image": "/etc/passwd"})
         assert no_image.status_code == 422 and "uploaded file" in no_image.json()["detail"]
         not_a_picture = client.post(GENERATE, data={"prompt": "x"}, files={"image": ("a.png", b"hello", "image/png")})
@@ -462,21 +463,21 @@ def test_seed_endpoint_on_the_smoke_profile_and_a_repeat_is_all_cached(tmp_path:
     server = Server(tmp_path / "data", "smoke").start()
     try:
         with server.client(server.key("first")) as client:
-            response = generate(client, model_type="cogvideox-5b")
+            response = generate(client)  # no model_type: the final profile's video model, LTX-2
             assert response.status_code == 202, response.text
-            assert response.json()["engine"] == "cogvideox"
+            assert (response.json()["model_type"], response.json()["engine"]) == ("ltx-2", "ltx2")
             job = wait_for(client, response.json()["task_id"], timeout=600)
             assert job["status"] == "completed", job
-            assert {n["id"]: n["engine"] for n in job["nodes"]}["clip:video"] == "cogvideox"
+            assert {n["id"]: n["engine"] for n in job["nodes"]}["clip:video"] == "ltx2"
             video = client.get(f"/api/v1/files/videos/{job['id']}.mp4")
             (tmp_path / "clip.mp4").write_bytes(video.content)
             clip = probe(tmp_path / "clip.mp4")
-            assert clip.size == (96, 64) and clip.frames == 9
+            assert (clip.size, clip.frames, clip.fps) == ((96, 64), 9, 24)
             # GPU-seconds are the seconds of nodes that ran on a GPU engine: the clip on a GPU, none on a CPU
-            gpu = sum(n["seconds"] for n in job["nodes"] if n["status"] == "ran" and n["engine"] == "cogvideox")
+            gpu = sum(n["seconds"] for n in job["nodes"] if n["status"] == "ran" and n["engine"] == "ltx2")
             assert job["gpu_seconds"] in (0.0, pytest.approx(gpu, abs=0.01))
         with server.client(server.key("second")) as client:
-            again = wait_for(client, generate(client, model_type="cogvideox-5b").json()["task_id"], timeout=600)
+            again = wait_for(client, generate(client, model_type="ltx-2").json()["task_id"], timeout=600)
             assert again["status"] == "completed" and again["gpu_seconds"] == 0
             assert {n["status"] for n in again["nodes"]} == {"cached"}
     finally:

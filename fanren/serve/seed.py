@@ -45,12 +45,18 @@ MODEL_TYPES: dict[str, ModelType] = {
     "cogvideox-5b": ModelType("cogvideox", "THUDM/CogVideoX-5b-I2V", "fanren-tiny:cogvideox"),
     "cogvideox1.5-5b": ModelType("cogvideox", "THUDM/CogVideoX1.5-5B-I2V", "fanren-tiny:cogvideox1.5"),
     "svd-xt": ModelType("svd", "stabilityai/stable-video-diffusion-img2vid-xt", "fanren-tiny:svd"),
+    "ltx-2": ModelType("ltx2", "Lightricks/LTX-2", "fanren-tiny:ltx2"),
+    "wan2.2-ti2v-5b": ModelType("wan", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "fanren-tiny:wan"),
+    "wan2.2-i2v-a14b": ModelType("wan", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "fanren-tiny:wan-a14b"),
+    "hunyuanvideo-1.5": ModelType("hunyuanvideo15", "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v",
+                                  "fanren-tiny:hunyuanvideo15"),
     "kenburns": ModelType("kenburns", None, None),
 }
 
 
 def default_model_type(profile: str) -> str:
-    return "kenburns" if profile == "draft" else "cogvideox-5b"
+    """draft: the Ken Burns stand-in; otherwise the video model of the `final` profile (LTX-2)."""
+    return "kenburns" if profile == "draft" else "ltx-2"
 
 
 def unknown_model_type(name: str) -> str:
