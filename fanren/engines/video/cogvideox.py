@@ -103,6 +103,7 @@ class CogVideoXEngine(ImageToVideoEngine):
     # CogVideoXAttnProcessor2_0 calls F.scaled_dot_product_attention itself, so `attention` picks
     # among PyTorch's kernels around the denoising call, not through diffusers' dispatcher.
     attention_dispatcher = False
+    spec: CogVideoXModel
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)

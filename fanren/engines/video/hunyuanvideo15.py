@@ -126,6 +126,7 @@ class HunyuanVideo15Engine(ImageToVideoEngine):
     options_known = COMMON_OPTIONS | {"steps", "guidance", "frames", "fps", "compile", "attention"}
     # HunyuanVideo15AttnProcessor2_0 goes through diffusers' dispatch_attention_fn.
     attention_dispatcher = True
+    spec: HunyuanVideo15Model
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)

@@ -87,6 +87,7 @@ class WanEngine(ImageToVideoEngine):
     options_known = COMMON_OPTIONS | SPEED_OPTIONS | {"steps", "guidance", "frames", "fps", "compile"}
     # WanAttnProcessor goes through diffusers' dispatch_attention_fn: every kernel can be picked.
     attention_dispatcher = True
+    spec: WanModel
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
