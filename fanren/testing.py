@@ -29,7 +29,7 @@ import shutil
 import string
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -85,22 +85,26 @@ _tiny_root: Path | None = None
 _tiny_dirs: dict[str, Path] = {}
 
 
+def _saved_once(name: str, build: Callable[[], Any]) -> Path:
+    """A folder `name` holding what `build()` returns (save_pretrained), built once per process."""
+    global _tiny_root
+    with _lock:
+        if name not in _tiny_dirs:
+            if _tiny_root is None:
+                _tiny_root = Path(tempfile.mkdtemp(prefix="fanren-tiny-"))
+                atexit.register(shutil.rmtree, _tiny_root, True)
+            folder = _tiny_root / name
+            with quiet():
+                build().save_pretrained(folder)
+            _tiny_dirs[name] = folder
+        return _tiny_dirs[name]
+
+
 def tiny_model_dir(kind: str) -> Path:
     """A folder holding the tiny `kind` pipeline (save_pretrained), built once per process."""
-    global _tiny_root
     if kind not in TINY_KINDS:
         raise ValueError(f"unknown tiny model {kind!r} (known: {', '.join(TINY_KINDS)})")
-    with _lock:
-        if kind in _tiny_dirs:
-            return _tiny_dirs[kind]
-        if _tiny_root is None:
-            _tiny_root = Path(tempfile.mkdtemp(prefix="fanren-tiny-"))
-            atexit.register(shutil.rmtree, _tiny_root, True)
-        folder = _tiny_root / kind
-        with quiet():
-            tiny_pipeline(kind).save_pretrained(folder)
-        _tiny_dirs[kind] = folder
-        return folder
+    return _saved_once(kind, lambda: tiny_pipeline(kind))
 
 
 def tiny_pipeline(kind: str) -> Any:
@@ -160,6 +164,41 @@ def t5_tokenizer() -> Any:
 
 
 CLIP_EOS = 1
+
+
+# Qwen3's template, cut to what a one-message prompt uses (enable_thinking=False adds the empty
+# think block, as the real template does; without enable_thinking it is Qwen2's).
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
+    "{% endif %}")
+QWEN_VOCAB = 259  # 256 byte symbols and 3 special tokens; the full-size Qwen3 keeps its 151936
+
+
+def qwen_tokenizer(*, gpt2_order: bool = False, special_chat_markers: bool = False) -> Any:
+    """A Qwen2 byte-level BPE tokenizer without merges (every UTF-8 byte is a token, so Chinese
+    spells out byte by byte), Qwen's three special tokens and a chat template of Qwen3's shape.
+
+    The two tiny models that read it differ in two ways, kept because their random embeddings are
+    looked up by these ids (either change would change their bytes under the same TINY_VERSION):
+    FLUX.2 [klein]'s numbers the bytes in byte order and spells <|im_start|> and <|im_end|> byte by
+    byte; HunyuanVideo-1.5's numbers them in GPT-2's order, printable bytes first as in the real
+    Qwen vocabulary (`gpt2_order`), and reads each of those markers as one token (`special_chat_markers`).
+    """
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    stand_ins = bytes_to_unicode()  # byte → GPT-2's printable stand-in, printable bytes first
+    symbols = list(stand_ins.values()) if gpt2_order else [stand_ins[byte] for byte in range(256)]
+    vocab = {symbol: index for index, symbol in enumerate(symbols)}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=512)
+    if special_chat_markers:
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    return tokenizer
 T5_VOCAB = 64  # > the tiny vocabulary; the full-size T5 keeps its 32128
 
 
@@ -464,24 +503,11 @@ def image_encoder(target: str, *, device: str = "cpu", dtype: torch.dtype | None
     return model.eval()
 
 
-_encoder_dirs: dict[str, Path] = {}
-
-
 def tiny_encoder_dir(target: str) -> Path:
     """A folder holding the tiny image encoder `target` (save_pretrained), built once per process."""
-    global _tiny_root
     if target not in TINY_ENCODERS:
         raise ValueError(f"unknown tiny image encoder {target!r} (known: {', '.join(TINY_ENCODERS)})")
-    with _lock:
-        if target not in _encoder_dirs:
-            if _tiny_root is None:
-                _tiny_root = Path(tempfile.mkdtemp(prefix="fanren-tiny-"))
-                atexit.register(shutil.rmtree, _tiny_root, True)
-            folder = _tiny_root / f"encoder-{target}"
-            with quiet():
-                image_encoder(target).save_pretrained(folder)
-            _encoder_dirs[target] = folder
-        return _encoder_dirs[target]
+    return _saved_once(f"encoder-{target}", lambda: image_encoder(target))
 
 
 # ── registered as synthetic weights ──────────────────────────────────────────
@@ -551,24 +577,7 @@ register_synthetic(_RandomWeights())
 # transformer's target_size (80) gives the tiny sizes of weights.py as its buckets.
 
 
-def qwen2_tokenizer() -> Any:
-    """A byte-level BPE tokenizer without merges (every byte one token, Chinese included), with the
-    special tokens and a chat template of Qwen2's shape."""
-    from transformers import Qwen2Tokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    vocab = {symbol: index for index, symbol in enumerate(bytes_to_unicode().values())}
-    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
-        vocab[special] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.chat_template = (
-        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    return tokenizer
-
-
-QWEN2_VOCAB = 260  # > the 259 tokens of qwen2_tokenizer; the full-size Qwen2.5-VL keeps its 152064
+QWEN2_VOCAB = 260  # > the 259 tokens of its qwen_tokenizer; the full-size Qwen2.5-VL keeps its 152064
 
 
 def _siglip_processor(size: int) -> Any:
@@ -642,7 +651,8 @@ def _hunyuanvideo15_components(full: bool, hub_id: str = HUNYUANVIDEO15_480P_I2V
     with quiet():  # "Guiders are currently an experimental feature"
         guider = diffusers.ClassifierFreeGuidance(guidance_scale=guidance)
     return {"transformer": transformer, "vae": vae, "scheduler": diffusers.FlowMatchEulerDiscreteScheduler(shift=shift),
-            "text_encoder": text_encoder, "tokenizer": qwen2_tokenizer(), "text_encoder_2": text_encoder_2,
+            "text_encoder": text_encoder, "tokenizer": qwen_tokenizer(gpt2_order=True, special_chat_markers=True),
+            "text_encoder_2": text_encoder_2,
             "tokenizer_2": ByT5Tokenizer(), "guider": guider, "image_encoder": image_encoder,
             "feature_extractor": _siglip_processor(image_size)}
 
@@ -661,43 +671,6 @@ def _full_hunyuanvideo15(hub_id: str, device: str, dtype: torch.dtype) -> Any:
 # 2×2 into the transformer's 128. The tiny model keeps that shape: a 27-layer Qwen3 (the pipeline
 # reads layer 27) of width 16, a VAE with the real 8× downsampling and 4 latent channels.
 # Only klein is built: FLUX.2 [dev]'s 24B Mistral text encoder has no place on a test machine.
-
-
-def qwen_tokenizer() -> Any:
-    """A Qwen2 byte-level BPE tokenizer without merges (every UTF-8 byte is a token, so Chinese
-    spells out byte by byte) and a chat template of Qwen3's shape, as FLUX.2 [klein] applies one."""
-    from transformers import Qwen2Tokenizer
-
-    byte_symbols = _byte_level_alphabet()
-    vocab = {symbol: i for i, symbol in enumerate(byte_symbols)}
-    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
-        vocab[special] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=512)
-    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
-    return tokenizer
-
-
-# Qwen3's template, cut to what a one-message prompt uses (enable_thinking=False adds the empty
-# think block, as the real template does).
-QWEN_CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
-    "{% endif %}")
-QWEN_VOCAB = 259  # 256 byte symbols and 3 special tokens; the full-size Qwen3 keeps its 151936
-
-
-def _byte_level_alphabet() -> list[str]:
-    """GPT-2's printable stand-ins for the 256 bytes, in byte order (what ByteLevel pre-tokenizes to)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    stand_ins, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            stand_ins[byte] = chr(byte)
-        else:
-            stand_ins[byte] = chr(256 + extra)
-            extra += 1
-    return [stand_ins[byte] for byte in range(256)]
 
 
 def _qwen3_encoder(full: bool) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,8 @@ from PIL import Image
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from video_engines import keyframe_png, missing_weights_error, render_clip
+
 from fanren import testing
 from fanren.engines.base import Request, Resources
 from fanren.engines.video.cogvideox import CogVideoXEngine
@@ -20,16 +21,12 @@ from fanren.media import probe
 
 TINY = {"model": "fanren-tiny:cogvideox"}
 TINY_15 = {"model": "fanren-tiny:cogvideox1.5"}
-_runs = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def keyframe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keyframe") / "image.png"
-    image = Image.new("RGB", (32, 32), (30, 60, 90))
-    image.paste((220, 200, 40), (8, 8, 24, 24))
-    image.save(path)
-    return path
+    return keyframe_png(tmp_path_factory.mktemp("keyframe"), (32, 32),
+                        (30, 60, 90), (8, 8, 24, 24), (220, 200, 40))
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +35,8 @@ def engine() -> CogVideoXEngine:
 
 
 def render(engine: CogVideoXEngine, tmp: Path, keyframe: Path, progress: Any = None, **params: Any) -> Path:
-    out = tmp / f"run-{next(_runs)}"
-    out.mkdir()
-    request = Request(node_id="clip:s1", kind="clip",
-                      params={"shot_id": "s1", "prompt": "she walks up the steps", "seed": 3,
-                              "size": [32, 32], "fps": 24, **params},
-                      inputs={"keyframe:s1": {"image.png": keyframe}}, out_dir=out,
-                      **({"progress": progress} if progress else {}))
-    return engine.run(request)["clip.mp4"]
+    return render_clip(engine, tmp, keyframe, {"prompt": "she walks up the steps", "size": [32, 32], "fps": 24,
+                                               **params}, progress)
 
 
 def test_clip_has_the_models_frames_fps_and_the_asked_size(engine: CogVideoXEngine, keyframe: Path,
@@ -137,11 +128,8 @@ def test_identity_has_frames_fps_and_speed_options() -> None:
 
 
 def test_missing_weights_message(tmp_path: Path, keyframe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(EngineError) as caught:
-        render(CogVideoXEngine({}), tmp_path, keyframe, size=[720, 480])
-    message = str(caught.value)
+    message = missing_weights_error(lambda: render(CogVideoXEngine({}), tmp_path, keyframe, size=[720, 480]),
+                                    tmp_path, monkeypatch)
     assert "cogvideox: the weights of THUDM/CogVideoX-5b-I2V are not on this machine" in message
     assert "huggingface-cli download THUDM/CogVideoX-5b-I2V" in message
     assert 'video = { engine = "cogvideox", model = "/path/to/CogVideoX-5b-I2V" }' in message

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import sys
@@ -15,26 +14,22 @@ from PIL import Image
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from conftest import SMALL_DRAMA, fanren, report, write_drama
+from conftest import fanren, report, write_drama
+from video_engines import keyframe_png, missing_weights_error, render_clip, vertical_drama_text
 
 from fanren import testing
-from fanren.engines.base import Request
 from fanren.engines.diffusion import weights
 from fanren.engines.video.hunyuanvideo15 import KNOWN, HunyuanVideo15Engine
 from fanren.errors import EngineError, UsageError
 from fanren.media import probe
 
 TINY = {"model": "fanren-tiny:hunyuanvideo15"}
-_runs = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def keyframe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keyframe") / "image.png"
-    image = Image.new("RGB", (64, 96), (30, 60, 90))
-    image.paste((220, 200, 40), (16, 24, 48, 72))
-    image.save(path)
-    return path
+    return keyframe_png(tmp_path_factory.mktemp("keyframe"), (64, 96),
+                        (30, 60, 90), (16, 24, 48, 72), (220, 200, 40))
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +38,8 @@ def engine() -> HunyuanVideo15Engine:
 
 
 def render(engine: HunyuanVideo15Engine, tmp: Path, keyframe: Path, progress: Any = None, **params: Any) -> Path:
-    out = tmp / f"run-{next(_runs)}"
-    out.mkdir()
-    request = Request(node_id="clip:s1", kind="clip",
-                      params={"shot_id": "s1", "prompt": 'she walks up the steps under a sign "山门"',
-                              "seed": 3, "size": [64, 96], "fps": 12, **params},
-                      inputs={"keyframe:s1": {"image.png": keyframe}}, out_dir=out,
-                      **({"progress": progress} if progress else {}))
-    return engine.run(request)["clip.mp4"]
+    return render_clip(engine, tmp, keyframe, {"prompt": 'she walks up the steps under a sign "山门"',
+                                               "size": [64, 96], "fps": 12, **params}, progress)
 
 
 def test_clip_has_the_models_frames_fps_and_the_9_16_size(engine: HunyuanVideo15Engine, keyframe: Path,
@@ -142,11 +131,8 @@ def test_an_aspect_without_a_native_size_is_refused_with_exit_2() -> None:
 
 
 def test_missing_weights_message(tmp_path: Path, keyframe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(EngineError) as caught:
-        render(HunyuanVideo15Engine({}), tmp_path, keyframe, size=[480, 832])
-    message = str(caught.value)
+    message = missing_weights_error(lambda: render(HunyuanVideo15Engine({}), tmp_path, keyframe, size=[480, 832]),
+                                    tmp_path, monkeypatch)
     assert ("hunyuanvideo15: the weights of hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v are "
             "not on this machine") in message
     assert "huggingface-cli download hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v" in message
@@ -208,8 +194,7 @@ video = { engine = "hunyuanvideo15", model = "fanren-tiny:hunyuanvideo15"%s }
 
 
 def vertical_drama(folder: Path, options: str = "") -> Path:
-    text = SMALL_DRAMA.replace('aspect = "16:9"', 'aspect = "9:16"') + PROFILE % options
-    return write_drama(folder, text)
+    return write_drama(folder, vertical_drama_text(PROFILE % options))
 
 
 def test_a_9_16_drama_renders_through_the_engine_and_again_to_the_same_bytes(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +11,27 @@ from PIL import Image
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from conftest import SMALL_DRAMA, fanren, report, write_drama
+from conftest import fanren, report, write_drama
+from video_engines import (
+    build_twice_to_the_same_lock,
+    keyframe_png,
+    missing_weights_error,
+    render_clip,
+    vertical_drama_text,
+)
 
-from fanren.engines.base import Request
 from fanren.engines.diffusion.placement import mode_that_fits
 from fanren.engines.video.ltx2 import DISTILLED_SIGMAS, LTX2Engine, compressed
 from fanren.errors import EngineError, UsageError
 from fanren.media import probe
 
 TINY = {"model": "fanren-tiny:ltx2"}
-_runs = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def keyframe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keyframe") / "image.png"
-    image = Image.new("RGB", (64, 96), (30, 60, 90))
-    image.paste((220, 200, 40), (16, 24, 48, 72))
-    image.save(path)
-    return path
+    return keyframe_png(tmp_path_factory.mktemp("keyframe"), (64, 96),
+                        (30, 60, 90), (16, 24, 48, 72), (220, 200, 40))
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +40,10 @@ def engine() -> LTX2Engine:
 
 
 def render(engine: LTX2Engine, tmp: Path, keyframe: Path, progress: Any = None, **params: Any) -> Path:
-    out = tmp / f"run-{next(_runs)}"
-    out.mkdir()
-    request = Request(node_id="clip:s1", kind="clip",
-                      params={"shot_id": "s1", "prompt": "she walks up the steps", "seed": 3, "size": [64, 96],
-                              "fps": 24, **params},
-                      inputs={"keyframe:s1": {"image.png": keyframe}}, out_dir=out,
-                      **({"progress": progress} if progress else {}))
-    clip = engine.run(request)["clip.mp4"]
-    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"]  # the keyframe's H.264 round trip is gone
+    clip = render_clip(engine, tmp, keyframe, {"prompt": "she walks up the steps", "size": [64, 96], "fps": 24,
+                                               **params}, progress)
+    # the keyframe's H.264 round trip is gone
+    assert sorted(p.name for p in clip.parent.iterdir()) == ["clip.mp4"]
     return clip
 
 
@@ -131,11 +127,8 @@ def test_auto_picks_the_fastest_mode_that_fits_the_card(free_gib: float, mode: s
 
 def test_missing_weights_say_how_to_get_them(tmp_path: Path, keyframe: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(EngineError) as caught:
-        render(LTX2Engine({"distilled": True}), tmp_path, keyframe, size=[704, 1280])
-    message = str(caught.value)
+    message = missing_weights_error(lambda: render(LTX2Engine({"distilled": True}), tmp_path, keyframe,
+                                                   size=[704, 1280]), tmp_path, monkeypatch)
     assert message.startswith("ltx2: the weights of Lightricks/LTX-2 are not on this machine\n")
     assert "huggingface-cli download Lightricks/LTX-2" in message
     assert 'video = { engine = "ltx2", model = "/path/to/LTX-2" }' in message
@@ -152,22 +145,17 @@ def test_identity_says_the_schedule_and_that_audio_is_dropped() -> None:
     assert (identity["audio"], identity["keyframe_crf"], identity["frames"]) == ("dropped", 33, 9)
 
 
-VERTICAL_DRAMA = SMALL_DRAMA.replace('aspect = "16:9"', 'aspect = "9:16"') + """
+VERTICAL_DRAMA = vertical_drama_text("""
 [profiles.vertical]
 video = { engine = "ltx2", model = "fanren-tiny:ltx2" }
-"""
+""")
 
 
 def test_a_9_16_drama_renders_through_ltx2_with_the_same_bytes_twice(tmp_path: Path) -> None:
-    first, second = write_drama(tmp_path / "a", VERTICAL_DRAMA), write_drama(tmp_path / "b", VERTICAL_DRAMA)
-    for drama in (first, second):
-        result = fanren("build", drama, "--profile", "vertical", timeout=600)
-        assert result.code == 0, result.stderr
+    first = build_twice_to_the_same_lock(tmp_path, VERTICAL_DRAMA, "vertical")
     nodes = report(first, "vertical")["nodes"]
     assert {n["engine"] for n in nodes if n["kind"] == "clip"} == {"ltx2"}
     assert {n["id"] for n in nodes if n["kind"] == "clip"} == {"clip:s1", "clip:s2", "clip:s3"}
-    # every key and every output digest identical: same key, same bytes, in another cache
-    assert (first / "drama.lock").read_text(encoding="utf-8") == (second / "drama.lock").read_text(encoding="utf-8")
     assert probe(first / "out" / "vertical" / "episode.mp4").size == (720, 1280)
 
 

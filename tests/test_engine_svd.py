@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from video_engines import keyframe_png, missing_weights_error, render_clip
+
 from fanren import testing
-from fanren.engines.base import Request
 from fanren.engines.video.svd import SVDEngine
-from fanren.errors import EngineError, UsageError
+from fanren.errors import UsageError
 from fanren.media import probe
 
 TINY = {"model": "fanren-tiny:svd"}
-_runs = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def keyframe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keyframe") / "image.png"
-    image = Image.new("RGB", (48, 32), (20, 80, 40))
-    image.paste((250, 250, 250), (10, 4, 30, 20))
-    image.save(path)
-    return path
+    return keyframe_png(tmp_path_factory.mktemp("keyframe"), (48, 32),
+                        (20, 80, 40), (10, 4, 30, 20), (250, 250, 250))
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +32,7 @@ def engine() -> SVDEngine:
 
 
 def render(engine: SVDEngine, tmp: Path, keyframe: Path, **params: Any) -> Path:
-    out = tmp / f"run-{next(_runs)}"
-    out.mkdir()
-    request = Request(node_id="clip:s1", kind="clip",
-                      params={"shot_id": "s1", "prompt": "ignored by svd", "seed": 3, "size": [48, 32],
-                              **params},
-                      inputs={"keyframe:s1": {"image.png": keyframe}}, out_dir=out)
-    return engine.run(request)["clip.mp4"]
+    return render_clip(engine, tmp, keyframe, {"prompt": "ignored by svd", "size": [48, 32], **params})
 
 
 def test_clip_has_the_frames_fps_and_size(engine: SVDEngine, keyframe: Path, tmp_path: Path) -> None:
@@ -79,7 +68,7 @@ def test_bad_guidance_range_is_a_usage_error() -> None:
 
 
 def test_missing_weights_message(tmp_path: Path, keyframe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(EngineError) as caught:
-        render(SVDEngine({"model": str(tmp_path / "svd-xt")}), tmp_path, keyframe)
-    assert f"looked for a diffusers pipeline (model_index.json) in {tmp_path / 'svd-xt'}" in str(caught.value)
+    folder = tmp_path / "svd-xt"
+    message = missing_weights_error(lambda: render(SVDEngine({"model": str(folder)}), tmp_path, keyframe), tmp_path,
+                                    monkeypatch)
+    assert f"looked for a diffusers pipeline (model_index.json) in {tmp_path / 'svd-xt'}" in message

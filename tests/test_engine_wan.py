@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("ftfy")
 
-from conftest import SMALL_DRAMA, fanren, report, write_drama
+from conftest import fanren, report, write_drama
+from video_engines import (
+    build_twice_to_the_same_lock,
+    keyframe_png,
+    missing_weights_error,
+    render_clip,
+    vertical_drama_text,
+)
 
 from fanren import testing
 from fanren.engines.base import Request
@@ -22,16 +27,12 @@ from fanren.errors import EngineError, UsageError
 from fanren.media import probe
 
 TINY = {"model": "fanren-tiny:wan"}
-_runs = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def keyframe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keyframe") / "image.png"
-    image = Image.new("RGB", (64, 96), (30, 60, 90))
-    image.paste((220, 200, 40), (16, 24, 48, 72))
-    image.save(path)
-    return path
+    return keyframe_png(tmp_path_factory.mktemp("keyframe"), (64, 96),
+                        (30, 60, 90), (16, 24, 48, 72), (220, 200, 40))
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +41,8 @@ def engine() -> WanEngine:
 
 
 def render(engine: WanEngine, tmp: Path, keyframe: Path, **params: Any) -> Path:
-    out = tmp / f"run-{next(_runs)}"
-    out.mkdir()
-    request = Request(node_id="clip:s1", kind="clip",
-                      params={"shot_id": "s1", "prompt": "she walks up the steps", "seed": 3, "size": [64, 96],
-                              "fps": 24, **params},
-                      inputs={"keyframe:s1": {"image.png": keyframe}}, out_dir=out)
-    return engine.run(request)["clip.mp4"]
+    return render_clip(engine, tmp, keyframe, {"prompt": "she walks up the steps", "size": [64, 96], "fps": 24,
+                                               **params})
 
 
 def test_a_9_16_clip_has_the_models_frames_and_fps(engine: WanEngine, keyframe: Path, tmp_path: Path) -> None:
@@ -114,11 +110,8 @@ def test_offload_modes_render_in_place_on_the_cpu(engine: WanEngine, keyframe: P
 
 def test_missing_weights_say_how_to_get_them(tmp_path: Path, keyframe: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(EngineError) as caught:
-        render(WanEngine({}), tmp_path, keyframe, size=[704, 1280])
-    message = str(caught.value)
+    message = missing_weights_error(lambda: render(WanEngine({}), tmp_path, keyframe, size=[704, 1280]), tmp_path,
+                                    monkeypatch)
     assert message.startswith("wan: the weights of Wan-AI/Wan2.2-TI2V-5B-Diffusers are not on this machine\n")
     assert "huggingface-cli download Wan-AI/Wan2.2-TI2V-5B-Diffusers" in message
     assert 'video = { engine = "wan", model = "/path/to/Wan2.2-TI2V-5B-Diffusers" }' in message
@@ -135,22 +128,17 @@ def test_identity_has_frames_fps_steps_and_the_tiled_vae() -> None:
     assert identity["vae_tiling"] is True and "vram" not in identity
 
 
-VERTICAL_DRAMA = SMALL_DRAMA.replace('aspect = "16:9"', 'aspect = "9:16"') + """
+VERTICAL_DRAMA = vertical_drama_text("""
 [profiles.vertical]
 video = { engine = "wan", model = "fanren-tiny:wan" }
-"""
+""")
 
 
 def test_a_9_16_drama_renders_through_wan_with_the_same_bytes_twice(tmp_path: Path) -> None:
-    first, second = write_drama(tmp_path / "a", VERTICAL_DRAMA), write_drama(tmp_path / "b", VERTICAL_DRAMA)
-    for drama in (first, second):
-        result = fanren("build", drama, "--profile", "vertical", timeout=600)
-        assert result.code == 0, result.stderr
+    first = build_twice_to_the_same_lock(tmp_path, VERTICAL_DRAMA, "vertical")
     nodes = report(first, "vertical")["nodes"]
     assert {n["engine"] for n in nodes if n["kind"] == "clip"} == {"wan"}
     assert {n["id"] for n in nodes if n["kind"] == "clip"} == {"clip:s1", "clip:s2", "clip:s3"}
-    # every key and every output digest identical: same key, same bytes, in another cache
-    assert (first / "drama.lock").read_text(encoding="utf-8") == (second / "drama.lock").read_text(encoding="utf-8")
     episode = first / "out" / "vertical" / "episode.mp4"
     assert probe(episode).size == (720, 1280)
 

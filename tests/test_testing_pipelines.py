@@ -165,6 +165,16 @@ def test_qwen_tokenizer_spells_bytes_inside_qwen3s_chat_template() -> None:
     assert len(tokenizer) == testing.QWEN_VOCAB
 
 
+def test_qwen_tokenizer_of_hunyuanvideo15_numbers_bytes_in_gpt2s_order_with_markers_as_tokens() -> None:
+    tokenizer = testing.qwen_tokenizer(gpt2_order=True, special_chat_markers=True)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "a"}], tokenize=False,
+                                         add_generation_prompt=True)
+    assert text == "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\n"  # Qwen2's: no think block
+    # "!" (byte 33) is id 0, so "a" (97) is 64; byte 0 comes after the 188 printable bytes.
+    assert tokenizer("<|im_start|>a\x00<|im_end|>").input_ids == [257, 64, 188, 258]
+    assert len(tokenizer) == testing.QWEN_VOCAB
+
+
 @pytest.mark.parametrize(("hub_id", "expand_timesteps", "boundary_ratio"),
                          [(testing.WAN22_TI2V_5B, True, None), (testing.WAN22_I2V_A14B, False, 0.9)])
 def test_random_weights_keep_the_settings_a_pipeline_registers(hub_id: str, expand_timesteps: bool,

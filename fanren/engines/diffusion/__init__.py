@@ -7,6 +7,7 @@
     runtime.py    running a pipeline: lazy imports, quiet, a fixed CPU thread count, seeded noise
     outputs.py    a clip's keyframe in, its frames out as a repeatable MP4
     engine.py     DiffusionEngine, the base class that puts them together
+    video.py      ImageToVideoEngine on top of it: a spec of what a video model renders, frame counts
 
 Nothing here imports torch or diffusers at module import: identity() must stay cheap, because
 `fanren status` computes keys without running anything. Nothing here imports the test helpers

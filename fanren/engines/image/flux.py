@@ -21,10 +21,8 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import EngineError
 from ..base import Request
 from ..diffusion import (
     COMMON_OPTIONS,
@@ -34,10 +32,8 @@ from ..diffusion import (
     RANDOM_PREFIX,
     SPEED_OPTIONS,
     TINY_PREFIX,
-    DiffusionEngine,
     ModelRef,
     VramNeed,
-    check_size,
     compile_blocks,
     diffusers_module,
     enable_step_cache,
@@ -48,6 +44,7 @@ from ..diffusion import (
     step_progress,
     torch_dtype,
 )
+from .picture import PictureEngine, join_names, open_rgb, shot_characters
 
 if TYPE_CHECKING:
     import torch
@@ -95,11 +92,9 @@ def default_kontext_model(ref: ModelRef) -> str:
     return FLUX_KONTEXT
 
 
-class FluxEngine(DiffusionEngine):
-    family = "image"
+class FluxEngine(PictureEngine):
     name = "flux"
     version = "1"
-    kinds = frozenset({"character", "keyframe"})
     default_model = FLUX_DEV
     options_known = COMMON_OPTIONS | SPEED_OPTIONS | {
         "steps", "guidance", "consistency", "kontext_model", "kontext_revision", "kontext_steps",
@@ -177,21 +172,6 @@ class FluxEngine(DiffusionEngine):
 
     # rendering --------------------------------------------------------------
 
-    def _render(self, request: Request) -> dict[str, Path]:
-        width, height = check_size(self.name, request.params["size"])
-        self.load()
-        if request.kind == "character":
-            image = self._character(request, width, height)
-        elif request.kind == "keyframe":
-            image = self._keyframe(request, width, height)
-        else:
-            raise EngineError(f"flux renders characters and keyframes, not {request.kind!r} nodes")
-        if image.size != (width, height):
-            raise EngineError(f"flux made a {image.width}×{image.height} picture, {width}×{height} was asked")
-        out = request.out_dir / "image.png"
-        image.save(out, format="PNG")
-        return {"image.png": out}
-
     def _character(self, request: Request, width: int, height: int) -> Image.Image:
         from PIL import Image, ImageOps
 
@@ -200,7 +180,7 @@ class FluxEngine(DiffusionEngine):
         if reference is None:
             return self._text_to_image_run(request, prompt, width, height)
         # Without Kontext the user's picture is the sheet, cropped to the size.
-        photo = ImageOps.fit(_open_rgb(reference), (width, height), Image.Resampling.LANCZOS)
+        photo = ImageOps.fit(open_rgb(reference), (width, height), Image.Resampling.LANCZOS)
         if self.consistency == "none":
             return photo
         return self._kontext_run(request, REFERENCE_INSTRUCTION.format(prompt=prompt), photo, width, height)
@@ -210,8 +190,8 @@ class FluxEngine(DiffusionEngine):
         cast = shot_characters(request)
         if self.consistency == "none" or not cast:
             return self._text_to_image_run(request, prompt, width, height)
-        names, sheets = [name for name, _ in cast], [_open_rgb(sheet) for _, sheet in cast]
-        instruction = KEYFRAME_INSTRUCTION.format(names=_join_names(names), prompt=prompt)
+        names, sheets = [name for name, _ in cast], [open_rgb(sheet) for _, sheet in cast]
+        instruction = KEYFRAME_INSTRUCTION.format(names=join_names(names), prompt=prompt)
         return self._kontext_run(request, instruction, side_by_side(sheets, (width, height)), width, height)
 
     def _text_to_image_run(self, request: Request, prompt: str, width: int, height: int) -> Image.Image:
@@ -253,26 +233,3 @@ def side_by_side(sheets: list[Image.Image], size: tuple[int, int]) -> Image.Imag
         fitted = ImageOps.contain(sheet, (right - left, height), Image.Resampling.LANCZOS)
         canvas.paste(fitted, (left + (right - left - fitted.width) // 2, (height - fitted.height) // 2))
     return canvas
-
-
-def shot_characters(request: Request) -> list[tuple[str, Path]]:
-    """(name, character sheet) of each character in the shot, in the order the node lists them."""
-    listed = {str(c["id"]): str(c.get("name") or c["id"]) for c in request.params.get("characters", [])}
-    cast = []
-    for node, files in request.inputs_of_kind("character"):
-        character_id = node.split(":", 1)[1]
-        cast.append((listed.get(character_id, character_id), files["image.png"]))
-    return cast
-
-
-def _open_rgb(path: Path) -> Image.Image:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
-def _join_names(names: list[str]) -> str:
-    if len(names) == 1:
-        return names[0]
-    return ", ".join(names[:-1]) + " and " + names[-1]

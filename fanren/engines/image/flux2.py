@@ -24,26 +24,22 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import EngineError
 from ..base import Request
 from ..diffusion import (
     COMMON_OPTIONS,
     FLUX2_DEV,
     FLUX2_KLEIN_4B,
     SPEED_OPTIONS,
-    DiffusionEngine,
     ModelRef,
     VramNeed,
-    check_size,
     compile_blocks,
     diffusers_module,
     generator,
     step_progress,
 )
-from .flux import _join_names, _open_rgb, shot_characters
+from .picture import PictureEngine, join_names, open_rgb, shot_characters
 
 if TYPE_CHECKING:
     import torch
@@ -96,11 +92,9 @@ def defaults_for(ref: ModelRef) -> Flux2Defaults:
     return KLEIN if index.get("is_distilled", True) else KLEIN_BASE
 
 
-class Flux2Engine(DiffusionEngine):
-    family = "image"
+class Flux2Engine(PictureEngine):
     name = "flux2"
     version = "1"
-    kinds = frozenset({"character", "keyframe"})
     default_model = FLUX2_KLEIN_4B
     # No `cache` (step caching): klein's four distilled steps leave no step to skip.
     options_known = COMMON_OPTIONS | SPEED_OPTIONS | {"steps", "guidance", "consistency", "compile"}
@@ -147,21 +141,6 @@ class Flux2Engine(DiffusionEngine):
 
     # rendering --------------------------------------------------------------
 
-    def _render(self, request: Request) -> dict[str, Path]:
-        width, height = check_size(self.name, request.params["size"])
-        self.load()
-        if request.kind == "character":
-            image = self._character(request, width, height)
-        elif request.kind == "keyframe":
-            image = self._keyframe(request, width, height)
-        else:
-            raise EngineError(f"flux2 renders characters and keyframes, not {request.kind!r} nodes")
-        if image.size != (width, height):
-            raise EngineError(f"flux2 made a {image.width}×{image.height} picture, {width}×{height} was asked")
-        out = request.out_dir / "image.png"
-        image.save(out, format="PNG")
-        return {"image.png": out}
-
     def _character(self, request: Request, width: int, height: int) -> Image.Image:
         from PIL import Image, ImageOps
 
@@ -169,7 +148,7 @@ class Flux2Engine(DiffusionEngine):
         reference = request.sources.get("reference")
         if reference is None:
             return self._generate_image(request, prompt, [], width, height)
-        photo = _open_rgb(reference)
+        photo = open_rgb(reference)
         if self.consistency == "none":  # the user's picture is the sheet, cropped to the size
             return ImageOps.fit(photo, (width, height), Image.Resampling.LANCZOS)
         return self._generate_image(request, REFERENCE_INSTRUCTION.format(prompt=prompt),
@@ -180,9 +159,9 @@ class Flux2Engine(DiffusionEngine):
         cast = shot_characters(request)
         if self.consistency == "none" or not cast:
             return self._generate_image(request, prompt, [], width, height)
-        references = [reference_image(_open_rgb(sheet), width * height) for _, sheet in cast]
+        references = [reference_image(open_rgb(sheet), width * height) for _, sheet in cast]
         named = [f"{name} (image {i})" for i, (name, _) in enumerate(cast, start=1)]
-        instruction = KEYFRAME_INSTRUCTION.format(cast=_join_names(named), prompt=prompt)
+        instruction = KEYFRAME_INSTRUCTION.format(cast=join_names(named), prompt=prompt)
         return self._generate_image(request, instruction, references, width, height)
 
     def _generate_image(self, request: Request, prompt: str, references: list[Image.Image], width: int,

@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import EngineError, OptionError
-from ..base import Request, VideoEngine
+from ...errors import EngineError
+from ..base import Request
 from ..diffusion import (
     COGVIDEOX15_5B_I2V,
     COGVIDEOX_5B_I2V,
@@ -27,18 +27,23 @@ from ..diffusion import (
     TINY_COGVIDEOX15_FRAMES,
     TINY_COGVIDEOX_FRAMES,
     TINY_VIDEO_SIZES,
-    DiffusionEngine,
     ModelRef,
     VramNeed,
     check_size,
-    clip_frames,
     compile_blocks,
     enable_step_cache,
     generator,
     keyframe_image,
     step_cache,
     step_progress,
-    write_clip,
+)
+from ..diffusion.video import (
+    TINY_VRAM,
+    ImageToVideoEngine,
+    VideoModel,
+    aspect_size,
+    frame_count,
+    offered_sizes,
 )
 
 if TYPE_CHECKING:
@@ -48,16 +53,11 @@ ASPECTS = ("16:9", "9:16", "1:1")
 
 
 @dataclass(frozen=True)
-class CogVideoXModel:
+class CogVideoXModel(VideoModel):
     """What a CogVideoX I2V checkpoint renders natively."""
 
-    label: str
-    sizes: dict[str, tuple[int, int]]   # per aspect
-    frames: int
-    fps: int
     frame_step: int                     # frames must be frame_step·k + 1
     max_frames: int
-    vram: VramNeed
     fixed_size: tuple[int, int] | None = None  # a learned positional table allows this size only
 
 
@@ -72,7 +72,6 @@ ONE_FIVE = CogVideoXModel("CogVideoX1.5-5B-I2V",
                           frames=81, fps=16, frame_step=16, max_frames=161,
                           vram=VramNeed(full=32.0, model_offload=20.0, group_offload=12.0,
                                         sequential_offload=8.0))
-TINY_VRAM = VramNeed(full=0.5, model_offload=0.5, group_offload=0.5, sequential_offload=0.5)
 TINY = CogVideoXModel("tiny CogVideoX", dict(TINY_VIDEO_SIZES), frames=TINY_COGVIDEOX_FRAMES,
                       fps=8, frame_step=8, max_frames=49, vram=TINY_VRAM)
 TINY_ONE_FIVE = CogVideoXModel("tiny CogVideoX1.5", dict(TINY_VIDEO_SIZES),
@@ -95,7 +94,7 @@ def model_for(ref: ModelRef) -> CogVideoXModel:
     return FIVE_B
 
 
-class CogVideoXEngine(DiffusionEngine, VideoEngine):
+class CogVideoXEngine(ImageToVideoEngine):
     name = "cogvideox"
     version = "1"
     default_model = COGVIDEOX_5B_I2V
@@ -104,6 +103,7 @@ class CogVideoXEngine(DiffusionEngine, VideoEngine):
     # CogVideoXAttnProcessor2_0 calls F.scaled_dot_product_attention itself, so `attention` picks
     # among PyTorch's kernels around the denoising call, not through diffusers' dispatcher.
     attention_dispatcher = False
+    spec: CogVideoXModel
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -112,41 +112,22 @@ class CogVideoXEngine(DiffusionEngine, VideoEngine):
         self.steps = self._whole("steps", 2 if tiny else 50, low=1, high=500)
         self.guidance = self._number("guidance", 6.0, low=0, high=30)
         self.dynamic_cfg = self._flag("dynamic_cfg", True)
-        self.frames = self._frames()
+        self.frames = frame_count(self.name, self.options, self.spec.label, default=self.spec.frames,
+                                  step=self.spec.frame_step, top=self.spec.max_frames)
         self.fps = self._whole("fps", self.spec.fps, low=1, high=120)
         self.compile = self._flag("compile", False)
         self.cache = step_cache(self.name, self.options.get("cache"))
         self._image_to_video: Any = None
-
-    def _frames(self) -> int:
-        value = self.options.get("frames", self.spec.frames)
-        step, top = self.spec.frame_step, self.spec.max_frames
-        if isinstance(value, bool) or not isinstance(value, int) or value < step + 1 or value > top \
-                or (value - 1) % step:
-            valid = ", ".join(str(step * k + 1) for k in range(1, 4))
-            raise OptionError(self.name, "frames", f"a frame count {self.spec.label} renders: {step}k+1 "
-                              f"({valid}, …, {top})", repr(value))
-        return value
 
     def _settings(self) -> dict[str, Any]:
         return {"steps": self.steps, "guidance": self.guidance, "dynamic_cfg": self.dynamic_cfg,
                 "frames": self.frames, "fps": self.fps, "vae_tiling": True, "compile": self.compile,
                 "cache": self.cache}
 
-    def vram_need(self) -> VramNeed:
-        return self.spec.vram
-
     def native_size(self, aspect: str) -> tuple[int, int]:
-        size = self.spec.sizes.get(aspect)
-        if size is None:
-            offered = ", ".join(f"{a} ({w}×{h})" for a, (w, h) in self.spec.sizes.items())
-            raise OptionError(self.name, "model", f"a model that renders the drama's aspect {aspect}",
-                              f"{self.model.value!r}, which renders only {offered}",
-                              hint=f"for {aspect} use model = \"{COGVIDEOX15_5B_I2V}\" or the svd engine")
-        return size
-
-    def native_fps(self, drama_fps: int) -> int:
-        return self.fps
+        return aspect_size(self.name, self.spec.sizes, aspect,
+                           f"{self.model.value!r}, which renders only {offered_sizes(self.spec.sizes)}",
+                           hint=f"for {aspect} use model = \"{COGVIDEOX15_5B_I2V}\" or the svd engine")
 
     # loading ----------------------------------------------------------------
 
@@ -160,9 +141,6 @@ class CogVideoXEngine(DiffusionEngine, VideoEngine):
         if self.compile:
             compile_blocks(pipeline.transformer, ("transformer_blocks",), fullgraph=self.cache is None)
         self._image_to_video = pipeline
-
-    def _drop_pipelines(self) -> None:
-        self._image_to_video = None
 
     # rendering --------------------------------------------------------------
 
@@ -181,6 +159,5 @@ class CogVideoXEngine(DiffusionEngine, VideoEngine):
             use_dynamic_cfg=self.dynamic_cfg, generator=generator(int(request.params["seed"])),
             max_sequence_length=pipeline.transformer.config.max_text_seq_length, output_type="np",
             callback_on_step_end=step_progress(request, self.steps))
-        frames = clip_frames(self.name, result.frames[0], self.frames, (width, height))
-        return {"clip.mp4": write_clip(frames, self.fps, request.out_dir / "clip.mp4")}
+        return self._clip(request, result.frames[0], (width, height))
 

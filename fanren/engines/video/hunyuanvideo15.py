@@ -29,18 +29,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import EngineError, OptionError
-from ..base import Request, VideoEngine
+from ..base import Request
 from ..diffusion import (
     COMMON_OPTIONS,
-    DiffusionEngine,
     ModelRef,
     VramNeed,
     check_size,
-    clip_frames,
     compile_blocks,
     generator,
     keyframe_image,
-    write_clip,
+)
+from ..diffusion.video import (
+    TINY_VRAM,
+    ImageToVideoEngine,
+    VideoModel,
+    aspect_size,
+    frame_count,
+    offered_sizes,
 )
 from ..diffusion.weights import (
     HUNYUANVIDEO15_480P_I2V,
@@ -54,20 +59,19 @@ from ..diffusion.weights import (
 if TYPE_CHECKING:
     import torch
 
-FRAME_STEP = 4      # frames must be 4k+1
 MAX_FRAMES = 241    # 10 s at 24 fps
 
 
 @dataclass(frozen=True)
-class HunyuanVideo15Model:
-    """What a HunyuanVideo-1.5 I2V checkpoint renders natively."""
+class HunyuanVideo15Model(VideoModel):
+    """What a HunyuanVideo-1.5 I2V checkpoint renders natively.
 
-    label: str
-    sizes: dict[str, tuple[int, int]]   # per aspect: the pipeline's bucket, a fixed point of it
+    Its sizes, per aspect, are the pipeline's buckets, each a fixed point of it.
+    """
+
     target_size: int                    # the transformer's target_size: buckets of about its square
     steps: int
     guidance: float                     # 1.0: the checkpoint was distilled without CFG
-    vram: VramNeed
 
 
 # Weights: 34.6 GB in bf16 (transformer 8.3 B, Qwen2.5-VL-7B's text model 7.1 B, VAE 1.3 B, SigLIP
@@ -80,16 +84,18 @@ VRAM_720P = VramNeed(full=84.0, model_offload=66.0, group_offload=52.0, sequenti
 SIZES_480P = {"16:9": (848, 480), "9:16": (480, 832), "1:1": (640, 640)}
 SIZES_720P = {"16:9": (1280, 720), "9:16": (720, 1248), "1:1": (960, 960)}
 
-I2V_480P = HunyuanVideo15Model("HunyuanVideo-1.5 480p I2V", SIZES_480P, target_size=640, steps=50,
-                               guidance=6.0, vram=VRAM_480P)
-I2V_720P = HunyuanVideo15Model("HunyuanVideo-1.5 720p I2V", SIZES_720P, target_size=960, steps=50,
-                               guidance=6.0, vram=VRAM_720P)
+# 121 frames: 5 s at 24 fps.
+I2V_480P = HunyuanVideo15Model("HunyuanVideo-1.5 480p I2V", SIZES_480P, frames=121, fps=24, target_size=640,
+                               steps=50, guidance=6.0, vram=VRAM_480P)
+I2V_720P = HunyuanVideo15Model("HunyuanVideo-1.5 720p I2V", SIZES_720P, frames=121, fps=24, target_size=960,
+                               steps=50, guidance=6.0, vram=VRAM_720P)
 # Distilled to 8–12 steps (mean flow) and without classifier-free guidance: one pass a step.
 I2V_480P_STEP_DISTILLED = HunyuanVideo15Model("HunyuanVideo-1.5 480p I2V step-distilled", SIZES_480P,
-                                              target_size=640, steps=8, guidance=1.0, vram=VRAM_480P)
+                                              frames=121, fps=24, target_size=640, steps=8, guidance=1.0,
+                                              vram=VRAM_480P)
 TINY = HunyuanVideo15Model("tiny HunyuanVideo-1.5", dict(TINY_HUNYUANVIDEO15_SIZES),
-                           target_size=TINY_HUNYUANVIDEO15_TARGET_SIZE, steps=2, guidance=6.0,
-                           vram=VramNeed(full=0.5, model_offload=0.5, group_offload=0.5, sequential_offload=0.5))
+                           frames=TINY_HUNYUANVIDEO15_FRAMES, fps=24, target_size=TINY_HUNYUANVIDEO15_TARGET_SIZE,
+                           steps=2, guidance=6.0, vram=TINY_VRAM)
 KNOWN = {HUNYUANVIDEO15_480P_I2V: I2V_480P, HUNYUANVIDEO15_720P_I2V: I2V_720P,
          HUNYUANVIDEO15_480P_I2V_STEP_DISTILLED: I2V_480P_STEP_DISTILLED, "hunyuanvideo15": TINY}
 
@@ -113,50 +119,33 @@ def model_for(ref: ModelRef, engine: str) -> HunyuanVideo15Model:
                       f"{ref.value!r}, whose transformer has target_size {target_size!r}")
 
 
-class HunyuanVideo15Engine(DiffusionEngine, VideoEngine):
+class HunyuanVideo15Engine(ImageToVideoEngine):
     name = "hunyuanvideo15"
     version = "1"
     default_model = HUNYUANVIDEO15_480P_I2V
     options_known = COMMON_OPTIONS | {"steps", "guidance", "frames", "fps", "compile", "attention"}
     # HunyuanVideo15AttnProcessor2_0 goes through diffusers' dispatch_attention_fn.
     attention_dispatcher = True
+    spec: HunyuanVideo15Model
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
         self.spec = model_for(self.model, self.name)
         self.steps = self._whole("steps", self.spec.steps, low=1, high=500)
         self.guidance = self._number("guidance", self.spec.guidance, low=1, high=30)
-        self.frames = self._frames()
-        self.fps = self._whole("fps", 24, low=1, high=120)
+        self.frames = frame_count(self.name, self.options, self.spec.label, default=self.spec.frames, step=4,
+                                  top=MAX_FRAMES, landmarks=("121 for 5 s at 24 fps",))
+        self.fps = self._whole("fps", self.spec.fps, low=1, high=120)
         self.compile = self._flag("compile", False)
         self._image_to_video: Any = None
-
-    def _frames(self) -> int:
-        default = TINY_HUNYUANVIDEO15_FRAMES if self.model.source == "tiny" else 121
-        value = self.options.get("frames", default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < FRAME_STEP + 1 \
-                or value > MAX_FRAMES or (value - 1) % FRAME_STEP:
-            raise OptionError(self.name, "frames", f"a frame count {self.spec.label} renders: 4k+1 "
-                              f"(5, 9, 13, …, 121 for 5 s at 24 fps, …, {MAX_FRAMES})", repr(value))
-        return value
 
     def _settings(self) -> dict[str, Any]:
         return {"steps": self.steps, "guidance": self.guidance, "frames": self.frames, "fps": self.fps,
                 "vae_tiling": True, "compile": self.compile}
 
-    def vram_need(self) -> VramNeed:
-        return self.spec.vram
-
     def native_size(self, aspect: str) -> tuple[int, int]:
-        size = self.spec.sizes.get(aspect)
-        if size is None:
-            offered = ", ".join(f"{a} ({w}×{h})" for a, (w, h) in self.spec.sizes.items())
-            raise OptionError(self.name, "model", f"a model that renders the drama's aspect {aspect}",
-                              f"{self.model.value!r}, which renders {offered}")
-        return size
-
-    def native_fps(self, drama_fps: int) -> int:
-        return self.fps
+        return aspect_size(self.name, self.spec.sizes, aspect,
+                           f"{self.model.value!r}, which renders {offered_sizes(self.spec.sizes)}")
 
     # loading ----------------------------------------------------------------
 
@@ -170,9 +159,6 @@ class HunyuanVideo15Engine(DiffusionEngine, VideoEngine):
         if self.compile:
             compile_blocks(pipeline.transformer)
         self._image_to_video = pipeline
-
-    def _drop_pipelines(self) -> None:
-        self._image_to_video = None
 
     # rendering --------------------------------------------------------------
 
@@ -190,8 +176,7 @@ class HunyuanVideo15Engine(DiffusionEngine, VideoEngine):
                 pipeline, image=keyframe, prompt=str(request.params["prompt"]), num_frames=self.frames,
                 num_inference_steps=self.steps, generator=generator(int(request.params["seed"])),
                 output_type="np")
-        frames = clip_frames(self.name, result.frames[0], self.frames, (width, height))
-        return {"clip.mp4": write_clip(frames, self.fps, request.out_dir / "clip.mp4")}
+        return self._clip(request, result.frames[0], (width, height))
 
 
 @contextmanager

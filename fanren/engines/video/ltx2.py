@@ -25,29 +25,26 @@ so the bytes are x264's with a fixed thread count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import OptionError
 from ...media import run_ffmpeg
-from ..base import Request, VideoEngine
+from ..base import Request
 from ..diffusion import (
     COMMON_OPTIONS,
     LTX2,
     SPEED_OPTIONS,
     TINY_LTX2_FRAMES,
     TINY_VIDEO_SIZES,
-    DiffusionEngine,
     VramNeed,
     check_size,
-    clip_frames,
     compile_blocks,
     generator,
     keyframe_image,
     step_progress,
-    write_clip,
 )
+from ..diffusion.video import TINY_VRAM, ImageToVideoEngine, VideoModel, aspect_size, frame_count
 
 if TYPE_CHECKING:
     import torch
@@ -59,26 +56,16 @@ DISTILLED_SIGMAS = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421
 KEYFRAME_CRF = 33
 
 
-@dataclass(frozen=True)
-class LTX2Model:
-    label: str
-    sizes: dict[str, tuple[int, int]]
-    frames: int
-    fps: int
-    vram: VramNeed
-
-
 # Measured on an H200 (bf16, 704×1280, 121 frames, distilled): 75.6 GB peak in the full mode. The
 # offload modes are estimates (not measured): the 19B transformer alone is 38 GB in bf16, so only
 # group and sequential offloading fit a 24 GB card.
-FULL = LTX2Model("LTX-2", {"16:9": (1280, 704), "9:16": (704, 1280), "1:1": (960, 960)}, frames=121, fps=24,
+FULL = VideoModel("LTX-2", {"16:9": (1280, 704), "9:16": (704, 1280), "1:1": (960, 960)}, frames=121, fps=24,
                  vram=VramNeed(full=76.0, model_offload=48.0, group_offload=16.0, sequential_offload=10.0))
-TINY = LTX2Model("tiny LTX-2", dict(TINY_VIDEO_SIZES), frames=TINY_LTX2_FRAMES, fps=24,
-                 vram=VramNeed(full=0.5, model_offload=0.5, group_offload=0.5, sequential_offload=0.5))
+TINY = VideoModel("tiny LTX-2", dict(TINY_VIDEO_SIZES), frames=TINY_LTX2_FRAMES, fps=24, vram=TINY_VRAM)
 MAX_FRAMES = 481  # 20 s at 24 fps
 
 
-class LTX2Engine(DiffusionEngine, VideoEngine):
+class LTX2Engine(ImageToVideoEngine):
     name = "ltx2"
     version = "1"
     default_model = LTX2
@@ -98,18 +85,12 @@ class LTX2Engine(DiffusionEngine, VideoEngine):
         tiny_steps = 2 if self.model.source == "tiny" else 30
         self.steps = len(DISTILLED_SIGMAS) if self.distilled else self._whole("steps", tiny_steps, low=1, high=500)
         self.guidance = 1.0 if self.distilled else self._number("guidance", 3.0, low=0, high=30)
-        self.frames = self._frames()
+        self.frames = frame_count(self.name, self.options, self.spec.label, default=self.spec.frames, step=8,
+                                  top=MAX_FRAMES)
         self.fps = self._whole("fps", self.spec.fps, low=1, high=120)
         self.keyframe_crf = self._whole("keyframe_crf", KEYFRAME_CRF, low=0, high=51)
         self.compile = self._flag("compile", False)
         self._image_to_video: Any = None
-
-    def _frames(self) -> int:
-        value = self.options.get("frames", self.spec.frames)
-        if isinstance(value, bool) or not isinstance(value, int) or not 9 <= value <= MAX_FRAMES or (value - 1) % 8:
-            raise OptionError(self.name, "frames", f"a frame count {self.spec.label} renders: 8k+1 "
-                              f"(9, 17, 25, …, {MAX_FRAMES})", repr(value))
-        return value
 
     def _guidance(self) -> dict[str, Any]:
         """The pipeline's guidance arguments; each scale above its neutral value costs a transformer pass."""
@@ -123,14 +104,8 @@ class LTX2Engine(DiffusionEngine, VideoEngine):
                 "frames": self.frames, "fps": self.fps, "keyframe_crf": self.keyframe_crf, "audio": "dropped",
                 "compile": self.compile}
 
-    def vram_need(self) -> VramNeed:
-        return self.spec.vram
-
     def native_size(self, aspect: str) -> tuple[int, int]:
-        return self.spec.sizes[aspect]
-
-    def native_fps(self, drama_fps: int) -> int:
-        return self.fps
+        return aspect_size(self.name, self.spec.sizes, aspect, repr(self.model.value))
 
     # loading ----------------------------------------------------------------
 
@@ -143,9 +118,6 @@ class LTX2Engine(DiffusionEngine, VideoEngine):
             compile_blocks(pipeline.transformer, ("transformer_blocks",), fullgraph=True)
         self._image_to_video = pipeline
 
-    def _drop_pipelines(self) -> None:
-        self._image_to_video = None
-
     # rendering --------------------------------------------------------------
 
     def _render(self, request: Request) -> dict[str, Path]:
@@ -157,8 +129,7 @@ class LTX2Engine(DiffusionEngine, VideoEngine):
             height=height, num_frames=self.frames, frame_rate=float(self.fps), num_inference_steps=self.steps,
             image_crf=0, generator=generator(int(request.params["seed"])), output_type="np",
             callback_on_step_end=step_progress(request, self.steps), **self._guidance())
-        frames = clip_frames(self.name, result.frames[0], self.frames, (width, height))
-        return {"clip.mp4": write_clip(frames, self.fps, request.out_dir / "clip.mp4")}
+        return self._clip(request, result.frames[0], (width, height))
 
 
 def compressed(keyframe: Image.Image, crf: int, work_dir: Path) -> Image.Image:

@@ -13,31 +13,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import OptionError
-from ..base import Request, VideoEngine
+from ..base import Request
 from ..diffusion import (
     COMMON_OPTIONS,
     SVD_XT,
     TINY_SVD_FRAMES,
     TINY_VIDEO_SIZES,
-    DiffusionEngine,
     VramNeed,
     check_size,
-    clip_frames,
     generator,
     keyframe_image,
     step_progress,
-    write_clip,
 )
+from ..diffusion.video import TINY_VRAM, ImageToVideoEngine, VideoModel, aspect_size
 
 if TYPE_CHECKING:
     import torch
 
-SIZES = {"16:9": (1024, 576), "9:16": (576, 1024), "1:1": (768, 768)}
-FRAMES = 25
-FPS = 7
+# Estimated, not yet measured: a 1.5B UNet and a 0.6B image encoder in fp16.
+XT = VideoModel("SVD-XT", {"16:9": (1024, 576), "9:16": (576, 1024), "1:1": (768, 768)}, frames=25, fps=7,
+                vram=VramNeed(full=12.0, model_offload=9.0, group_offload=6.0, sequential_offload=4.0))
+TINY = VideoModel("tiny SVD", dict(TINY_VIDEO_SIZES), frames=TINY_SVD_FRAMES, fps=7, vram=TINY_VRAM)
 
 
-class SVDEngine(DiffusionEngine, VideoEngine):
+class SVDEngine(ImageToVideoEngine):
     name = "svd"
     version = "1"
     default_model = SVD_XT
@@ -51,11 +50,10 @@ class SVDEngine(DiffusionEngine, VideoEngine):
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
         tiny = self.model.source == "tiny"
-        self.sizes = dict(TINY_VIDEO_SIZES) if tiny else SIZES
+        self.spec = TINY if tiny else XT
         self.steps = self._whole("steps", 2 if tiny else 25, low=1, high=500)
-        self.frames = self._whole("frames", TINY_SVD_FRAMES if tiny else FRAMES,
-                             low=2, high=64)
-        self.fps = self._whole("fps", FPS, low=2, high=60)
+        self.frames = self._whole("frames", self.spec.frames, low=2, high=64)
+        self.fps = self._whole("fps", self.spec.fps, low=2, high=60)
         self.min_guidance = self._number("min_guidance", 1.0, low=0, high=30)
         self.max_guidance = self._number("max_guidance", 3.0, low=0, high=30)
         if self.max_guidance < self.min_guidance:
@@ -73,28 +71,14 @@ class SVDEngine(DiffusionEngine, VideoEngine):
                 "motion_bucket_id": self.motion_bucket_id, "noise_aug_strength": self.noise_aug_strength,
                 "decode_chunk_size": self.decode_chunk_size}
 
-    def vram_need(self) -> VramNeed:
-        if self.model.source == "tiny":
-            return VramNeed(full=0.5, model_offload=0.5, group_offload=0.5, sequential_offload=0.5)
-        # Estimated, not yet measured: a 1.5B UNet and a 0.6B image encoder in fp16.
-        return VramNeed(full=12.0, model_offload=9.0, group_offload=6.0, sequential_offload=4.0)
-
     def native_size(self, aspect: str) -> tuple[int, int]:
-        if aspect not in self.sizes:
-            raise OptionError(self.name, "model", f"a model that renders the drama's aspect {aspect}",
-                              repr(self.model.value), hint=f"svd renders {', '.join(self.sizes)}")
-        return self.sizes[aspect]
-
-    def native_fps(self, drama_fps: int) -> int:
-        return self.fps
+        return aspect_size(self.name, self.spec.sizes, aspect, repr(self.model.value),
+                           hint=f"svd renders {', '.join(self.spec.sizes)}")
 
     def _load_pipelines(self, dtype: torch.dtype) -> None:
         from diffusers import StableVideoDiffusionPipeline
 
         self._image_to_video = self._pipeline(StableVideoDiffusionPipeline, self.model, dtype, self.revision)
-
-    def _drop_pipelines(self) -> None:
-        self._image_to_video = None
 
     def _render(self, request: Request) -> dict[str, Path]:
         width, height = check_size(self.name, request.params["size"])
@@ -108,5 +92,4 @@ class SVDEngine(DiffusionEngine, VideoEngine):
             noise_aug_strength=self.noise_aug_strength, decode_chunk_size=self.decode_chunk_size,
             generator=generator(int(request.params["seed"])), output_type="np",
             callback_on_step_end=step_progress(request, self.steps))
-        frames = clip_frames(self.name, result.frames[0], self.frames, (width, height))
-        return {"clip.mp4": write_clip(frames, self.fps, request.out_dir / "clip.mp4")}
+        return self._clip(request, result.frames[0], (width, height))

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import OptionError
-from ..base import Request, VideoEngine
+from ..base import Request
 from ..diffusion import (
     COMMON_OPTIONS,
     SPEED_OPTIONS,
@@ -30,35 +29,28 @@ from ..diffusion import (
     TINY_WAN_FRAMES,
     WAN22_I2V_A14B,
     WAN22_TI2V_5B,
-    DiffusionEngine,
     ModelRef,
     VramNeed,
     check_size,
-    clip_frames,
     compile_blocks,
     generator,
     keyframe_image,
     step_progress,
-    write_clip,
 )
+from ..diffusion.video import TINY_VRAM, ImageToVideoEngine, VideoModel, aspect_size, frame_count
 
 if TYPE_CHECKING:
     import torch
 
 
 @dataclass(frozen=True)
-class WanModel:
-    """What a Wan 2.2 image-to-video checkpoint renders natively."""
+class WanModel(VideoModel):
+    """What a Wan 2.2 image-to-video checkpoint renders natively (frames: 4k+1)."""
 
-    label: str
-    sizes: dict[str, tuple[int, int]]   # per aspect
     size_multiple: int                  # the VAE's spatial factor × the transformer's patch
-    frames: int                         # 4k+1
     max_frames: int
-    fps: int
     steps: int
     guidance: float
-    vram: VramNeed
 
 
 # Measured on an H200: the loaded pipeline holds 23.2 GB (5.0B transformer, 5.7B umT5, 0.7B VAE in
@@ -73,8 +65,7 @@ I2V_A14B = WanModel("Wan2.2-I2V-A14B", {"16:9": (1280, 720), "9:16": (720, 1280)
                     size_multiple=16, frames=81, max_frames=161, fps=16, steps=40, guidance=3.5,
                     vram=VramNeed(full=80.0, model_offload=40.0, group_offload=16.0, sequential_offload=10.0))
 TINY = WanModel("tiny Wan2.2-TI2V", dict(TINY_VIDEO_SIZES), size_multiple=32, frames=TINY_WAN_FRAMES,
-                max_frames=241, fps=24, steps=2, guidance=5.0,
-                vram=VramNeed(full=0.5, model_offload=0.5, group_offload=0.5, sequential_offload=0.5))
+                max_frames=241, fps=24, steps=2, guidance=5.0, vram=TINY_VRAM)
 TINY_A14B = WanModel("tiny Wan2.2-I2V-A14B", dict(TINY_VIDEO_SIZES), size_multiple=16, frames=TINY_WAN_FRAMES,
                      max_frames=161, fps=16, steps=2, guidance=3.5, vram=TINY.vram)
 KNOWN = {WAN22_TI2V_5B: TI2V_5B, WAN22_I2V_A14B: I2V_A14B, "wan": TINY, "wan-a14b": TINY_A14B}
@@ -89,48 +80,32 @@ def model_for(ref: ModelRef) -> WanModel:
     return TI2V_5B
 
 
-class WanEngine(DiffusionEngine, VideoEngine):
+class WanEngine(ImageToVideoEngine):
     name = "wan"
     version = "1"
     default_model = WAN22_TI2V_5B
     options_known = COMMON_OPTIONS | SPEED_OPTIONS | {"steps", "guidance", "frames", "fps", "compile"}
     # WanAttnProcessor goes through diffusers' dispatch_attention_fn: every kernel can be picked.
     attention_dispatcher = True
+    spec: WanModel
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
         self.spec = model_for(self.model)
         self.steps = self._whole("steps", self.spec.steps, low=1, high=500)
         self.guidance = self._number("guidance", self.spec.guidance, low=0, high=30)
-        self.frames = self._frames()
+        self.frames = frame_count(self.name, self.options, self.spec.label, default=self.spec.frames, step=4,
+                                  top=self.spec.max_frames)
         self.fps = self._whole("fps", self.spec.fps, low=1, high=120)
         self.compile = self._flag("compile", False)
         self._image_to_video: Any = None
-
-    def _frames(self) -> int:
-        value = self.options.get("frames", self.spec.frames)
-        top = self.spec.max_frames
-        if isinstance(value, bool) or not isinstance(value, int) or not 5 <= value <= top or (value - 1) % 4:
-            raise OptionError(self.name, "frames", f"a frame count {self.spec.label} renders: 4k+1 "
-                              f"(5, 9, 13, …, {top})", repr(value))
-        return value
 
     def _settings(self) -> dict[str, Any]:
         return {"steps": self.steps, "guidance": self.guidance, "frames": self.frames, "fps": self.fps,
                 "vae_tiling": True, "compile": self.compile}
 
-    def vram_need(self) -> VramNeed:
-        return self.spec.vram
-
     def native_size(self, aspect: str) -> tuple[int, int]:
-        size = self.spec.sizes.get(aspect)
-        if size is None:  # the drama's aspect is checked by the project; a folder's model may lack one
-            raise OptionError(self.name, "model", f"a model that renders the drama's aspect {aspect}",
-                              repr(self.model.value))
-        return size
-
-    def native_fps(self, drama_fps: int) -> int:
-        return self.fps
+        return aspect_size(self.name, self.spec.sizes, aspect, repr(self.model.value))
 
     # loading ----------------------------------------------------------------
 
@@ -147,9 +122,6 @@ class WanEngine(DiffusionEngine, VideoEngine):
                 compile_blocks(transformer, ("blocks",), fullgraph=True)
         self._image_to_video = pipeline
 
-    def _drop_pipelines(self) -> None:
-        self._image_to_video = None
-
     # rendering --------------------------------------------------------------
 
     def _render(self, request: Request) -> dict[str, Path]:
@@ -164,5 +136,4 @@ class WanEngine(DiffusionEngine, VideoEngine):
             guidance_scale_2=self.guidance if two_experts else None,
             generator=generator(int(request.params["seed"])), output_type="np",
             callback_on_step_end=step_progress(request, self.steps))
-        frames = clip_frames(self.name, result.frames[0], self.frames, (width, height))
-        return {"clip.mp4": write_clip(frames, self.fps, request.out_dir / "clip.mp4")}
+        return self._clip(request, result.frames[0], (width, height))
