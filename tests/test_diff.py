@@ -461,3 +461,19 @@ def test_the_series_page_has_a_section_per_episode(series_repo: Path) -> None:
             assert left and right and left["x"] + left["width"] <= right["x"] and left["y"] == right["y"]
         finally:
             browser.close()
+
+
+def test_build_renders_the_changed_shots_of_every_episode(series_repo: Path, tmp_path: Path) -> None:
+    result = fanren("diff", "HEAD~1", "HEAD", "s", "--json", "--build", "--cache-dir", tmp_path / "empty-cache",
+                    cwd=series_repo)
+    assert result.code == 0, result.stderr
+    ran = sorted(line.split()[1] for line in result.stderr.splitlines() if line.startswith("  run "))
+    # HEAD~1: the three changed shots and what they read; HEAD: what the two edits changed
+    older = ["character:lin", "character:lin@old", *(f"{eid}/{kind}:{shot}" for eid, shot in
+             (("ep1", "a1"), ("ep2", "b1"), ("ep10", "c1")) for kind in ("keyframe", "clip", "shot")),
+             "ep1/line:a1:0", "ep2/line:b1:0", "ep10/line:c1:0"]
+    newer = ["character:lin", *(f"{eid}/{kind}:{shot}" for eid, shot in (("ep1", "a1"), ("ep10", "c1"))
+                                for kind in ("keyframe", "clip", "shot")), "ep2/line:b1:0", "ep2/shot:b1"]
+    assert ran == sorted(older + newer)
+    rendered = {d["id"]: d["rendered"] for d in json.loads(result.stdout)["differ"] if d["kind"] == "shot"}
+    assert rendered == {nid: {"before": True, "after": True} for nid in ("ep1/shot:a1", "ep2/shot:b1", "ep10/shot:c1")}
