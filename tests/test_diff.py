@@ -398,6 +398,21 @@ def test_an_episode_folder_diffs_that_episode_and_the_sheets_it_reads(series_rep
     found = per_episode(fanren("diff", "--json", cwd=series_repo / "s" / "ep3"))
     assert set(found) == {"ep3"} and {status for status, _, _ in found["ep3"].values()} == {"added"}
     assert len(found["ep3"]) == 11
+    # a folder the series does not list at either revision is not an episode of it
+    series_toml = series_repo / "s" / "series.toml"
+    series_toml.write_text('[series]\nepisodes = ["ep1", "ep2"]\n' + series_toml.read_text(encoding="utf-8"),
+                           encoding="utf-8")
+    commit_all(series_repo, "ep3 and ep10 are not episodes")
+    result = fanren("diff", "HEAD~1", cwd=series_repo / "s" / "ep10")
+    removed = ["keyframe:c1 [card]", "clip:c1 [kenburns]", "line:c1:0 [espeak]", "shot:c1 [mux]",
+               "subtitles [mux]", "episode [mux]", "storyboard [storyboard]"]
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "HEAD~1 → working tree (profile draft, episode ep10): 7 of 8 nodes differ (0 added, 7 removed)",
+        "ep10: 7 nodes differ", *(f"  removed        ep10/{node}" for node in removed)]
+    result = fanren("diff", cwd=series_repo / "s" / "ep10")
+    assert (result.code, result.stderr) == (2, (f"error: {series_repo}/s/ep10 is not an episode of the series in "
+                                                f"{series_repo}/s at revision HEAD nor in the working tree\n"))
 
 
 def test_a_series_exit_code(series_repo: Path) -> None:

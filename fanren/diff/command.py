@@ -83,7 +83,7 @@ def _show(review: Review, page: Path | None) -> None:
     removed = sum(1 for d in differences if d.status == REMOVED)
     scope = f", episode {review.episode}" if review.episode else ""
     click.echo(f"{review.before.label} → {review.after.label} (profile {review.profile}{scope}): "
-               f"{len(differences)} of {len(review.comparison.after)} nodes differ ({added} added, {removed} removed)")
+               f"{len(differences)} of {review.comparison.node_count} nodes differ ({added} added, {removed} removed)")
     groups = by_episode(review) if review.is_series else [(None, differences)]
     for episode, group in groups:
         if review.is_series:
@@ -106,7 +106,7 @@ def _as_json(review: Review, page: Path | None) -> dict[str, Any]:
 
     return {
         "before": review.before.label, "after": review.after.label, "profile": review.profile,
-        "nodes": len(review.comparison.after),
+        "nodes": review.comparison.node_count,
         **({"episodes": review.episodes(), "episode": review.episode} if review.is_series else {}),
         "differ": [{"id": d.node_id, "kind": d.node.kind, "engine": d.node.engine, "status": d.status,
                     **({"episode": episode_of(d.node_id)} if review.is_series else {}),

@@ -60,6 +60,11 @@ class Comparison:
     after: dict[str, Side]
     differences: list[NodeDiff] = field(default_factory=list)   # new graph's order, then removed
 
+    @property
+    def node_count(self) -> int:
+        """The nodes compared: those of either revision (a removed node is one of them)."""
+        return len(self.after.keys() | self.before.keys())
+
 
 def resolve(graph: Graph, root: Path, cache: Cache) -> dict[str, Side]:
     """Every node of `graph` with its key fields, and its key and cached result where they are known."""

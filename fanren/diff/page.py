@@ -117,7 +117,7 @@ def _line(content: str, state: str = "same") -> str:
 def _summary(review: Review) -> str:
     differences = review.comparison.differences
     count = {status: sum(1 for d in differences if d.status == status) for status in (ADDED, REMOVED)}
-    return (f"profile {review.profile}: {len(differences)} of {len(review.comparison.after)} nodes differ "
+    return (f"profile {review.profile}: {len(differences)} of {review.comparison.node_count} nodes differ "
             f"({count[ADDED]} added, {count[REMOVED]} removed)")
 
 
