@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -307,3 +308,187 @@ def test_references_and_templates_are_read_at_each_revision(tmp_path: Path) -> N
         **{f"clip:{s}": ("changed", ["params.prompt"], [f"keyframe:{s}"]) for s in ("s1", "s2")},
         "clip:s3": ("changed", ["params.prompt"], []),
     }
+
+
+# ── a series ─────────────────────────────────────────────────────────────────
+
+LIN_BLUE = 'description = "a young swordswoman in a blue robe"'
+B1_NARRATION = 'narration = "多年以后。"'
+
+# Lin's shared sheet (series.toml) and one narration line of ep2: per episode, the nodes that differ.
+# ep2 shows Lin's `old` look, whose sheet is not the edited one: nothing of ep2 reads character:lin.
+SERIES_EDITED = {
+    None: {"character:lin": ("changed", ["params.description", "params.prompt"], [])},
+    **{eid: {f"{eid}/keyframe:{shot}": ("changed", ["params.characters[0].description", "params.prompt"],
+                                        ["character:lin"]),
+             f"{eid}/clip:{shot}": ("input-changed", [], [f"{eid}/keyframe:{shot}"]),
+             f"{eid}/shot:{shot}": ("input-changed", [], [f"{eid}/clip:{shot}"]),
+             f"{eid}/subtitles": ("input-changed", [], [f"{eid}/shot:{shot}"]),
+             f"{eid}/episode": ("input-changed", [], [f"{eid}/shot:{shot}", f"{eid}/subtitles"]),
+             f"{eid}/storyboard": ("input-changed", [], [f"{eid}/keyframe:{shot}", f"{eid}/shot:{shot}"])}
+       for eid, shot in (("ep1", "a1"), ("ep10", "c1"))},
+    "ep2": {"ep2/line:b1:0": ("changed", ["params.sentences[0]", "params.text"], []),
+            "ep2/shot:b1": ("changed", ["params.lines[0].text"], ["ep2/line:b1:0"]),
+            "ep2/subtitles": ("input-changed", [], ["ep2/shot:b1"]),
+            "ep2/episode": ("input-changed", [], ["ep2/shot:b1", "ep2/subtitles"]),
+            "ep2/storyboard": ("changed", ["params.shots[0].narration"], ["ep2/shot:b1"])},
+}
+
+
+def commit_all(repo: Path, message: str) -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+
+
+@pytest.fixture
+def series_repo(tmp_path: Path) -> Path:
+    """A git repository whose folder `s/` is the small series of test_series.py (never built):
+    HEAD~1 as written, HEAD edits Lin's description in series.toml and ep2's first narration."""
+    from test_series import edit as edit_file
+    from test_series import write_series
+
+    root = write_series(tmp_path / "s")
+    git(tmp_path, "init", "-q", "-b", "main")
+    commit_all(tmp_path, "the series")
+    edit_file(root / "series.toml", LIN_BLUE, 'description = "a young swordswoman in a green robe"')
+    edit_file(root / "ep2" / "drama.toml", B1_NARRATION, 'narration = "很多年以后。"')
+    commit_all(tmp_path, "Lin's robe, one narration line of ep2")
+    return tmp_path
+
+
+def per_episode(result: Run) -> dict[str | None, dict[str, tuple[str, list[str], list[str]]]]:
+    assert result.code == 0, result.stderr
+    grouped: dict[str | None, dict[str, tuple[str, list[str], list[str]]]] = {}
+    for d in json.loads(result.stdout)["differ"]:
+        grouped.setdefault(d["episode"], {})[d["id"]] = (d["status"], [f["path"] for f in d["fields"]], d["inputs"])
+    return grouped
+
+
+def test_a_series_names_the_changed_nodes_per_episode(series_repo: Path) -> None:
+    result = fanren("diff", "HEAD~1", "HEAD", "s", "--json", cwd=series_repo)
+    assert per_episode(result) == SERIES_EDITED
+    assert json.loads(result.stdout)["episodes"] == ["ep1", "ep2", "ep10"]
+    # the terminal groups them: the shared sheets, then each episode in series order
+    result = fanren("diff", "HEAD~1", "HEAD", "s", cwd=series_repo)
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if not line.startswith(" ")] == [
+        "HEAD~1 → HEAD (profile draft): 18 of 32 nodes differ (0 added, 0 removed)",
+        "shared: 1 node differs", "ep1: 6 nodes differ", "ep2: 5 nodes differ", "ep10: 6 nodes differ"]
+    assert lines[2:5] == ["  changed        character:lin [card]", "      params.description:",
+                          "        - a young swordswoman in a blue robe"]
+    ep2 = lines[lines.index("ep2: 5 nodes differ"):]
+    assert ep2[1:4] == ["  changed        ep2/line:b1:0 [espeak]", "      params.sentences[0]:",
+                        "        - 多年以后。"]
+    assert ["      params.lines[0].text:", "        - 多年以后。", "        + 很多年以后。"] == \
+        ep2[ep2.index("      params.lines[0].text:"):][:3]
+
+
+def test_an_episode_folder_diffs_that_episode_and_the_sheets_it_reads(series_repo: Path) -> None:
+    result = fanren("diff", "HEAD~1", "HEAD", "s/ep2", "--json", cwd=series_repo)
+    assert per_episode(result) == {"ep2": SERIES_EDITED["ep2"]}
+    # ep2's 11 nodes and the two sheets it reads (Lin's old look, the elder)
+    assert (json.loads(result.stdout)["nodes"], json.loads(result.stdout)["episode"]) == (13, "ep2")
+    result = fanren("diff", "HEAD~1", "HEAD", "-C", "s/ep1", cwd=series_repo)
+    assert result.stdout.splitlines()[:3] == [
+        "HEAD~1 → HEAD (profile draft, episode ep1): 7 of 13 nodes differ (0 added, 0 removed)",
+        "shared: 1 node differs", "  changed        character:lin [card]"]
+    # an episode new in the working tree: its nodes are added, the sheets it reads are not
+    shutil.copytree(series_repo / "s" / "ep2", series_repo / "s" / "ep3")
+    found = per_episode(fanren("diff", "--json", cwd=series_repo / "s" / "ep3"))
+    assert set(found) == {"ep3"} and {status for status, _, _ in found["ep3"].values()} == {"added"}
+    assert len(found["ep3"]) == 11
+    # a folder the series does not list at either revision is not an episode of it
+    series_toml = series_repo / "s" / "series.toml"
+    series_toml.write_text('[series]\nepisodes = ["ep1", "ep2"]\n' + series_toml.read_text(encoding="utf-8"),
+                           encoding="utf-8")
+    commit_all(series_repo, "ep3 and ep10 are not episodes")
+    result = fanren("diff", "HEAD~1", cwd=series_repo / "s" / "ep10")
+    removed = ["keyframe:c1 [card]", "clip:c1 [kenburns]", "line:c1:0 [espeak]", "shot:c1 [mux]",
+               "subtitles [mux]", "episode [mux]", "storyboard [storyboard]"]
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "HEAD~1 → working tree (profile draft, episode ep10): 7 of 8 nodes differ (0 added, 7 removed)",
+        "ep10: 7 nodes differ", *(f"  removed        ep10/{node}" for node in removed)]
+    result = fanren("diff", cwd=series_repo / "s" / "ep10")
+    assert (result.code, result.stderr) == (2, (f"error: {series_repo}/s/ep10 is not an episode of the series in "
+                                                f"{series_repo}/s at revision HEAD nor in the working tree\n"))
+
+
+def test_a_series_exit_code(series_repo: Path) -> None:
+    series = series_repo / "s"
+    assert fanren("diff", "--exit-code", cwd=series).code == 0
+    assert fanren("diff", "HEAD~1", "--exit-code", cwd=series).code == 1
+    edit(series / "ep2", 'text = "你回来了。"', 'text = "你终于回来了。"')
+    assert [fanren("diff", "--exit-code", folder, cwd=series_repo).code for folder in ("s", "s/ep1", "s/ep2")] == \
+        [1, 0, 1]
+
+
+def test_a_drama_that_became_a_series_exits_2(tmp_path: Path) -> None:
+    from test_series import write_series
+
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "drama.toml").write_text(SMALL_DRAMA, encoding="utf-8")
+    git(tmp_path, "init", "-q")
+    commit_all(tmp_path, "a drama")
+    (tmp_path / "s" / "drama.toml").unlink()
+    write_series(tmp_path / "s")
+    commit_all(tmp_path, "now a series")
+    message = ("error: HEAD~1:s/series.toml: expected a series.toml at revision HEAD~1, as at revision HEAD, "
+               "got a single drama (drama.toml) (a drama and a series share no node ids; compare two "
+               "revisions of the series)\n")
+    for folder in ("s", "s/ep2"):
+        result = fanren("diff", "HEAD~1", "HEAD", folder, cwd=tmp_path)
+        assert (result.code, result.stderr) == (2, message)
+    # bad input in an episode at a revision names that episode's file at that revision
+    edit(tmp_path / "s" / "ep2", 'id = "b1"', 'id = "b 1"')
+    commit_all(tmp_path, "a bad shot id")
+    result = fanren("diff", "HEAD~1", "HEAD", "s", cwd=tmp_path)
+    assert result.code == 2 and result.stderr.startswith("error: HEAD:s/ep2/drama.toml: scenes[0].shots[0].id: "), \
+        result.stderr
+
+
+def test_the_series_page_has_a_section_per_episode(series_repo: Path) -> None:
+    sync_playwright = _playwright()
+    page_file = series_repo / "diff.html"
+    result = fanren("diff", "HEAD~1", "HEAD", "s", "--html", page_file, cwd=series_repo)
+    assert result.code == 0, result.stderr
+    with sync_playwright() as p:  # type: ignore[operator]
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(page_file.as_uri())
+            assert page.eval_on_selector_all("section.episode", "s => s.map(e => e.id)") == [
+                "shared", "episode-ep1", "episode-ep2", "episode-ep10"]
+            assert page.eval_on_selector_all("section.episode > h2", "h => h.map(e => e.textContent)") == [
+                "shared by the episodes 1 node differs", "ep1 · 第一集 6 nodes differ",
+                "ep2 · 试炼 5 nodes differ", "ep10 · 试炼 6 nodes differ"]
+            sections = "section.episode[id='{}'] > section"
+            assert page.eval_on_selector_all(sections.format("shared"), "s => s.map(e => e.id)") == ["character-lin"]
+            assert [page.eval_on_selector_all(sections.format(f"episode-{eid}"), "s => s.map(e => e.dataset.shot)")
+                    for eid in ("ep1", "ep2", "ep10")] == [["a1"], ["b1"], ["c1"]]
+            # the changed words: Lin's robe in her sheet, the narration of ep2's b1; nothing else
+            assert page.eval_on_selector_all("del", "d => d.map(e => e.textContent)") == ["blue"]
+            assert page.eval_on_selector_all("ins", "d => d.map(e => e.textContent)") == ["green", "很"]
+            assert page.text_content("#ep2-shot-b1 .side.after ins") == "很"
+            left = page.locator("#ep2-shot-b1 .side.before").bounding_box()
+            right = page.locator("#ep2-shot-b1 .side.after").bounding_box()
+            assert left and right and left["x"] + left["width"] <= right["x"] and left["y"] == right["y"]
+        finally:
+            browser.close()
+
+
+def test_build_renders_the_changed_shots_of_every_episode(series_repo: Path, tmp_path: Path) -> None:
+    result = fanren("diff", "HEAD~1", "HEAD", "s", "--json", "--build", "--cache-dir", tmp_path / "empty-cache",
+                    cwd=series_repo)
+    assert result.code == 0, result.stderr
+    ran = sorted(line.split()[1] for line in result.stderr.splitlines() if line.startswith("  run "))
+    # HEAD~1: the three changed shots and what they read; HEAD: what the two edits changed
+    older = ["character:lin", "character:lin@old", *(f"{eid}/{kind}:{shot}" for eid, shot in
+             (("ep1", "a1"), ("ep2", "b1"), ("ep10", "c1")) for kind in ("keyframe", "clip", "shot")),
+             "ep1/line:a1:0", "ep2/line:b1:0", "ep10/line:c1:0"]
+    newer = ["character:lin", *(f"{eid}/{kind}:{shot}" for eid, shot in (("ep1", "a1"), ("ep10", "c1"))
+                                for kind in ("keyframe", "clip", "shot")), "ep2/line:b1:0", "ep2/shot:b1"]
+    assert ran == sorted(older + newer)
+    rendered = {d["id"]: d["rendered"] for d in json.loads(result.stdout)["differ"] if d["kind"] == "shot"}
+    assert rendered == {nid: {"before": True, "after": True} for nid in ("ep1/shot:a1", "ep2/shot:b1", "ep10/shot:c1")}

@@ -2,7 +2,8 @@
 
 revisions.py reads a revision's drama folder out of git; compare.py compares two graphs with the
 key fields `fanren explain` diffs; review.py ties them to the cache and groups changes by shot;
-page.py writes the side-by-side HTML page; command.py is the click command.
+page.py writes the side-by-side HTML page; command.py is the click command. A series is compared
+whole (every episode, one graph) and its differences grouped by episode.
 """
 
 from .compare import Comparison, NodeDiff, compare

@@ -37,9 +37,10 @@ def diff_command(arguments: tuple[str, ...], directory: Path | None, profile: st
 
     With no REV: HEAD against the working tree; one REV: that revision against the working tree;
     two: the first against the second. The reasons are the field-level ones `fanren explain`
-    gives. Nothing renders unless --build. Exit code 0 whether or not nodes differ (1 with
+    gives. A series folder is compared whole, grouped by episode (shared sheets first); an
+    episode folder compares that episode and the shared sheets it reads. Nothing renders unless --build. Exit code 0 whether or not nodes differ (1 with
     --exit-code when some do), 2 for bad input (not a git repository, an unknown revision, no
-    drama.toml at a revision).
+    drama.toml at a revision, a series at one revision and a single drama at the other).
 
     \b
     Examples:
@@ -47,6 +48,8 @@ def diff_command(arguments: tuple[str, ...], directory: Path | None, profile: st
       fanren diff HEAD~1 examples/xianxia          the commit before HEAD against the working tree
       fanren diff origin/main HEAD --html diff.html    a review page of a pull request
       fanren diff origin/main HEAD --html diff.html --build   render the changed shots first
+      fanren diff HEAD~1 my-series                 a series, grouped by episode
+      fanren diff HEAD~1 my-series/ep02            one episode and the shared sheets it reads
     """
     from ..progress import make_reporter
     from .page import write_page
@@ -73,28 +76,40 @@ def diff_command(arguments: tuple[str, ...], directory: Path | None, profile: st
 def _show(review: Review, page: Path | None) -> None:
     from ..text import escape_controls
     from .compare import ADDED, REMOVED
+    from .review import by_episode
 
     differences = review.comparison.differences
     added = sum(1 for d in differences if d.status == ADDED)
     removed = sum(1 for d in differences if d.status == REMOVED)
-    click.echo(f"{review.before.label} → {review.after.label} (profile {review.profile}): "
-               f"{len(differences)} of {len(review.comparison.after)} nodes differ ({added} added, {removed} removed)")
-    for d in differences:
-        detail = f"  (reads {', '.join(d.changed_inputs)})" if d.changed_inputs else ""
-        click.echo(f"  {_styled(d.status):<14} {d.node_id} [{d.node.engine}]{detail}")
-        for change in d.changes:  # a drama's text may hold an ESC: it must not reach the terminal
-            click.echo(f"      {change.path}:")
-            click.echo(click.style(f"        - {escape_controls(_short(change.before))}", fg="red"))
-            click.echo(click.style(f"        + {escape_controls(_short(change.after))}", fg="green"))
+    scope = f", episode {review.episode}" if review.episode else ""
+    click.echo(f"{review.before.label} → {review.after.label} (profile {review.profile}{scope}): "
+               f"{len(differences)} of {review.comparison.node_count} nodes differ ({added} added, {removed} removed)")
+    groups = by_episode(review) if review.is_series else [(None, differences)]
+    for episode, group in groups:
+        if review.is_series:
+            heading = episode or "shared"
+            counted = "1 node differs" if len(group) == 1 else f"{len(group)} nodes differ"
+            click.echo(click.style(f"{heading}: {counted}", bold=True))
+        for d in group:
+            detail = f"  (reads {', '.join(d.changed_inputs)})" if d.changed_inputs else ""
+            click.echo(f"  {_styled(d.status):<14} {d.node_id} [{d.node.engine}]{detail}")
+            for change in d.changes:  # a drama's text may hold an ESC: it must not reach the terminal
+                click.echo(f"      {change.path}:")
+                click.echo(click.style(f"        - {escape_controls(_short(change.before))}", fg="red"))
+                click.echo(click.style(f"        + {escape_controls(_short(change.after))}", fg="green"))
     if page is not None:
         click.echo(f"page: {page}")
 
 
 def _as_json(review: Review, page: Path | None) -> dict[str, Any]:
+    from .review import episode_of
+
     return {
         "before": review.before.label, "after": review.after.label, "profile": review.profile,
-        "nodes": len(review.comparison.after),
+        "nodes": review.comparison.node_count,
+        **({"episodes": review.episodes(), "episode": review.episode} if review.is_series else {}),
         "differ": [{"id": d.node_id, "kind": d.node.kind, "engine": d.node.engine, "status": d.status,
+                    **({"episode": episode_of(d.node_id)} if review.is_series else {}),
                     "fields": [{"path": c.path, "before": c.before, "after": c.after} for c in d.changes],
                     "inputs": list(d.changed_inputs),
                     "rendered": {"before": d.before.rendered if d.before else None,

@@ -60,6 +60,11 @@ class Comparison:
     after: dict[str, Side]
     differences: list[NodeDiff] = field(default_factory=list)   # new graph's order, then removed
 
+    @property
+    def node_count(self) -> int:
+        """The nodes compared: those of either revision (a removed node is one of them)."""
+        return len(self.after.keys() | self.before.keys())
+
 
 def resolve(graph: Graph, root: Path, cache: Cache) -> dict[str, Side]:
     """Every node of `graph` with its key fields, and its key and cached result where they are known."""
@@ -101,7 +106,9 @@ def compare(before: Graph, before_root: Path, after: Graph, after_root: Path, ca
 def _node_diff(before: Side, after: Side) -> NodeDiff | None:
     own = {k: v for k, v in before.fields.items() if k != "inputs"}
     changes = tuple(diff_fields(own, {k: v for k, v in after.fields.items() if k != "inputs"}))
-    old_inputs, new_inputs = dict(before.fields["inputs"]), dict(after.fields["inputs"])
+    # the key names an input by its id within the episode (`keyframe:b1`); the graph by its full id
+    old_inputs = dict(zip(before.node.inputs, (digests for _, digests in before.fields["inputs"])))
+    new_inputs = dict(zip(after.node.inputs, (digests for _, digests in after.fields["inputs"])))
     changed_inputs = tuple(i for i in after.node.inputs if old_inputs.get(i) != new_inputs[i])
     if changes or list(before.node.inputs) != list(after.node.inputs):
         status = CHANGED

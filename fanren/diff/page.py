@@ -4,6 +4,9 @@ An HTML file with its media in a folder beside it (`diff.html`, `diff_files/`): 
 videos are copied from the cache (hard links where the file system allows), never rendered here, so
 a reviewer downloads one artifact and opens the page from disk. A shot's text (action, camera, the
 spoken lines) is diffed word by word (character by character for CJK) with difflib.
+
+A series' page has a section per episode holding its changed sheets and shots, after a section of
+the sheets the episodes share (series.toml's characters and looks).
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ from pathlib import Path
 
 from ..cache import atomic_write
 from .compare import ADDED, INPUT, REMOVED, NodeDiff
-from .review import CharacterChange, CharacterSide, Review, ShotChange, ShotSide, characters, shots
+from .review import (
+    CharacterChange,
+    CharacterSide,
+    Review,
+    ShotChange,
+    ShotSide,
+    by_episode,
+    characters,
+    shots,
+)
 
 NOT_RENDERED = "not rendered — run with --build"
 NOT_THERE = "not in this revision"
@@ -35,8 +47,11 @@ def write_page(review: Review, target: Path) -> Path:
     assets.mkdir(parents=True)
     changed = shots(review)
     sheets = characters(review)
-    sections = "\n".join([*(_character_section(review, c, assets) for c in sheets),
-                          *(_shot_section(review, shot, assets) for shot in changed)])
+    if review.is_series:
+        sections = _episode_sections(review, sheets, changed, assets)
+    else:
+        sections = "\n".join([*(_character_section(review, c, assets) for c in sheets),
+                              *(_shot_section(review, shot, assets) for shot in changed)])
     shown = {d.node_id for s in changed for d in s.nodes} | {c.diff.node_id for c in sheets}
     others = [d for d in review.comparison.differences if d.node_id not in shown]
     title = f"{review.before.label} → {review.after.label}"
@@ -102,7 +117,7 @@ def _line(content: str, state: str = "same") -> str:
 def _summary(review: Review) -> str:
     differences = review.comparison.differences
     count = {status: sum(1 for d in differences if d.status == status) for status in (ADDED, REMOVED)}
-    return (f"profile {review.profile}: {len(differences)} of {len(review.comparison.after)} nodes differ "
+    return (f"profile {review.profile}: {len(differences)} of {review.comparison.node_count} nodes differ "
             f"({count[ADDED]} added, {count[REMOVED]} removed)")
 
 
@@ -118,11 +133,40 @@ def _node_row(diff: NodeDiff) -> str:
             f"<td>{html.escape(_why(diff))}</td></tr>")
 
 
+def _episode_sections(review: Review, sheets: list[CharacterChange], changed: list[ShotChange],
+                      assets: Path) -> str:
+    """The shared sheets' section, then one per episode with its own sheets and its shots."""
+    counts = {episode: len(diffs) for episode, diffs in by_episode(review)}
+    groups: list[str] = []
+    for episode in [None, *review.episodes()]:
+        inner = [*(_character_section(review, c, assets) for c in sheets if c.episode == episode),
+                 *(_shot_section(review, shot, assets) for shot in changed if shot.episode == episode)]
+        if not inner:
+            continue
+        if episode is None:
+            opening = '<section class="episode shared" id="shared">'
+            heading = "shared by the episodes"
+        else:
+            eid = html.escape(episode)
+            opening = f'<section class="episode" id="episode-{eid}" data-episode="{eid}">'
+            heading = f"{episode} · {review.title_of(episode)}"
+        count = counts.get(episode, 0)
+        differ = "1 node differs" if count == 1 else f"{count} nodes differ"
+        title = f'<h2 class="episode">{html.escape(heading)} <span class="status">{differ}</span></h2>'
+        groups.append("\n".join([opening, title, *inner, "</section>"]))
+    return "\n".join(groups)
+
+
+def _anchor(kind: str, local_id: str, episode: str | None) -> str:
+    return html.escape(f"{episode}-{kind}-{local_id}" if episode else f"{kind}-{local_id}")
+
+
 def _shot_section(review: Review, shot: ShotChange, assets: Path) -> str:
     left, right = text_diff(shot.before.text if shot.before else [], shot.after.text if shot.after else [])
     reasons = "".join(f"<li>{_node_row_text(d)}</li>" for d in shot.nodes)
     return SECTION.format(
-        kind="shot", id=html.escape(shot.shot_id), heading=f"shot {html.escape(shot.shot_id)}", status=html.escape(shot.status), reasons=reasons,
+        kind="shot", id=html.escape(shot.shot_id), anchor=_anchor("shot", shot.shot_id, shot.episode),
+        heading=f"shot {html.escape(shot.shot_id)}", status=html.escape(shot.status), reasons=reasons,
         before=_side(shot.before, left, review.before.label, "before", assets),
         after=_side(shot.after, right, review.after.label, "after", assets),
     )
@@ -143,6 +187,7 @@ def _character_section(review: Review, character: CharacterChange, assets: Path)
 
     return SECTION.format(
         kind="character", id=html.escape(character.character_id),
+        anchor=_anchor("character", character.character_id, character.episode),
         heading=f"character {html.escape(character.character_id)}", status=html.escape(character.diff.status),
         reasons=f"<li>{_node_row_text(character.diff)}</li>",
         before=side(character.before, left, review.before.label, "before"),
@@ -203,6 +248,8 @@ ul.reasons { font-size: .85rem; color: #444; margin: 0 0 .6rem; }
   border: 2px dashed #bbb; color: #777; font-size: .9rem; padding: .3rem; }
 .text { font-size: .95rem; line-height: 1.5; } .line { padding: 0 .3rem; }
 .line.changed, .line.removed, .line.added { background: #fff8c5; }
+section.episode { border-top: 3px solid #1d1d1f; margin: 2rem 0 1rem; padding-top: .5rem; }
+h2.episode { font-size: 1.25rem; }
 del { background: #ffcecb; text-decoration: line-through; } ins { background: #aceebb; text-decoration: none; }
 """
 
@@ -221,7 +268,7 @@ PAGE = """<!doctype html>
 </body></html>
 """
 
-SECTION = """<section class="{kind} {status}" id="{kind}-{id}" data-{kind}="{id}">
+SECTION = """<section class="{kind} {status}" id="{anchor}" data-{kind}="{id}">
 <h2>{heading} <span class="status">{status}</span></h2>
 <ul class="reasons">{reasons}</ul>
 <div class="sides">{before}{after}</div>

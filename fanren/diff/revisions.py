@@ -1,8 +1,9 @@
 """A drama folder as it was at a git revision: `git archive` of its folder into a temp directory.
 
 Everything the compile reads lives in the drama folder (drama.toml, refs/, templates/, music, voice
-prompts), so the folder's tracked files at a revision are the drama at that revision. The working
-tree is the folder itself, untouched.
+prompts), so the folder's tracked files at a revision are the drama at that revision. A series is
+read the same way from its root: series.toml, every episode folder, and the shared refs/,
+templates/ and music. The working tree is the folder itself, untouched.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from ..errors import DramaError, EngineError, Problem, UsageError
 from ..project import DRAMA_FILE
+from ..series import SERIES_FILE
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,15 @@ class Repository:
                              f"(the drama folder: {self.prefix or './'})")
         return found.stdout.decode().strip()
 
-    def shown(self, revision: str | None) -> str:
-        """How a side is named in messages: `HEAD:drama/drama.toml` or the working tree's file."""
+    def shown(self, revision: str | None, file: str = DRAMA_FILE) -> str:
+        """How a side's file is named in messages: `HEAD:drama/drama.toml` or the working tree's file."""
         if revision is None:
-            return str(self.top / self.prefix / DRAMA_FILE)
-        return f"{revision}:{self.prefix}{DRAMA_FILE}"
+            return str(self.top / self.prefix / file)
+        return f"{revision}:{self.prefix}{file}"
+
+    def has(self, commit: str, file: str) -> bool:
+        """Whether the folder holds `file` in `commit`."""
+        return self.git("cat-file", "-e", f"{commit}:{self.prefix}{file}").returncode == 0
 
 
 def repository_of(folder: Path) -> Repository:
@@ -58,11 +64,14 @@ def repository_of(folder: Path) -> Repository:
 
 
 @contextmanager
-def checkout(repository: Repository, revision: str) -> Iterator[Path]:
-    """The drama folder at `revision`, extracted into a temp folder that is removed afterwards."""
+def checkout(repository: Repository, revision: str, expected: str = DRAMA_FILE) -> Iterator[Path]:
+    """The drama (or series) folder at `revision`, extracted into a temp folder that is removed
+    afterwards. A folder holding neither drama.toml nor series.toml there is bad input naming
+    `expected`, the file the folder holds in the working tree."""
     commit = repository.commit_of(revision)
-    if repository.git("cat-file", "-e", f"{commit}:{repository.prefix}{DRAMA_FILE}").returncode != 0:
-        raise DramaError(Problem(repository.shown(revision), "", f"a {DRAMA_FILE} at revision {revision}",
+    if not (repository.has(commit, DRAMA_FILE) or repository.has(commit, SERIES_FILE)):
+        raise DramaError(Problem(repository.shown(revision, expected), "",
+                                 f"a {expected} at revision {revision}",
                                  f"no such file in commit {commit[:12]}",
                                  hint="the drama folder is not in that commit; name another revision"))
     with tempfile.TemporaryDirectory(prefix="fanren-diff-") as temp:
