@@ -245,6 +245,21 @@ def test_bad_dramas_get_the_clis_message_and_nothing_is_queued(server: Server) -
         assert client.get("/api/v1/key").status_code == 200
 
 
+def test_a_series_archive_is_422_saying_a_job_builds_one_drama(server: Server) -> None:
+    from test_series import EPISODES, SERIES
+
+    refused = ("the archive holds a series (series.toml at its top): a job builds one drama (its drama.toml "
+               "at the top); build a series with `fanren build` (docs/series.md)")
+    season = {"series.toml": SERIES, **{f"{eid}/drama.toml": text for eid, text in EPISODES.items()}}
+    with server.client(server.key("series")) as client:
+        for files in (season, {f"my-series/{name}": text for name, text in season.items()},
+                      {"drama.toml": SMALL_DRAMA, "series.toml": SERIES}):  # `fanren build` reads a series
+            response = client.post("/api/v1/jobs", files={"archive": ("s.tgz", drama_archive(files))})
+            assert (response.status_code, response.json()["detail"]) == (422, refused), list(files)
+        assert client.get("/api/v1/jobs").json()["jobs"] == []
+        assert client.get("/api/v1/key").status_code == 200  # still serving
+
+
 def test_huge_bodies_are_413(tmp_path: Path) -> None:
     small = Server(tmp_path / "data", "draft", "--max-upload", "1M").start()
     try:

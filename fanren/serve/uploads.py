@@ -2,7 +2,8 @@
 
 Archives are checked entry by entry before anything is written: no absolute paths, no `..`, no
 links or devices, a bounded number of files and bytes. drama.toml may sit at the top of the archive
-or inside its one top-level folder (what `tar czf d.tgz mydrama/` makes).
+or inside its one top-level folder (what `tar czf d.tgz mydrama/` makes); a series (series.toml) is
+refused: one job builds one drama.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..project import DRAMA_FILE
+from ..series import SERIES_FILE
 
 MAX_FILES = 5_000
 MAX_UNPACKED = 1 << 30
@@ -40,12 +42,16 @@ def unpack_drama(archive: bytes, folder: Path) -> None:
     entries = _entries(archive)
     names = {e.path for e in entries}
     prefix = PurePosixPath()
-    if PurePosixPath(DRAMA_FILE) not in names:
+    if not names & {PurePosixPath(DRAMA_FILE), PurePosixPath(SERIES_FILE)}:
         tops = {e.path.parts[0] for e in entries}
-        if len(tops) == 1 and PurePosixPath(next(iter(tops)), DRAMA_FILE) in names:
-            prefix = PurePosixPath(next(iter(tops)))
+        top = PurePosixPath(next(iter(tops))) if len(tops) == 1 else None
+        if top is not None and names & {top / DRAMA_FILE, top / SERIES_FILE}:
+            prefix = top
         else:
             raise UploadError(f"the archive has no {DRAMA_FILE} at its top (or in its one top-level folder)")
+    if prefix / SERIES_FILE in names:  # one job builds one drama; a season is a `fanren build`
+        raise UploadError(f"the archive holds a series ({SERIES_FILE} at its top): a job builds one drama "
+                          "(its drama.toml at the top); build a series with `fanren build` (docs/series.md)")
     folder.mkdir(parents=True)
     for entry in entries:
         relative = entry.path.relative_to(prefix) if prefix.parts else entry.path
