@@ -252,15 +252,20 @@ def _consistency(result: BuildResult, quiet: bool, check: bool) -> ConsistencyFa
 @profile_option
 @cache_option
 @click.option("--json", "as_json", is_flag=True, help="The verdict as report.json's `consistency`.")
+@episodes_option
 @handles_errors
-def check(directory: Path, profile: str, cache_dir: Path | None, as_json: bool) -> None:
+def check(directory: Path, profile: str, cache_dir: Path | None, as_json: bool, episodes: str | None) -> None:
     """Score each character's consistency from what the last build rendered, against the thresholds
     drama.toml sets now ([check] consistency). Renders nothing.
+
+    Of a series, the season's verdict (series.toml's [check]), each character named after its
+    episode (ep01/lu); of an episode folder or --episodes, those episodes' characters.
 
     \b
     Examples:
       fanren check examples/xianxia
       fanren check . --profile final --json | jq '.flagged'
+      fanren check my-series/ep07                  one episode's characters
 
     Exit code 0 when no shot is below the threshold, 1 naming the shots that are, 2 when drama.toml
     sets no [check] consistency or a check is not built yet (run `fanren build` first).
@@ -268,7 +273,7 @@ def check(directory: Path, profile: str, cache_dir: Path | None, as_json: bool) 
     from .build import open_session
     from .consistency import ConsistencyFailed, flagged, last_verdict
 
-    report = last_verdict(open_session(directory, profile, cache_dir))
+    report = last_verdict(open_session(directory, profile, cache_dir, project=_load_chosen(directory, episodes)))
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=1))
     else:

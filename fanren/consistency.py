@@ -82,12 +82,15 @@ def read_scores(files: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
 
 def last_verdict(session: Session) -> dict[str, Any]:
     """The verdict on the scores the cache holds for `session`'s drama as it is now (`fanren check`):
-    nothing is rendered, so every check node must be fresh."""
+    nothing is rendered, so every check node must be fresh. Of a series, the selected episodes'
+    characters (`ep01/lu`): the season's, or one episode's."""
+    from .build import selected_decisions
+
     settings = session.project.check.consistency
     if settings is None:
         raise UsageError(f"{session.project.file} sets no [check] consistency (see docs/consistency.md), "
                          "so there is nothing to check")
-    checks = [d for d in session.decisions if d.node.kind == "consistency"]
+    checks = [d for d in selected_decisions(session) if d.node.kind == "consistency"]
     stale = [d.node.id for d in checks if d.stale or d.record is None]
     if stale:
         raise UsageError(f"not scored yet for profile {session.profile!r}: {', '.join(stale)}; run "

@@ -630,3 +630,80 @@ def test_an_episode_may_not_set_its_own_check(tmp_path: Path) -> None:
     assert problem(write_series(tmp_path / "s", episodes=episodes)) == (
         f"{tmp_path / 's' / 'ep1' / 'drama.toml'}: check: expected no [check] in an episode, got a [check] "
         "table ([check] is set for the whole series in series.toml)")
+
+
+# ── fanren export and fanren check of a series ─────────────────────────────
+
+CHECK = '\n[check.consistency]\nmodel = "fanren-tiny:dinov2"\ndevice = "cpu"\nthreshold = -1.0\n'
+NO_FORMATS = "no [export] formats; pass --format (one or more of otio, fcpxml, jianying, comma-separated)"
+
+
+def written(result) -> list[Path]:  # type: ignore[no-untyped-def]
+    assert result.code == 0, result.stderr
+    return [Path(line) for line in result.stdout.splitlines()]
+
+
+def test_export_of_a_series_writes_each_episodes_timelines(series: Path) -> None:
+    import opentimelineio as otio
+
+    out = series / "out" / "draft"
+    assert written(fanren("export", series, "--format", "otio", "-q")) == [
+        out / "ep1" / "episode.otio", out / "ep2" / "episode.otio", out / "ep10" / "episode.otio"]
+    shots = {"ep1": ["a1", "a2"], "ep2": ["b1", "b2"], "ep10": ["c1"]}
+    assert ran(series) == {f"{e}/picture:{s}" for e, ids in shots.items() for s in ids} | {
+        f"{e}/export:otio" for e in shots}
+    for episode, ids in shots.items():
+        timeline = otio.adapters.read_from_file(str(out / episode / "episode.otio"))
+        assert [clip.name for clip in timeline.video_tracks()[0].find_clips()] == ids
+        assert sorted(p.name for p in (out / episode / "media" / "shots").iterdir()) == [f"{s}.mp4" for s in ids]
+    # an episode folder: that episode, as part of its series
+    assert written(fanren("export", series / "ep2", "--format", "fcpxml", "-q")) == [out / "ep2" / "episode.xml"]
+    assert ran(series) == {"ep2/export:fcpxml"}
+    assert written(fanren("export", series, "--format", "otio", "--episodes", "3", "-q")) == [
+        out / "ep10" / "episode.otio"]
+    assert ran(series) == set()
+
+
+def test_export_of_a_series_without_formats_names_series_toml(series: Path) -> None:
+    for folder in (series, series / "ep1"):
+        result = fanren("export", folder)
+        assert (result.code, result.stderr) == (2, f"error: {series / 'series.toml'}: {NO_FORMATS}\n")
+    assert (series / "out" / "draft" / "ep1" / "episode.mp4").is_file()  # nothing rendered is lost
+    edit(series / "series.toml", "[profiles.draft]", '[export]\nformats = ["otio"]\n\n[profiles.draft]')
+    out = series / "out" / "draft"
+    assert written(fanren("export", series / "ep1", "-q")) == [out / "ep1" / "episode.otio"]
+    assert not (out / "ep2" / "episode.otio").exists()
+    result = fanren("export", series, "--episodes", "ep3")
+    assert (result.code, result.stderr) == (2, "error: --episodes 'ep3': no episode 'ep3' (did you mean 'ep2'?)\n")
+
+
+def test_check_of_a_series_without_check_names_series_toml(series: Path) -> None:
+    result = fanren("check", series / "ep2")
+    assert (result.code, result.stderr) == (2, f"error: {series / 'series.toml'} sets no [check] consistency "
+                                               "(see docs/consistency.md), so there is nothing to check\n")
+
+
+def test_check_of_a_series_gives_the_seasons_verdict_or_one_episodes(tmp_path: Path) -> None:
+    root = write_series(tmp_path / "s", SERIES + CHECK)
+    result = fanren("check", root / "ep10")
+    assert (result.code, result.stderr) == (2, "error: not scored yet for profile 'draft': ep10/consistency:lin; "
+                                               "run `fanren build --profile draft` first\n")
+    assert fanren("build", root).code == 0
+
+    def verdict(*args: str | Path) -> dict:
+        result = fanren("check", *args, "--json")
+        assert result.code == 0, result.stderr
+        return json.loads(result.stdout)
+
+    season = verdict(root)
+    assert list(season["characters"]) == ["ep1/lin", "ep1/elder", "ep2/lin", "ep2/elder", "ep10/lin"]
+    assert season == json.loads((root / "out" / "draft" / "report.json").read_text())["consistency"]
+    ep2 = verdict(root / "ep2")
+    assert ep2 == json.loads((root / "out" / "draft" / "ep2" / "report.json").read_text())["consistency"]
+    assert list(ep2["characters"]) == ["ep2/lin", "ep2/elder"]
+    assert list(verdict(root, "--episodes", "1,3")["characters"]) == ["ep1/lin", "ep1/elder", "ep10/lin"]
+    text = fanren("check", root / "ep10")
+    assert text.code == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0] == "fanren-tiny:dinov2, threshold -1, outliers at z ≤ -2"
+    assert len(lines) == 2 and lines[1].startswith("  林青 (ep10/lin): 1 shots, similarity to the sheet mean ")
