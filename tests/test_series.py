@@ -550,6 +550,32 @@ def test_watch_of_an_episode_folder_shows_that_episode(series: Path) -> None:
         session.stop()
 
 
+def test_watch_of_a_series_keeps_every_episodes_exports_current(series: Path) -> None:
+    from test_watch import statuses, wait_outcomes
+
+    from fanren.watch import WatchSession
+
+    out = series / "out" / "draft"
+    session = WatchSession(series, debounce=0.05)
+    session.start()
+    try:
+        wait_outcomes(session, 1)
+        save(series / "series.toml", "[profiles.draft]", '[export]\nformats = ["otio"]\n\n[profiles.draft]')
+        second = wait_outcomes(session, 2)[1]
+        shots = {"ep1": ["a1", "a2"], "ep2": ["b1", "b2"], "ep10": ["c1"]}
+        assert statuses(second, "ran") == {f"{e}/picture:{s}" for e, ids in shots.items() for s in ids} | {
+            f"{e}/export:otio" for e in shots}
+        assert {e for e in shots if (out / e / "episode.otio").is_file()} == set(shots)
+        before = (out / "ep1" / "episode.otio").read_bytes()
+        save(series / "ep10" / "drama.toml", "云海无边。", "云海茫茫。")
+        third = wait_outcomes(session, 3)[2]
+        assert statuses(third, "ran") == {"ep10/line:c1:0", "ep10/shot:c1", "ep10/subtitles", "ep10/episode",
+                                          "ep10/storyboard", "ep10/picture:c1", "ep10/export:otio"}
+        assert (out / "ep1" / "episode.otio").read_bytes() == before
+    finally:
+        session.stop()
+
+
 def test_the_series_example_in_smoke_loads_each_model_once_for_every_episode(tmp_path: Path) -> None:
     """The real flux and cogvideox engine code (tiny random pipelines): the four sheets and six
     keyframes of three episodes on one image model, the six clips on one video model."""
