@@ -244,7 +244,7 @@ def _consistency(result: BuildResult, quiet: bool, check: bool) -> ConsistencyFa
             if not (check and shot.below):
                 click.echo(f"  {shot.show(report['threshold'])}", err=True)
     below = [shot for shot in shots if shot.below]
-    return ConsistencyFailed(below, report["threshold"]) if below else None
+    return ConsistencyFailed(below, report["threshold"], result.session.project.file.name) if below else None
 
 
 @main.command()
@@ -273,7 +273,8 @@ def check(directory: Path, profile: str, cache_dir: Path | None, as_json: bool, 
     from .build import open_session
     from .consistency import ConsistencyFailed, flagged, last_verdict
 
-    report = last_verdict(open_session(directory, profile, cache_dir, project=_load_chosen(directory, episodes)))
+    session = open_session(directory, profile, cache_dir, project=_load_chosen(directory, episodes))
+    report = last_verdict(session)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=1))
     else:
@@ -290,7 +291,7 @@ def check(directory: Path, profile: str, cache_dir: Path | None, as_json: bool, 
             click.echo(f"  {shot.show(report['threshold'])}", err=True)
     below = [shot for shot in shots if shot.below]
     if below:
-        raise ConsistencyFailed(below, report["threshold"])
+        raise ConsistencyFailed(below, report["threshold"], session.project.file.name)
 
 
 def _load_chosen(directory: Path, episodes: str | None) -> Any:

@@ -101,14 +101,15 @@ def last_verdict(session: Session) -> dict[str, Any]:
 
 
 class ConsistencyFailed(FanrenError):
-    """A shot scored below the drama's consistency threshold (`build --check`). Exit code 1."""
+    """A shot scored below the drama's consistency threshold (`build --check`). Exit code 1.
+    `file` sets the threshold: drama.toml, or a series' series.toml."""
 
     exit_code = 1
 
-    def __init__(self, shots: list[Flagged], threshold: float) -> None:
+    def __init__(self, shots: list[Flagged], threshold: float, file: str = "drama.toml") -> None:
         self.shots = shots
         lines = [(f"error: {len(shots)} shot(s) fell below the consistency threshold {threshold:g} "
-                  "([check] consistency in drama.toml; scores in out/<profile>/report.json)")]
+                  f"([check] consistency in {file}; scores in out/<profile>/report.json)")]
         lines += ["  " + shot.show(threshold) for shot in shots]
         super().__init__("\n".join(lines))
 

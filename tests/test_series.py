@@ -733,3 +733,10 @@ def test_check_of_a_series_gives_the_seasons_verdict_or_one_episodes(tmp_path: P
     lines = text.stdout.splitlines()
     assert lines[0] == "fanren-tiny:dinov2, threshold -1, outliers at z ≤ -2"
     assert len(lines) == 2 and lines[1].startswith("  林青 (ep10/lin): 1 shots, similarity to the sheet mean ")
+    # the thresholds series.toml sets now, over the cached scores: every shot under 1.0 fails
+    edit(root / "series.toml", "threshold = -1.0", "threshold = 1.0")
+    strict = fanren("check", root)
+    below = sum(shot["similarity"] < 1.0 for c in season["characters"].values() for shot in c["shots"])
+    assert (strict.code, strict.stderr.splitlines()[0]) == (1, (
+        f"error: {below} shot(s) fell below the consistency threshold 1 ([check] consistency in series.toml; "
+        "scores in out/<profile>/report.json)"))
