@@ -681,9 +681,11 @@ def test_export_of_a_series_writes_each_episodes_timelines(series: Path) -> None
     for episode, ids in shots.items():
         timeline = otio.adapters.read_from_file(str(out / episode / "episode.otio"))
         assert [clip.name for clip in timeline.video_tracks()[0].find_clips()] == ids
-        assert sorted(p.name for p in (out / episode / "media" / "shots").iterdir()) == [f"{s}.mp4" for s in ids]
+        media = sorted(p.name for p in (out / episode / "media" / "shots").iterdir())
+        assert media == [f"{s}.mp4" for s in ids]
     # an episode folder: that episode, as part of its series
-    assert written(fanren("export", series / "ep2", "--format", "fcpxml", "-q")) == [out / "ep2" / "episode.xml"]
+    ep2 = fanren("export", series / "ep2", "--format", "fcpxml", "-q")
+    assert written(ep2) == [out / "ep2" / "episode.xml"]
     assert ran(series) == {"ep2/export:fcpxml"}
     assert written(fanren("export", series, "--format", "otio", "--episodes", "3", "-q")) == [
         out / "ep10" / "episode.otio"]
@@ -700,20 +702,23 @@ def test_export_of_a_series_without_formats_names_series_toml(series: Path) -> N
     assert written(fanren("export", series / "ep1", "-q")) == [out / "ep1" / "episode.otio"]
     assert not (out / "ep2" / "episode.otio").exists()
     result = fanren("export", series, "--episodes", "ep3")
-    assert (result.code, result.stderr) == (2, "error: --episodes 'ep3': no episode 'ep3' (did you mean 'ep2'?)\n")
+    assert (result.code, result.stderr) == (
+        2, "error: --episodes 'ep3': no episode 'ep3' (did you mean 'ep2'?)\n")
 
 
 def test_check_of_a_series_without_check_names_series_toml(series: Path) -> None:
     result = fanren("check", series / "ep2")
-    assert (result.code, result.stderr) == (2, f"error: {series / 'series.toml'} sets no [check] consistency "
-                                               "(see docs/consistency.md), so there is nothing to check\n")
+    assert (result.code, result.stderr) == (2, (
+        f"error: {series / 'series.toml'} sets no [check] consistency (see docs/consistency.md), so there is "
+        "nothing to check\n"))
 
 
 def test_check_of_a_series_gives_the_seasons_verdict_or_one_episodes(tmp_path: Path) -> None:
     root = write_series(tmp_path / "s", SERIES + CHECK)
     result = fanren("check", root / "ep10")
-    assert (result.code, result.stderr) == (2, "error: not scored yet for profile 'draft': ep10/consistency:lin; "
-                                               "run `fanren build --profile draft` first\n")
+    assert (result.code, result.stderr) == (2, (
+        "error: not scored yet for profile 'draft': ep10/consistency:lin; run `fanren build --profile draft` "
+        "first\n"))
     assert fanren("build", root).code == 0
 
     def verdict(*args: str | Path) -> dict:
@@ -732,7 +737,8 @@ def test_check_of_a_series_gives_the_seasons_verdict_or_one_episodes(tmp_path: P
     assert text.code == 0, text.stderr
     lines = text.stdout.splitlines()
     assert lines[0] == "fanren-tiny:dinov2, threshold -1, outliers at z ≤ -2"
-    assert len(lines) == 2 and lines[1].startswith("  林青 (ep10/lin): 1 shots, similarity to the sheet mean ")
+    assert len(lines) == 2
+    assert lines[1].startswith("  林青 (ep10/lin): 1 shots, similarity to the sheet mean ")
     # the thresholds series.toml sets now, over the cached scores: every shot under 1.0 fails
     edit(root / "series.toml", "threshold = -1.0", "threshold = 1.0")
     strict = fanren("check", root)
