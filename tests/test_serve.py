@@ -245,19 +245,42 @@ def test_bad_dramas_get_the_clis_message_and_nothing_is_queued(server: Server) -
         assert client.get("/api/v1/key").status_code == 200
 
 
-def test_a_series_archive_is_422_saying_a_job_builds_one_drama(server: Server) -> None:
+def test_a_series_job_builds_every_episode_and_serves_each_episodes_files(server: Server) -> None:
     from test_series import EPISODES, SERIES
 
-    refused = ("the archive holds a series (series.toml at its top): a job builds one drama (its drama.toml "
-               "at the top); build a series with `fanren build` (docs/series.md)")
-    season = {"series.toml": SERIES, **{f"{eid}/drama.toml": text for eid, text in EPISODES.items()}}
+    season = {"my-series/series.toml": SERIES,
+              **{f"my-series/{eid}/drama.toml": text for eid, text in EPISODES.items()}}
     with server.client(server.key("series")) as client:
-        for files in (season, {f"my-series/{name}": text for name, text in season.items()},
-                      {"drama.toml": SMALL_DRAMA, "series.toml": SERIES}):  # `fanren build` reads a series
-            response = client.post("/api/v1/jobs", files={"archive": ("s.tgz", drama_archive(files))})
-            assert (response.status_code, response.json()["detail"]) == (422, refused), list(files)
+        typo = dict(season, **{"my-series/ep2/drama.toml": EPISODES["ep2"].replace('["lin"]', '["linn"]', 1)})
+        bad = client.post("/api/v1/jobs", files={"archive": ("s.tgz", drama_archive(typo))})
+        assert bad.status_code == 422
+        assert bad.json()["detail"].startswith("ep2/drama.toml: scenes[0].shots[0].characters[0]: expected ")
         assert client.get("/api/v1/jobs").json()["jobs"] == []
-        assert client.get("/api/v1/key").status_code == 200  # still serving
+
+        response = client.post("/api/v1/jobs", files={"archive": ("s.tgz", drama_archive(season))})
+        assert response.status_code == 202, response.text
+        job = wait_for(client, response.json()["id"])
+        assert job["status"] == "completed", job
+        episodes = {n["id"] for n in job["nodes"] if n["id"].endswith("/episode")}
+        assert episodes == {"ep1/episode", "ep2/episode", "ep10/episode"}
+        exports = ["episode.mp4", "episode.srt", "episode.ass", "storyboard.html", "report.json"]
+        files = [f"{e}/{name}" for e in ("ep1", "ep2", "ep10") for name in exports] + [
+            "report.json", "season.json", "series.toml"]
+        assert job["files"] == files
+        assert client.get(f"/api/v1/jobs/{job['id']}/files").json()["files"] == files
+        episode = client.get(f"/api/v1/jobs/{job['id']}/files/ep10/episode.mp4")
+        assert episode.status_code == 200 and len(episode.content) > 1000
+        assert "云海无边" in client.get(f"/api/v1/jobs/{job['id']}/files/ep10/episode.srt").text
+        assert client.get(f"/api/v1/jobs/{job['id']}/files/season.json").json()["title"] == "试炼"
+        for name in ("episode.mp4", "ep3/episode.mp4", "ep1/drama.toml"):
+            missing = client.get(f"/api/v1/jobs/{job['id']}/files/{name}")
+            assert missing.status_code == 404, name
+            assert missing.json()["detail"].startswith(f"no file {name!r} (files: ep1/episode.mp4, "), name
+        assert client.get(f"/api/v1/jobs/{job['id']}/files/ep1%2F..%2F..%2Ffanren.db").status_code == 404
+        wav = client.get(f"/api/v1/jobs/{job['id']}/nodes/ep10/line:c1:0/speech.wav")
+        assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
+        sheet = client.get(f"/api/v1/jobs/{job['id']}/nodes/character:lin/image.png")
+        assert sheet.status_code == 200 and sheet.content[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_huge_bodies_are_413(tmp_path: Path) -> None:

@@ -21,13 +21,14 @@ from typing import Any
 
 from ..build import build
 from ..cache import Cache
-from ..compile import Engines, compile_project, resolve_engines
+from ..compile import Engines, compile_drama, resolve_engines
 from ..engines import Engine
 from ..errors import BuildFailed, FanrenError
 from ..executors import ExecutorOptions
 from ..graph import Graph, Node
-from ..project import Project, load_project
+from ..project import Project
 from ..run import CACHED, RAN, EnginePool, NodeResult
+from ..series import Series, load_drama
 from . import seed
 from .store import CANCELLED, COMPLETED, FAILED, Job, NodeRow, Store
 
@@ -176,12 +177,12 @@ class Runner:
         try:
             if job.kind == "novel" and not (root / "drama.toml").exists():
                 self._split(job, root)
-            project = load_project(root)
+            project = load_drama(root)  # a drama, or a series: every episode in one build
             engines = self._engines_for(job, project)
             self.pool.use(engines.by_family())
             # the reporter lists the nodes when the build has planned them (no second plan here),
             # from the graph the build runs (no second compile either)
-            graph = compile_project(project, engines)
+            graph = compile_drama(project, engines)
             result = build(root, engines.profile, self.cache_dir, jobs=self.jobs, keep_going=False,
                            reporter=JobReporter(self.store, job, graph),
                            pool=self.pool, project=project, engines=engines, graph=graph,
@@ -237,7 +238,7 @@ class Runner:
         split_chapter(chapter, root, settings)
         self.store.set_progress(job.id, 0.0, {"message": "split the chapter into drama.toml"})
 
-    def _engines_for(self, job: Job, project: Project) -> Engines:
+    def _engines_for(self, job: Job, project: Project | Series) -> Engines:
         """The job's engines, each replaced by the warm instance of the same class and identity."""
         if job.kind == "video":
             spec = job.spec

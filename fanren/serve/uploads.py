@@ -2,8 +2,8 @@
 
 Archives are checked entry by entry before anything is written: no absolute paths, no `..`, no
 links or devices, a bounded number of files and bytes. drama.toml may sit at the top of the archive
-or inside its one top-level folder (what `tar czf d.tgz mydrama/` makes); a series (series.toml) is
-refused: one job builds one drama.
+or inside its one top-level folder (what `tar czf d.tgz mydrama/` makes); so may series.toml, with
+the episode folders beside it (a series job builds every episode).
 """
 
 from __future__ import annotations
@@ -48,10 +48,8 @@ def unpack_drama(archive: bytes, folder: Path) -> None:
         if top is not None and names & {top / DRAMA_FILE, top / SERIES_FILE}:
             prefix = top
         else:
-            raise UploadError(f"the archive has no {DRAMA_FILE} at its top (or in its one top-level folder)")
-    if prefix / SERIES_FILE in names:  # one job builds one drama; a season is a `fanren build`
-        raise UploadError(f"the archive holds a series ({SERIES_FILE} at its top): a job builds one drama "
-                          "(its drama.toml at the top); build a series with `fanren build` (docs/series.md)")
+            raise UploadError(f"the archive has no {DRAMA_FILE} (or {SERIES_FILE}) at its top (or in its one "
+                              "top-level folder)")
     folder.mkdir(parents=True)
     for entry in entries:
         relative = entry.path.relative_to(prefix) if prefix.parts else entry.path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fastapi import Response
@@ -10,6 +11,8 @@ from pydantic import BaseModel
 from ..build import EXPORTS
 from ..lockfile import read_lock
 from ..project import DRAMA_FILE
+from ..season import SEASON_FILE
+from ..series import SERIES_FILE
 from . import seed
 from .models import JobDetail, JobLinks, JobSummary, NodeStatus, VideoTask
 from .runner import Runner
@@ -17,8 +20,11 @@ from .store import COMPLETED, Job, Store
 
 API = "/api/v1"
 # What GET /jobs/<id>/files/<name> serves: the exports, the build report, and the drama itself
-# (for a novel job, the drama.toml its chapter was split into).
+# (for a novel job, the drama.toml its chapter was split into). A series job serves each episode's
+# as <episode>/<name>, and the season's report, season.json and series.toml.
 FILES = (*EXPORTS, "report.json", DRAMA_FILE)
+EPISODE_FILES = (*EXPORTS, "report.json")
+SEASON_FILES = ("report.json", SEASON_FILE, SERIES_FILE)
 
 
 def json_response(model: BaseModel) -> Response:
@@ -43,7 +49,7 @@ def detail(job: Job, store: Store, runner: Runner) -> JobDetail:
     nodes = [NodeStatus(id=n.node_id, kind=n.kind, engine=n.engine, status=n.status, seconds=round(n.seconds, 3),
                         error=n.error) for n in store.nodes(job.id)]
     return JobDetail(**summary(job).model_dump(), nodes=nodes, report=job.report,
-                     files=[name for name in FILES if job_file(runner, job, name) is not None])
+                     files=job_files(runner, job))
 
 
 def video_url(job: Job) -> str:
@@ -61,12 +67,31 @@ def job_root(runner: Runner, job: Job) -> Path:
     return runner.job_folder(job.id) / "drama"
 
 
+def file_names(runner: Runner, job: Job) -> list[str]:
+    """Every name GET /jobs/<id>/files/<name> may serve for `job`: FILES, or of a series job, the
+    season's files and each episode's (`ep01/episode.mp4`), in series order."""
+    root = job_root(runner, job)
+    if not (root / SERIES_FILE).is_file():
+        return list(FILES)
+    try:
+        season = json.loads((root / "out" / job.profile / SEASON_FILE).read_text(encoding="utf-8"))
+        episodes = [str(e["id"]) for e in season["episodes"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        episodes = []  # not built yet: the season's files only
+    return [f"{episode}/{name}" for episode in episodes for name in EPISODE_FILES] + list(SEASON_FILES)
+
+
+def job_files(runner: Runner, job: Job) -> list[str]:
+    """The names of the files the job has now."""
+    return [name for name in file_names(runner, job) if job_file(runner, job, name) is not None]
+
+
 def job_file(runner: Runner, job: Job, name: str) -> Path | None:
-    """The file `name` of FILES, if the job has it now."""
-    if name not in FILES:
+    """The file `name` of `file_names`, if the job has it now."""
+    if name not in file_names(runner, job):
         return None
     root = job_root(runner, job)
-    path = root / DRAMA_FILE if name == DRAMA_FILE else root / "out" / job.profile / name
+    path = root / name if name in (DRAMA_FILE, SERIES_FILE) else root / "out" / job.profile / name
     return path if path.is_file() else None
 
 

@@ -13,15 +13,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 
-from ...compile import compile_project, resolve_engines
+from ...compile import compile_drama, resolve_engines
 from ...errors import DramaError, Problem
-from ...project import DRAMA_FILE, load_project
+from ...project import DRAMA_FILE
+from ...series import load_drama
 from ..deps import Key, RunnerDep, SettingsDep, StoreDep
 from ..models import ErrorBody, JobDetail, JobList, JobSummary
 from ..store import TERMINAL, Job, Store
 from ..submit import Submission, request_digest, submit
 from ..uploads import unpack_drama
-from ..views import FILES, detail, job_file, json_response, node_output, node_outputs, summary
+from ..views import detail, file_names, job_file, job_files, json_response, node_output, node_outputs, summary
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -39,13 +40,14 @@ POLL = 0.2
 
 
 def check_drama(folder: Path, profile: str) -> None:
-    """What `fanren build` checks before writing anything: drama.toml, references, profile, templates."""
+    """What `fanren build` checks before writing anything: drama.toml (or series.toml and every
+    episode's), references, profile, templates."""
     try:
-        project = load_project(folder)
+        project = load_drama(folder)
     except UnicodeDecodeError as exc:
         raise DramaError(Problem(folder / DRAMA_FILE, "", "UTF-8 text",
                                  f"a byte that is not UTF-8 at offset {exc.start}")) from None
-    compile_project(project, resolve_engines(project, profile))
+    compile_drama(project, resolve_engines(project, profile))
 
 
 async def drama_upload(form: FormData) -> bytes | str:
@@ -247,27 +249,31 @@ async def job_events(job_id: str, key: Key, store: StoreDep,
 def list_files(job_id: str, key: Key, store: StoreDep, runner: RunnerDep) -> dict[str, Any]:
     """The job's files now, and every node output of its last build (by node id)."""
     job = _own(store, key.id, job_id)
-    return {"files": [name for name in FILES if job_file(runner, job, name) is not None],
+    return {"files": job_files(runner, job),
             "nodes": node_outputs(runner, job)}
 
 
-@router.get("/{job_id}/files/{name}", response_class=FileResponse, responses={404: {"model": ErrorBody}})
+@router.get("/{job_id}/files/{name:path}", response_class=FileResponse, responses={404: {"model": ErrorBody}})
 def get_file(job_id: str, name: str, key: Key, store: StoreDep, runner: RunnerDep) -> FileResponse:
-    """episode.mp4, episode.srt, episode.ass, storyboard.html, report.json or drama.toml."""
+    """episode.mp4, episode.srt, episode.ass, storyboard.html, report.json or drama.toml; of a
+    series job, <episode>/episode.mp4 (and the others, each episode's), report.json, season.json
+    and series.toml."""
     job = _own(store, key.id, job_id)
-    if name not in FILES:
-        raise HTTPException(404, f"no file {name!r} (files: {', '.join(FILES)})")
+    names = file_names(runner, job)
+    if name not in names:
+        raise HTTPException(404, f"no file {name!r} (files: {', '.join(names)})")
     path = job_file(runner, job, name)
     if path is None:
         raise HTTPException(404, f"job {job_id} has no {name} yet (status {job.status})")
-    return FileResponse(path, filename=name)
+    return FileResponse(path, filename=name.rpartition("/")[2])
 
 
-@router.get("/{job_id}/nodes/{node_id}/{output}", response_class=FileResponse,
+@router.get("/{job_id}/nodes/{node_id:path}/{output}", response_class=FileResponse,
             responses={404: {"model": ErrorBody}})
 def get_node_output(job_id: str, node_id: str, output: str, key: Key, store: StoreDep,
                     runner: RunnerDep) -> FileResponse:
-    """Any node's output, e.g. nodes/keyframe:s01/image.png or nodes/line:s01:0/speech.wav."""
+    """Any node's output, e.g. nodes/keyframe:s01/image.png or nodes/line:s01:0/speech.wav (of a
+    series job, by the full id: nodes/ep01/keyframe:s01/image.png)."""
     job = _own(store, key.id, job_id)
     path = node_output(runner, job, node_id, output)
     if path is None:
