@@ -255,6 +255,10 @@ def test_a_series_job_builds_every_episode_and_serves_each_episodes_files(server
         bad = client.post("/api/v1/jobs", files={"archive": ("s.tgz", drama_archive(typo))})
         assert bad.status_code == 422
         assert bad.json()["detail"].startswith("ep2/drama.toml: scenes[0].shots[0].characters[0]: expected ")
+        episodes_alone = {name.partition("/")[2]: text for name, text in season.items() if "/ep" in name}
+        neither = client.post("/api/v1/jobs", files={"archive": ("s.tgz", drama_archive(episodes_alone))})
+        assert (neither.status_code, neither.json()["detail"]) == (422, (
+            "the archive has no drama.toml (or series.toml) at its top (or in its one top-level folder)"))
         assert client.get("/api/v1/jobs").json()["jobs"] == []
 
         response = client.post("/api/v1/jobs", files={"archive": ("s.tgz", drama_archive(season))})
