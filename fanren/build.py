@@ -334,6 +334,7 @@ def report_dict(session: Session, results: dict[str, NodeResult], seconds: float
         "seconds": round(seconds, 3),
         **({"workers": workers} if workers else {}),
         **({"consistency": consistency} if (consistency := consistency_report(session, results)) else {}),
+        **({"timeline": timeline} if (timeline := timeline_report(session, results, episode)) else {}),
     }
 
 
@@ -348,6 +349,25 @@ def consistency_report(session: Session, results: dict[str, NodeResult]) -> dict
     files = {score_key(r.node): session.cache.object_for_use(r.record, "consistency.json")
              for r in done if r.node.kind == "consistency" and r.record is not None}
     return verdict(settings, read_scores(files))
+
+
+def timeline_report(session: Session, results: dict[str, NodeResult],
+                    episode: str | None = None) -> dict[str, object] | None:
+    """The finished episode's timeline (fanren/export/report.py): where each shot, line and subtitle
+    sits in episode.mp4; None when the episode did not resolve, or for a whole series (each
+    episode's report has its own)."""
+    prefix = f"{episode}/" if episode is not None else ""
+    finished = results.get(prefix + "episode")
+    if finished is None or finished.record is None:
+        return None
+    from .export.report import episode_timeline, timeline_json
+
+    def output(node_id: str, name: str) -> Path:
+        record = results[node_id].record
+        assert record is not None  # an input of the finished episode resolved too
+        return session.cache.object_for_use(record, name)
+
+    return timeline_json(*episode_timeline(session.graph, prefix, output, session.root))
 
 
 def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult], seconds: float,
