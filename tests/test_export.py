@@ -22,6 +22,7 @@ from speech_servers import closed_port_url
 from fanren.build import open_session
 from fanren.check import check_nodes
 from fanren.executors.local import EnginePool
+from fanren.export.report import TimelineMemo, report_timeline
 from fanren.media import probe, wav_duration
 
 FPS = 12  # SMALL_DRAMA's
@@ -126,6 +127,9 @@ def test_editing_one_line_reruns_its_speech_its_shot_and_the_exports_and_nothing
                           *EXPORT_NODES}
     texts = [m.name for m in otio.adapters.read_from_file(str(drama / "out" / "draft" / "episode.otio")).tracks.markers]
     assert "他终于点了点头。" in texts
+    timeline = report(drama)["timeline"]  # laid out again, not the memo of the last build's
+    assert [c["text"] for c in timeline["cues"]] == texts
+    assert timeline_lines(timeline)[-1]["text"] == "他终于点了点头。"
 
 
 def test_an_export_rendered_again_gives_the_same_bytes(built: Path) -> None:
@@ -211,6 +215,27 @@ def test_report_json_holds_the_episodes_timeline_as_its_files_have_it(built: Pat
     assert [(exact(c["start"]), exact(c["end"]), c["text"]) for c in timeline["cues"]] == srt_cues(
         out / "episode.srt")
     assert [c["who"] for c in timeline["cues"]] == ["narrator", "narrator", "elder", "narrator"]
+
+
+def test_the_timeline_memo_answers_only_for_the_digest_it_was_laid_out_under(built: Path, drama: Path) -> None:
+    session = open_session(drama)
+    records = {d.node.id: d.record for d in session.decisions if d.record is not None}
+    laid_out = report_timeline(session.graph, "", records.__getitem__, session.cache, drama)  # no memo
+    assert laid_out == report(built)["timeline"]
+    memo = TimelineMemo(session.cache, drama, "draft")
+    assert memo.file.parent == drama / ".fanren-cache" / "timelines"
+    # a memo of another key (a drama edited since) is not used, and is replaced by the right one
+    memo.put("", "0" * 32, {"fps": 1})
+    memo.save()
+    assert fanren("build", drama).code == 0 and ran(drama) == set()
+    assert report(drama)["timeline"] == laid_out
+    [(key, timeline)] = json.loads(memo.file.read_text(encoding="utf-8"))["episodes"].values()
+    assert key != "0" * 32 and timeline == laid_out
+    # a damaged memo file is no memo
+    memo.file.write_text('{"version": 1, "episodes": ', encoding="utf-8")
+    assert fanren("build", drama).code == 0
+    assert report(drama)["timeline"] == laid_out
+    assert TimelineMemo(session.cache, drama, "draft").get("", key) == laid_out
 
 
 def test_a_build_whose_episode_did_not_resolve_reports_no_timeline(drama: Path) -> None:
