@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cache import Cache, atomic_write
+from .cache import ActionRecord, Cache, atomic_write
 from .check import Mismatch, check_nodes
 from .compile import Engines, compile_drama, resolve_engines
 from .errors import BuildFailed, DramaError, FanrenError, NodeFailure, Problem
 from .executors import ExecutorOptions
+from .export.report import TimelineMemo
 from .graph import Graph, local_id
 from .index import Index
 from .lockfile import LockEntry, read_lock, write_lock
@@ -237,13 +238,14 @@ def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cac
         if own_pool:
             pool.unload_all()
     out_dir = project.root / "out" / engines.profile
+    memo = TimelineMemo(cache, project.root, engines.profile)
     try:
         _update_lock(session, results)
         if session.index is not None:
             session.index.update({nid: r.record for nid, r in results.items() if r.record is not None},
                                  set(session.graph.nodes))
             session.index.save()
-        write_report(out_dir, session, results, time.monotonic() - started, workers)
+        write_report(out_dir, session, results, time.monotonic() - started, workers, memo=memo)
         if isinstance(project, Series):
             # one pass over the graph, not one per episode: 60 episodes are 8,000 nodes
             shared: dict[str, NodeResult] = {}
@@ -253,7 +255,7 @@ def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cac
                 (shared if episode_id is None else mine.setdefault(episode_id, {}))[node_id] = results[node_id]
             for episode in project.selected:
                 write_report(out_dir / episode, session, {**shared, **mine.get(episode, {})},
-                             time.monotonic() - started, workers, episode=episode)
+                             time.monotonic() - started, workers, episode=episode, memo=memo)
                 _export(out_dir / episode, session, results, prefix=f"{episode}/")
                 _place_exports(out_dir / episode, session, results, prefix=f"{episode}/")
             write_season(out_dir, project, session.decisions, results, cache)
@@ -268,6 +270,10 @@ def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cac
         cache.memo.save()
     except OSError as exc:  # a speed-up only: the next build re-hashes what it cannot find
         log.warning("could not save the cache's stat memo: %s", exc)
+    try:
+        memo.save()
+    except OSError as exc:  # a speed-up only too: the next build lays the timelines out again
+        log.warning("could not save the cache's timeline memo: %s", exc)
     return results, session, workers, checked
 
 
@@ -315,9 +321,10 @@ def _update_lock(session: Session, results: dict[str, NodeResult]) -> None:
 
 def report_dict(session: Session, results: dict[str, NodeResult], seconds: float,
                 workers: dict[str, dict[str, object]] | None = None,
-                episode: str | None = None) -> dict[str, object]:
+                episode: str | None = None, memo: TimelineMemo | None = None) -> dict[str, object]:
     """The report of a build; of one `episode` of a series (`results` holding its nodes and the
-    shared sheets, in graph order): by their ids within the episode, as its storyboard names them."""
+    shared sheets, in graph order): by their ids within the episode, as its storyboard names them.
+    `memo` keeps the timelines between builds (fanren/export/report.py)."""
     pulled = _pulled(session, results)
     order = results if episode is not None else [n for n in session.graph.nodes if n in results]
     return {
@@ -334,6 +341,7 @@ def report_dict(session: Session, results: dict[str, NodeResult], seconds: float
         "seconds": round(seconds, 3),
         **({"workers": workers} if workers else {}),
         **({"consistency": consistency} if (consistency := consistency_report(session, results)) else {}),
+        **({"timeline": timeline} if (timeline := timeline_report(session, results, episode, memo)) else {}),
     }
 
 
@@ -350,11 +358,31 @@ def consistency_report(session: Session, results: dict[str, NodeResult]) -> dict
     return verdict(settings, read_scores(files))
 
 
+def timeline_report(session: Session, results: dict[str, NodeResult], episode: str | None = None,
+                    memo: TimelineMemo | None = None) -> dict[str, object] | None:
+    """The finished episode's timeline (fanren/export/report.py): where each shot, line and subtitle
+    sits in episode.mp4; None when the episode did not resolve, or for a whole series (each
+    episode's report has its own)."""
+    prefix = f"{episode}/" if episode is not None else ""
+    finished = results.get(prefix + "episode")
+    if finished is None or finished.record is None:
+        return None
+    from .export.report import report_timeline
+
+    def record(node_id: str) -> ActionRecord:
+        resolved = results[node_id].record
+        assert resolved is not None  # an input of the finished episode resolved too
+        return resolved
+
+    return report_timeline(session.graph, prefix, record, session.cache, session.root, memo)
+
+
 def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult], seconds: float,
-                 workers: dict[str, dict[str, object]] | None = None, episode: str | None = None) -> None:
+                 workers: dict[str, dict[str, object]] | None = None, episode: str | None = None,
+                 memo: TimelineMemo | None = None) -> None:
     """report.json (for tools and CI) and report.js (the same, for storyboard.html opened from disk)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = report_dict(session, results, seconds, workers, episode)
+    report = report_dict(session, results, seconds, workers, episode, memo)
     text = json.dumps(report, ensure_ascii=False, indent=1)
     # not fsynced: a report lost to a power cut is rewritten by the next build, and a no-op build
     # would otherwise wait longer for two fsyncs than it takes to plan (a loaded disk: 15-50 ms each)

@@ -1,9 +1,11 @@
 """Editor exports (fanren/export/, fanren/engines/export.py): every export read back with the real
 libraries (OpenTimelineIO, its FCP XML adapter, pyJianYingDraft) and checked against the episode the
-same build made: its shots' frames, its lines' WAVs, its subtitles (episode.srt) and report.json."""
+same build made: its shots' frames, its lines' WAVs, its subtitles (episode.srt) and report.json,
+whose `timeline` (fanren/export/report.py) every export must agree with to the frame."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -15,10 +17,12 @@ import opentimelineio as otio
 import pyJianYingDraft as jianying
 import pytest
 from conftest import REPO, SMALL_DRAMA, fanren, ran, report, write_drama
+from speech_servers import closed_port_url
 
 from fanren.build import open_session
 from fanren.check import check_nodes
 from fanren.executors.local import EnginePool
+from fanren.export.report import TimelineMemo, report_timeline
 from fanren.media import probe, wav_duration
 
 FPS = 12  # SMALL_DRAMA's
@@ -82,6 +86,15 @@ def line_files(out: Path) -> list[str]:
     return sorted(names, key=lambda n: (order[n.split("-")[0]], int(n.split("-")[1].split(".")[0])))
 
 
+def exact(value: float) -> Fraction:
+    """A time of report.json as the exact decimal it was written as (cues: whole centiseconds)."""
+    return Fraction(str(value))
+
+
+def timeline_lines(timeline: dict) -> list[dict]:
+    return [line for shot in timeline["shots"] for line in shot["lines"]]
+
+
 # ── the graph ────────────────────────────────────────────────────────────────
 
 
@@ -114,6 +127,9 @@ def test_editing_one_line_reruns_its_speech_its_shot_and_the_exports_and_nothing
                           *EXPORT_NODES}
     texts = [m.name for m in otio.adapters.read_from_file(str(drama / "out" / "draft" / "episode.otio")).tracks.markers]
     assert "他终于点了点头。" in texts
+    timeline = report(drama)["timeline"]  # laid out again, not the memo of the last build's
+    assert [c["text"] for c in timeline["cues"]] == texts
+    assert timeline_lines(timeline)[-1]["text"] == "他终于点了点头。"
 
 
 def test_an_export_rendered_again_gives_the_same_bytes(built: Path) -> None:
@@ -158,6 +174,87 @@ def test_the_exported_shots_carry_no_burned_subtitles(built: Path, drama: Path) 
     assert probe(built / "out" / "draft" / "media" / "shots" / "s1.mp4").audio is None
 
 
+# ── report.json's timeline ───────────────────────────────────────────────────
+
+
+def test_report_json_holds_the_episodes_timeline_as_its_files_have_it(built: Path) -> None:
+    out = built / "out" / "draft"
+    timeline = report(built)["timeline"]
+    assert (timeline["fps"], timeline["audio_rate"]) == (FPS, 48000)
+    assert timeline["frames"] == frames_of(out / "episode.mp4")
+    assert timeline["duration"] == round(timeline["frames"] / FPS, 6)
+    # the shots end to end, each exactly the frames of its picture
+    shots = timeline["shots"]
+    assert [s["id"] for s in shots] == ["s1", "s2", "s3"]
+    position = 0
+    for shot in shots:
+        assert shot["start_frame"] == position
+        assert shot["frames"] == frames_of(out / "media" / "shots" / f"{shot['id']}.mp4")
+        assert (shot["start"], shot["duration"]) == (round(position / FPS, 6), round(shot["frames"] / FPS, 6))
+        position += shot["frames"]
+    assert position == timeline["frames"]
+    # each shot's lines, in order, each exactly its WAV's samples, inside its shot, one after another
+    assert [[(line["id"], line["who"], line["text"]) for line in shot["lines"]] for shot in shots] == [
+        [("line:s1:0", "narrator", "山门在雾中。")],
+        [("line:s2:0", "narrator", "长老拦住了她。"), ("line:s2:1", "elder", "你为何而来？")],
+        [("line:s3:0", "narrator", "他点了点头。")]]
+    for shot in shots:
+        shot_start = Fraction(shot["start_frame"], FPS)
+        shot_end = shot_start + Fraction(shot["frames"], FPS)
+        for line in shot["lines"]:
+            _, n = line["id"].rsplit(":", 1)
+            wav = out / "media" / "lines" / f"{shot['id']}-{n}.wav"
+            assert line["samples"] == round(wav_duration(wav) * 48000)
+            start = Fraction(line["start_sample"], 48000)
+            assert shot_start < start and start + Fraction(line["samples"], 48000) <= shot_end
+            assert (line["start"], line["duration"]) == (round(float(start), 6),
+                                                         round(line["samples"] / 48000, 6))
+    lines = timeline_lines(timeline)
+    assert all(a["start_sample"] + a["samples"] < b["start_sample"] for a, b in itertools.pairwise(lines))
+    # the cues are exactly episode.srt's, to the millisecond it writes
+    assert [(exact(c["start"]), exact(c["end"]), c["text"]) for c in timeline["cues"]] == srt_cues(
+        out / "episode.srt")
+    assert [c["who"] for c in timeline["cues"]] == ["narrator", "narrator", "elder", "narrator"]
+
+
+def test_the_timeline_memo_answers_only_for_the_digest_it_was_laid_out_under(built: Path, drama: Path) -> None:
+    session = open_session(drama)
+    records = {d.node.id: d.record for d in session.decisions if d.record is not None}
+    laid_out = report_timeline(session.graph, "", records.__getitem__, session.cache, drama)  # no memo
+    assert laid_out == report(built)["timeline"]
+    memo = TimelineMemo(session.cache, drama, "draft")
+    assert memo.file.parent == drama / ".fanren-cache" / "timelines"
+    # a memo of another key (a drama edited since) is not used, and is replaced by the right one
+    memo.put("", "0" * 32, {"fps": 1})
+    memo.save()
+    assert fanren("build", drama).code == 0 and ran(drama) == set()
+    assert report(drama)["timeline"] == laid_out
+    [(key, timeline)] = json.loads(memo.file.read_text(encoding="utf-8"))["episodes"].values()
+    assert key != "0" * 32 and timeline == laid_out
+    # a damaged memo file is no memo
+    memo.file.write_text('{"version": 1, "episodes": ', encoding="utf-8")
+    assert fanren("build", drama).code == 0
+    assert report(drama)["timeline"] == laid_out
+    assert TimelineMemo(session.cache, drama, "draft").get("", key) == laid_out
+
+
+def test_a_build_whose_episode_did_not_resolve_reports_no_timeline(drama: Path) -> None:
+    assert "timeline" in report(drama)
+    toml = drama / "drama.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace(
+        'video = { engine = "kenburns", seconds = 1.0 }\n',
+        'video = { engine = "kenburns", seconds = 1.0 }\n'
+        f'voice = {{ engine = "cosyvoice", url = "{closed_port_url()}", retries = 0, timeout = 2 }}\n'),
+        encoding="utf-8")
+    result = fanren("build", drama, "--keep-going", timeout=120)
+    assert result.code == 1, result.stderr
+    written = report(drama)
+    statuses = {n["id"]: n["status"] for n in written["nodes"]}
+    assert (statuses["line:s1:0"], statuses["episode"], statuses["export:otio"]) == (
+        "failed", "skipped", "skipped")
+    assert "timeline" not in written  # the last build's timeline is not left standing either
+
+
 # ── OpenTimelineIO ───────────────────────────────────────────────────────────
 
 
@@ -197,6 +294,18 @@ def test_the_otio_timeline_has_the_shots_lines_music_and_subtitles_of_the_episod
     for marker, (start, end, _) in zip(markers, cues, strict=True):
         assert abs(marker.marked_range.start_time.to_seconds() - float(start)) <= 0.5 / FPS
         assert abs(marker.marked_range.end_time_exclusive().to_seconds() - float(end)) <= 1 / FPS
+    # ... and exactly report.json's timeline: each shot's start and length in frames, each line's
+    # in samples, each cue's text and time
+    expected = report(built)["timeline"]
+    frame = otio.opentime.RationalTime
+    assert [(c.name, c.range_in_parent().start_time, c.duration()) for c in shots.find_clips()] == [
+        (s["id"], frame(s["start_frame"], FPS), frame(s["frames"], FPS)) for s in expected["shots"]]
+    assert [(c.name, c.range_in_parent().start_time.value, c.duration().value) for c in lines] == [
+        (f"{line['who']}: {line['text']}", line["start_sample"], line["samples"])
+        for line in timeline_lines(expected)]
+    assert [(m.name, m.marked_range.start_time.value, m.metadata["fanren"]["start"], m.metadata["fanren"]["end"])
+            for m in markers] == [(c["text"], round(exact(c["start"]) * FPS), c["start"], c["end"])
+                                  for c in expected["cues"]]
 
 
 def test_the_fcp_xml_reads_back_through_otios_adapter_with_the_same_clips(built: Path) -> None:
@@ -218,6 +327,22 @@ def test_the_fcp_xml_reads_back_through_otios_adapter_with_the_same_clips(built:
             clip.media_reference.target_url).name) * 24) <= 0.5
     markers = [m for m in timeline.tracks.markers] or [m for t in timeline.tracks for m in t.markers]
     assert [m.name for m in markers] == [text for _, _, text in srt_cues(out / "episode.srt")]
+    # against report.json's timeline: the shots to the frame (two of the timebase's each), the
+    # lines and cues each within a frame of the timebase
+    expected = report(built)["timeline"]
+    assert [(c.name, c.range_in_parent().start_time.value, c.duration().value)
+            for c in video[0].find_clips()] == [(s["id"], 2 * s["start_frame"], 2 * s["frames"])
+                                                for s in expected["shots"]]
+    assert len(speech) == len(timeline_lines(expected)) == 4
+    for clip, line in zip(speech, timeline_lines(expected), strict=True):
+        _, shot_id, n = line["id"].split(":")
+        assert Path(clip.media_reference.target_url).name == f"{shot_id}-{n}.wav"
+        assert abs(clip.range_in_parent().start_time.value - Fraction(line["start_sample"], 48000) * 24) <= 1
+        assert abs(clip.duration().value - Fraction(line["samples"], 48000) * 24) <= 0.5
+    assert [m.name for m in markers] == [c["text"] for c in expected["cues"]]
+    for marker, cue in zip(markers, expected["cues"], strict=True):
+        assert marker.marked_range.start_time.rate == 24
+        assert abs(marker.marked_range.start_time.value - exact(cue["start"]) * 24) <= 0.5
 
 
 def test_the_out_folder_can_move_and_every_otio_and_fcp_reference_still_finds_its_file(drama: Path,
@@ -271,6 +396,23 @@ def test_the_jianying_draft_loads_in_pyjianyingdraft_with_editable_tracks(built:
     # the subtitles are text segments holding exactly the cues of episode.srt
     texts = {m["id"]: json.loads(m["content"])["text"] for m in content["materials"]["texts"]}
     assert [texts[s.material_id] for s in tracks["字幕"].segments] == [t for _, _, t in srt_cues(out / "episode.srt")]
+    # against report.json's timeline: shots to the microsecond of their frames, lines to the
+    # microsecond of their first sample (their ends within the millisecond mediainfo reads WAVs
+    # to), subtitles exactly at their cues
+    expected = report(built)["timeline"]
+    assert draft.duration == round(Fraction(expected["frames"], FPS) * 1_000_000)
+    assert len(shots) == len(expected["shots"])
+    for segment, shot in zip(shots, expected["shots"], strict=True):
+        assert segment.target_timerange.start == round(Fraction(shot["start_frame"], FPS) * 1_000_000)
+        assert abs(segment.target_timerange.duration - Fraction(shot["frames"], FPS) * 1_000_000) <= 1
+    speech = tracks["台词"].segments
+    assert len(speech) == len(timeline_lines(expected))
+    for segment, line in zip(speech, timeline_lines(expected), strict=True):
+        assert segment.target_timerange.start == round(Fraction(line["start_sample"], 48000) * 1_000_000)
+        assert abs(segment.target_timerange.duration - Fraction(line["samples"], 48000) * 1_000_000) <= 1000
+    assert [(texts[s.material_id], s.target_timerange.start, s.target_timerange.end)
+            for s in tracks["字幕"].segments] == [(c["text"], round(exact(c["start"]) * 1_000_000),
+                                                  round(exact(c["end"]) * 1_000_000)) for c in expected["cues"]]
     meta = json.loads((out / "jianying" / "draft_meta_info.json").read_text(encoding="utf-8"))
     assert meta["draft_name"] == "试炼" and meta["draft_fold_path"] == str((out / "jianying").resolve())
 

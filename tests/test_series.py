@@ -13,6 +13,7 @@ from conftest import fanren, ran
 from fanren.cache import digest_file
 from fanren.compile import compile_drama, resolve_engines
 from fanren.errors import DramaError, UsageError
+from fanren.media import probe
 from fanren.series import Series, choose_episodes, load_drama, load_series
 
 SERIES = """\
@@ -339,6 +340,25 @@ def test_a_series_builds_every_episode(built_series: Path) -> None:
     lock = (built_series / "drama.lock").read_text(encoding="utf-8")
     assert '[draft."ep10/keyframe:c1"]' in lock and '[draft."character:lin@old"]' in lock
     assert not (built_series / "ep1" / "drama.lock").exists()
+
+
+def test_each_episodes_report_holds_its_own_timeline(built_series: Path) -> None:
+    """report.json's `timeline` (fanren/export/report.py) of each episode: its own shots, lines and
+    cues, as its episode.mp4 and episode.srt have them; the series' report has none."""
+    out = built_series / "out" / "draft"
+    texts = {"ep1": [("line:a1:0", "山门在雾中。"), ("line:a2:0", "长老在等。")],
+             "ep2": [("line:b1:0", "多年以后。"), ("line:b2:0", "你回来了。")],
+             "ep10": [("line:c1:0", "云海无边。")]}
+    for eid, lines in texts.items():
+        timeline = json.loads((out / eid / "report.json").read_text(encoding="utf-8"))["timeline"]
+        assert timeline["fps"] == 12
+        assert timeline["frames"] == probe(out / eid / "episode.mp4").frames
+        assert [s["id"] for s in timeline["shots"]] == [line.split(":")[1] for line, _ in lines]
+        assert sum(s["frames"] for s in timeline["shots"]) == timeline["frames"]
+        assert [(line["id"], line["text"]) for s in timeline["shots"] for line in s["lines"]] == lines
+        srt = (out / eid / "episode.srt").read_text(encoding="utf-8").strip().split("\n\n")
+        assert [c["text"] for c in timeline["cues"]] == [block.split("\n", 2)[2] for block in srt]
+    assert "timeline" not in json.loads((out / "report.json").read_text(encoding="utf-8"))
 
 
 def test_a_noop_series_build_runs_nothing(series: Path) -> None:

@@ -3,7 +3,8 @@ Jianying (剪映) draft, one module per format (otio.py, jianying.py).
 
 An export references its media by paths relative to out/<profile>/ (MEDIA and the `media_*`
 functions below); `materialize.py` places those files there from the cache, as the build places
-episode.mp4. Nothing here is imported by a build that exports nothing.
+episode.mp4. report.py writes the same timeline model into report.json (every finished build);
+the writers (and their libraries) are imported only by a build that exports.
 """
 
 from __future__ import annotations
