@@ -132,8 +132,10 @@ class StatMemo:
             if isinstance(loaded, dict):
                 self._entries = loaded
 
-    def digest(self, path: Path) -> str:
-        st = path.stat()
+    def digest(self, path: Path, st: os.stat_result | None = None) -> str:
+        """The digest of `path`; `st` is its stat when the caller has just taken it (one stat, not two)."""
+        if st is None:
+            st = path.stat()
         stamp = [st.st_ino, st.st_mtime_ns, st.st_size]
         key = str(path)
         entry = self._entries.get(key)
@@ -204,9 +206,10 @@ class ContentStore:
         """
         path = self.path(output.digest)
         try:
-            if path.stat().st_size != output.size:
+            st = path.stat()
+            if st.st_size != output.size:
                 return False
-            return self.memo.digest(path) == output.digest
+            return self.memo.digest(path, st) == output.digest
         except OSError:
             return False
 
