@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ class Index:
     def _record(self, entry: list[Any], key: str, fields: dict[str, Any]) -> ActionRecord | None:
         try:
             _, stamp, node, kind, engine, seconds, host, time, outputs = entry
-            if _stamp(self.cache.record_path(key)) != stamp:
+            if _stamp(self.cache.actions.file(key)) != stamp:
                 return None
             objects = {str(name): Output(digest=str(o[0]), size=int(o[1]), sha256=o[2] and str(o[2]))
                        for name, o in outputs.items()}
@@ -118,6 +119,6 @@ def _outputs(record: ActionRecord) -> dict[str, list[Any]]:
     return {name: [o.digest, o.size, o.sha256] for name, o in sorted(record.outputs.items())}
 
 
-def _stamp(path: Path) -> list[int]:
-    st = path.stat()
+def _stamp(path: Path | str) -> list[int]:
+    st = os.stat(path)
     return [st.st_ino, st.st_mtime_ns, st.st_size]
