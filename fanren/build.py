@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING
 
 from .cache import Cache, atomic_write
 from .check import Mismatch, check_nodes
-from .compile import Engines, compile_drama, resolve_engines
+from .compile import (
+    Engines,
+    PromptMemo,
+    compile_drama,
+    prompt_memo_file,
+    read_prompt_memo,
+    resolve_engines,
+    write_prompt_memo,
+)
 from .errors import BuildFailed, DramaError, FanrenError, NodeFailure, Problem
 from .executors import ExecutorOptions
 from .graph import Graph, local_id
@@ -98,8 +106,12 @@ def open_session(root: Path, profile: str = "draft", cache_dir: Path | None = No
                  cache: Cache | None = None, graph: Graph | None = None) -> Session:
     project = project or load_drama(Path(root))
     engines = engines or resolve_engines(project, profile)
-    graph = graph or compile_drama(project, engines)
+    cache_folder = cache.root if cache is not None else cache_root(project.root, cache_dir)
+    memo = None if graph is not None else _prompt_memo(project, cache_folder)
+    graph = graph or compile_drama(project, engines, memo)
     cache = cache or Cache(cache_root(project.root, cache_dir))
+    if memo is not None:
+        _keep_prompt_memo(project, cache, memo)
     lock = read_lock(project.root, memo=cache.root / "lockmemo.json")
     index = Index(cache, project.root, engines.profile)
     decisions = plan(graph, cache, project.root, lock.get(engines.profile, {}), index)
@@ -166,8 +178,11 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     else:
         project = project or load_drama(Path(root))
         engines = engines or resolve_engines(project, profile)
-        graph = graph or compile_drama(project, engines)  # bad input fails before any write
+        memo = None if graph is not None else _prompt_memo(project, cache_root(project.root, cache_dir))
+        graph = graph or compile_drama(project, engines, memo)  # bad input fails before any write
         cache = Cache(cache_root(project.root, cache_dir), remote=_remote(project, remote_read_only))
+        if memo is not None:
+            _keep_prompt_memo(project, cache, memo)
     out_dir = out_folder(project.root, engines.profile)  # bad input too: an out/ leading out of the drama
     cache.register_root(project.root)
     project_lock = "project-" + _slug(project.root)
@@ -193,6 +208,19 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     if failures:
         raise BuildFailed(failures)
     return BuildResult(session, results, seconds, out_dir, workers, *checked)
+
+
+def _prompt_memo(project: Project | Series, cache_folder: Path) -> PromptMemo:
+    """The prompts the last compile of this drama rendered (read only: nothing is written before the
+    drama compiled, bad input included)."""
+    return read_prompt_memo(prompt_memo_file(cache_folder, project.root))
+
+
+def _keep_prompt_memo(project: Project | Series, cache: Cache, memo: PromptMemo) -> None:
+    try:
+        write_prompt_memo(prompt_memo_file(cache.root, project.root), memo)
+    except OSError as exc:  # a speed-up only: the next compile renders what it cannot find
+        log.warning("could not save the prompt memo: %s", exc)
 
 
 def _remote(project: Project | Series, read_only: bool) -> RemoteCache | None:
