@@ -279,11 +279,13 @@ def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cac
             for node_id in graph_run.nodes:
                 episode_id = project.episode_of(node_id)
                 (shared if episode_id is None else mine.setdefault(episode_id, {}))[node_id] = results[node_id]
+            exports = any(node.kind == "export" for node in graph_run.topological())  # once, not per episode
             for episode in project.selected:
                 write_report(out_dir / episode, session, {**shared, **mine.get(episode, {})},
                              time.monotonic() - started, workers, episode=episode)
                 _export(out_dir / episode, session, results, prefix=f"{episode}/")
-                _place_exports(out_dir / episode, session, results, prefix=f"{episode}/")
+                if exports:
+                    _place_exports(out_dir / episode, session, results, prefix=f"{episode}/")
             write_season(out_dir, project, session.decisions, results, cache)
         else:
             _export(out_dir, session, results)
