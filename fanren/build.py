@@ -385,11 +385,31 @@ def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult]
     """report.json (for tools and CI) and report.js (the same, for storyboard.html opened from disk)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = report_dict(session, results, seconds, workers, episode)
-    text = json.dumps(report, ensure_ascii=False, indent=1)
+    text = report_text(report)
     # not fsynced: a report lost to a power cut is rewritten by the next build, and a no-op build
     # would otherwise wait longer for two fsyncs than it takes to plan (a loaded disk: 15-50 ms each)
     atomic_write(out_dir / "report.json", text + "\n", durable=False)
     atomic_write(out_dir / "report.js", f"window.FANREN_REPORT = {text};\n", durable=False)
+
+
+# a report's node entries through the C encoder, their items on their own lines as indent=1 puts them
+_ENTRY = json.JSONEncoder(ensure_ascii=False, separators=(",\n   ", ": "))
+
+
+def report_text(report: dict[str, object]) -> str:
+    """`json.dumps(report, ensure_ascii=False, indent=1)`, byte for byte, faster: indent makes json use
+    its pure-Python encoder (about 20 ms for the 7,387 nodes of a 60-episode series, twice over with
+    the episodes' reports). The node entries, flat tables, are encoded by the C encoder instead."""
+    nodes = report.get("nodes")
+    if not isinstance(nodes, list) or not nodes or any(
+            isinstance(v, (dict, list)) for entry in nodes for v in entry.values()):
+        return json.dumps(report, ensure_ascii=False, indent=1)
+    marker = "\0nodes\0"  # a string no report holds; json writes it as "\u0000nodes\u0000"
+    text = json.dumps({**report, "nodes": marker}, ensure_ascii=False, indent=1)
+    # one call for the whole list: '[{"id": …,\n   "kind": …},\n   {"id": …}]'. A newline inside a
+    # string is written as \\n, so '},\n   {' with a real newline only ever stands between entries.
+    entries = _ENTRY.encode(nodes)[2:-2].replace("},\n   {", "\n  },\n  {\n   ")
+    return text.replace(json.dumps(marker), f"[\n  {{\n   {entries}\n  }}\n ]", 1)
 
 
 def _place_exports(out_dir: Path, session: Session, results: dict[str, NodeResult], prefix: str = "") -> None:
