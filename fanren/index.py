@@ -54,6 +54,7 @@ class Index:
                     and raw.get("profile") == profile and isinstance(raw.get("nodes"), dict):
                 self._entries = raw["nodes"]
         self._saved = dict(self._entries)
+        self._served: dict[str, ActionRecord] = {}  # node id → the record this index answered with
 
     def lookup(self, node_id: str, key: str, fields: dict[str, Any]) -> ActionRecord | None:
         """The record of `key` for `node_id` if the index holds it and it checks out; else None."""
@@ -63,6 +64,7 @@ class Index:
             self.misses += 1
         else:
             self.hits += 1
+            self._served[node_id] = record
         return record
 
     def _record(self, entry: list[Any], key: str, fields: dict[str, Any]) -> ActionRecord | None:
@@ -82,6 +84,9 @@ class Index:
     def update(self, records: Mapping[str, ActionRecord], nodes: set[str] | None = None) -> None:
         """Note what each node resolved to; drop nodes that are no longer in the graph (`nodes`)."""
         for node_id, record in records.items():
+            if self._served.get(node_id) is record:
+                continue  # the very record its entry gave: the entry holds it already (a no-op: all)
+            self._served.pop(node_id, None)
             entry = self._entries.get(node_id)
             if entry is not None and entry[0] == record.key and self._matches(entry, record):
                 continue
