@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING
 
 from .cache import ActionRecord, Cache, atomic_write
 from .check import Mismatch, check_nodes
-from .compile import Engines, compile_drama, resolve_engines
+from .compile import (
+    Engines,
+    PromptMemo,
+    compile_drama,
+    prompt_memo_file,
+    read_prompt_memo,
+    resolve_engines,
+    write_prompt_memo,
+)
 from .errors import BuildFailed, DramaError, FanrenError, NodeFailure, Problem
 from .executors import ExecutorOptions
 from .export.report import TimelineMemo
@@ -99,8 +107,12 @@ def open_session(root: Path, profile: str = "draft", cache_dir: Path | None = No
                  cache: Cache | None = None, graph: Graph | None = None) -> Session:
     project = project or load_drama(Path(root))
     engines = engines or resolve_engines(project, profile)
-    graph = graph or compile_drama(project, engines)
+    cache_folder = cache.root if cache is not None else cache_root(project.root, cache_dir)
+    memo = None if graph is not None else _prompt_memo(project, cache_folder)
+    graph = graph or compile_drama(project, engines, memo)
     cache = cache or Cache(cache_root(project.root, cache_dir))
+    if memo is not None:
+        _keep_prompt_memo(project, cache, memo)
     lock = read_lock(project.root, memo=cache.root / "lockmemo.json")
     index = Index(cache, project.root, engines.profile)
     decisions = plan(graph, cache, project.root, lock.get(engines.profile, {}), index)
@@ -167,8 +179,11 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     else:
         project = project or load_drama(Path(root))
         engines = engines or resolve_engines(project, profile)
-        graph = graph or compile_drama(project, engines)  # bad input fails before any write
+        memo = None if graph is not None else _prompt_memo(project, cache_root(project.root, cache_dir))
+        graph = graph or compile_drama(project, engines, memo)  # bad input fails before any write
         cache = Cache(cache_root(project.root, cache_dir), remote=_remote(project, remote_read_only))
+        if memo is not None:
+            _keep_prompt_memo(project, cache, memo)
     out_dir = out_folder(project.root, engines.profile)  # bad input too: an out/ leading out of the drama
     cache.register_root(project.root)
     project_lock = "project-" + _slug(project.root)
@@ -194,6 +209,19 @@ def build(root: Path, profile: str = "draft", cache_dir: Path | None = None, job
     if failures:
         raise BuildFailed(failures)
     return BuildResult(session, results, seconds, out_dir, workers, *checked)
+
+
+def _prompt_memo(project: Project | Series, cache_folder: Path) -> PromptMemo:
+    """The prompts the last compile of this drama rendered (read only: nothing is written before the
+    drama compiled, bad input included)."""
+    return read_prompt_memo(prompt_memo_file(cache_folder, project.root))
+
+
+def _keep_prompt_memo(project: Project | Series, cache: Cache, memo: PromptMemo) -> None:
+    try:
+        write_prompt_memo(prompt_memo_file(cache.root, project.root), memo)
+    except OSError as exc:  # a speed-up only: the next compile renders what it cannot find
+        log.warning("could not save the prompt memo: %s", exc)
 
 
 def _remote(project: Project | Series, read_only: bool) -> RemoteCache | None:
@@ -253,11 +281,13 @@ def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cac
             for node_id in graph_run.nodes:
                 episode_id = project.episode_of(node_id)
                 (shared if episode_id is None else mine.setdefault(episode_id, {}))[node_id] = results[node_id]
+            exports = any(node.kind == "export" for node in graph_run.topological())  # once, not per episode
             for episode in project.selected:
                 write_report(out_dir / episode, session, {**shared, **mine.get(episode, {})},
                              time.monotonic() - started, workers, episode=episode, memo=memo)
                 _export(out_dir / episode, session, results, prefix=f"{episode}/")
-                _place_exports(out_dir / episode, session, results, prefix=f"{episode}/")
+                if exports:
+                    _place_exports(out_dir / episode, session, results, prefix=f"{episode}/")
             write_season(out_dir, project, session.decisions, results, cache)
         else:
             _export(out_dir, session, results)
@@ -383,11 +413,31 @@ def write_report(out_dir: Path, session: Session, results: dict[str, NodeResult]
     """report.json (for tools and CI) and report.js (the same, for storyboard.html opened from disk)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = report_dict(session, results, seconds, workers, episode, memo)
-    text = json.dumps(report, ensure_ascii=False, indent=1)
+    text = report_text(report)
     # not fsynced: a report lost to a power cut is rewritten by the next build, and a no-op build
     # would otherwise wait longer for two fsyncs than it takes to plan (a loaded disk: 15-50 ms each)
     atomic_write(out_dir / "report.json", text + "\n", durable=False)
     atomic_write(out_dir / "report.js", f"window.FANREN_REPORT = {text};\n", durable=False)
+
+
+# a report's node entries through the C encoder, their items on their own lines as indent=1 puts them
+_ENTRY = json.JSONEncoder(ensure_ascii=False, separators=(",\n   ", ": "))
+
+
+def report_text(report: dict[str, object]) -> str:
+    """`json.dumps(report, ensure_ascii=False, indent=1)`, byte for byte, faster: indent makes json use
+    its pure-Python encoder (about 20 ms for the 7,387 nodes of a 60-episode series, twice over with
+    the episodes' reports). The node entries, flat tables, are encoded by the C encoder instead."""
+    nodes = report.get("nodes")
+    if not isinstance(nodes, list) or not nodes or any(
+            isinstance(v, (dict, list)) for entry in nodes for v in entry.values()):
+        return json.dumps(report, ensure_ascii=False, indent=1)
+    marker = "\0nodes\0"  # a string no report holds; json writes it as "\u0000nodes\u0000"
+    text = json.dumps({**report, "nodes": marker}, ensure_ascii=False, indent=1)
+    # one call for the whole list: '[{"id": …,\n   "kind": …},\n   {"id": …}]'. A newline inside a
+    # string is written as \\n, so '},\n   {' with a real newline only ever stands between entries.
+    entries = _ENTRY.encode(nodes)[2:-2].replace("},\n   {", "\n  },\n  {\n   ")
+    return text.replace(json.dumps(marker), f"[\n  {{\n   {entries}\n  }}\n ]", 1)
 
 
 def _place_exports(out_dir: Path, session: Session, results: dict[str, NodeResult], prefix: str = "") -> None:

@@ -61,7 +61,7 @@ def digest_bytes(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def digest_file(path: Path) -> str:
+def digest_file(path: Path | str) -> str:
     h = xxhash.xxh3_128()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
@@ -132,10 +132,12 @@ class StatMemo:
             if isinstance(loaded, dict):
                 self._entries = loaded
 
-    def digest(self, path: Path) -> str:
-        st = path.stat()
+    def digest(self, path: Path | str, st: os.stat_result | None = None) -> str:
+        """The digest of `path`; `st` is its stat when the caller has just taken it (one stat, not two)."""
+        if st is None:
+            st = os.stat(path)
         stamp = [st.st_ino, st.st_mtime_ns, st.st_size]
-        key = str(path)
+        key = os.fspath(path)
         entry = self._entries.get(key)
         if entry is not None and entry[:3] == stamp:
             return str(entry[3])
@@ -176,10 +178,16 @@ class ContentStore:
     def __init__(self, folder: Path, memo: StatMemo) -> None:
         self.folder = folder
         self.memo = memo
+        self._folder = str(folder)
         folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
-        return self.folder / digest[:2] / digest[2:]
+        return Path(self.file(digest))
+
+    def file(self, digest: str) -> str:
+        """The object's path as a string: what `has` stats for every output of every node a build
+        plans (building a Path costs more than the stat)."""
+        return f"{self._folder}/{digest[:2]}/{digest[2:]}"
 
     def put(self, file: Path) -> Output:
         """Move a validated file in under its digest (read-only, fsynced); the file is consumed."""
@@ -202,11 +210,12 @@ class ContentStore:
         The size is read from the file system every time; the digest is re-read only when the stat
         changed, so an object overwritten with its size and mtime restored is found by `verify_all`.
         """
-        path = self.path(output.digest)
+        file = self.file(output.digest)
         try:
-            if path.stat().st_size != output.size:
+            st = os.stat(file)
+            if st.st_size != output.size:
                 return False
-            return self.memo.digest(path) == output.digest
+            return self.memo.digest(file, st) == output.digest
         except OSError:
             return False
 
@@ -254,10 +263,15 @@ class ActionCache:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._folder = str(folder)
         folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.json"
+        return Path(self.file(key))
+
+    def file(self, key: str) -> str:
+        """The record's path as a string (the index stats one per node a build plans)."""
+        return f"{self._folder}/{key[:2]}/{key}.json"
 
     def get(self, key: str) -> ActionRecord | None:
         """The record of `key`, or None. A record that does not parse is removed with a warning."""

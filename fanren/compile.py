@@ -6,6 +6,8 @@ Nothing here runs an engine; it only asks engines for their identity and (video)
 from __future__ import annotations
 
 import difflib
+import json
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -155,20 +157,22 @@ def derive_seed(drama_seed: int, label: str) -> int:
     return xxhash.xxh64_intdigest(f"{drama_seed}:{label}".encode()) % (2**31)
 
 
-def compile_project(project: Project, engines: Engines) -> Graph:
-    """Every node of the episode, in a topological order, with the params that go into its key."""
+def compile_project(project: Project, engines: Engines, memo: PromptMemo | None = None) -> Graph:
+    """Every node of the episode, in a topological order, with the params that go into its key.
+    With a `memo`, a prompt rendered before from the same templates is taken from it (see PromptMemo)."""
     graph = Graph()
-    prompts = Prompts(project.root, project.template_dirs)
+    prompts = Prompts(project.root, project.template_dirs, memo)
     _compile_episode(project, engines, graph, prompts, "")
     return graph
 
 
-def compile_drama(drama: Project | Series, engines: Engines) -> Graph:
+def compile_drama(drama: Project | Series, engines: Engines, memo: PromptMemo | None = None) -> Graph:
     """The graph of a single drama, or of a series."""
-    return compile_series(drama, engines) if isinstance(drama, Series) else compile_project(drama, engines)
+    return (compile_series(drama, engines, memo) if isinstance(drama, Series)
+            else compile_project(drama, engines, memo))
 
 
-def compile_series(series: Series, engines: Engines) -> Graph:
+def compile_series(series: Series, engines: Engines, memo: PromptMemo | None = None) -> Graph:
     """Every node of every episode of the series in one graph (a build of some episodes runs only
     theirs, see build.selected_graph, but plans them all: the season page says what is stale).
 
@@ -183,7 +187,7 @@ def compile_series(series: Series, engines: Engines) -> Graph:
     def prompts_for(project: Project) -> Prompts:
         folders = tuple(f for f in project.template_dirs if f.is_dir())
         if folders not in prompts:
-            prompts[folders] = Prompts(project.root, folders)
+            prompts[folders] = Prompts(project.root, folders, memo)
         return prompts[folders]
 
     shared = series.shared
@@ -444,6 +448,76 @@ def _voice_for(project: Project, who: str) -> Voice | None:
     return project.voices.get(vid) if vid else None
 
 
+PROMPT_MEMO_VERSION = 1
+
+
+@dataclass
+class PromptMemo:
+    """Prompts rendered by an earlier compile of the same drama, so that compiling it unchanged
+    needs neither jinja2 nor a render (a no-op build of 1,800 shots renders 3,600 prompts).
+
+    An entry is keyed by the template's name, its variables and the stamp of every file the
+    rendering could read or depend on (the template folders' files, the packaged ones, jinja2 and
+    the code that renders: path, inode, mtime, size): editing, adding or removing a template misses,
+    and the prompt is rendered as without a memo. Only prompts that rendered are kept, so a
+    template that fails fails again. The build keeps it in the cache (`read_prompt_memo`).
+    """
+
+    known: dict[str, str] = field(default_factory=dict)   # as read: key → prompt
+    used: dict[str, str] = field(default_factory=dict)    # what this compile rendered or found
+
+
+def prompt_memo_file(cache_root: Path, root: Path) -> Path:
+    """Where the prompt memo of the drama (or series) in `root` is kept: one file per drama."""
+    return cache_root / "prompts" / f"{xxhash.xxh3_128_hexdigest(str(Path(root).resolve()).encode())}.json"
+
+
+def read_prompt_memo(file: Path) -> PromptMemo:
+    """The memo in `file`; empty when missing or unreadable (a memo is a speed-up, never input)."""
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return PromptMemo()
+    if not isinstance(raw, dict) or raw.get("version") != PROMPT_MEMO_VERSION \
+            or not isinstance(raw.get("prompts"), dict):
+        return PromptMemo()
+    return PromptMemo(known={str(k): v for k, v in raw["prompts"].items() if isinstance(v, str)})
+
+
+def write_prompt_memo(file: Path, memo: PromptMemo) -> None:
+    """Keep what this compile used, if that differs from what was read (not fsynced: a memo)."""
+    if memo.used == memo.known:
+        return
+    from .cache import atomic_write
+
+    file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(file, json.dumps({"version": PROMPT_MEMO_VERSION, "prompts": memo.used},
+                                  ensure_ascii=False, separators=(",", ":")), durable=False)
+
+
+def _templates_stamp(root: Path, folders: tuple[Path, ...]) -> str:
+    """What a rendered prompt depends on besides its variables, as stats (no file is read)."""
+    import importlib.util
+
+    from . import templates_dir
+
+    jinja = importlib.util.find_spec("jinja2")
+    files = [Path(__file__), Path(__file__).with_name("text.py"),
+             Path(jinja.origin) if jinja is not None and jinja.origin else None]
+    stamps: list[Any] = [PROMPT_MEMO_VERSION, str(root), [str(f) for f in folders]]
+    for folder in (*folders, templates_dir()):
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames.sort()
+            files += [Path(dirpath, name) for name in sorted(filenames)]
+    for file in files:
+        try:
+            st = os.stat(file) if file is not None else None
+        except OSError:
+            st = None
+        stamps.append([str(file), *((st.st_ino, st.st_mtime_ns, st.st_size) if st else ())])
+    return xxhash.xxh3_128_hexdigest(json.dumps(stamps, separators=(",", ":")).encode())
+
+
 # Bounds on what one template may do: a prompt is a paragraph, not a book.
 MAX_PROMPT = 100_000      # characters a template may render
 MAX_ITERATIONS = 100_000  # range() elements one rendering may ask for, all calls together
@@ -460,23 +534,48 @@ class Prompts:
     template that is a symbolic link out of the drama folder is refused, as references are.
     """
 
-    def __init__(self, root: Path, folders: tuple[Path, ...] | None = None) -> None:
-        import jinja2
-
-        from . import templates_dir
-
+    def __init__(self, root: Path, folders: tuple[Path, ...] | None = None,
+                 memo: PromptMemo | None = None) -> None:
         self.root = root
-        self._jinja = jinja2
-        folders = folders if folders is not None else (root / "templates",)
-        self.env = _bounded_environment(jinja2.ChoiceLoader([
-            *(_inside_loader(folder, root) for folder in folders),
-            jinja2.FileSystemLoader(str(templates_dir()))]))
+        self.folders = folders if folders is not None else (root / "templates",)
+        self.memo = memo
+        self._templates: str | None = None  # the stamp of every template file, for the memo
+        self._env: Any = None
+        self._jinja: Any = None
+
+    @property
+    def env(self) -> Any:
+        """The jinja2 environment, made (and jinja2 imported) at the first prompt the memo lacks."""
+        if self._env is None:
+            import jinja2
+
+            from . import templates_dir
+
+            self._jinja = jinja2
+            self._env = _bounded_environment(jinja2.ChoiceLoader([
+                *(_inside_loader(folder, self.root) for folder in self.folders),
+                jinja2.FileSystemLoader(str(templates_dir()))]))
+        return self._env
 
     def render(self, name: str, where: str, **variables: Any) -> str:
+        if self.memo is None:
+            return self._render(name, where, variables)
+        if self._templates is None:
+            self._templates = _templates_stamp(self.root, self.folders)
+        key = xxhash.xxh3_128_hexdigest(json.dumps([self._templates, name, variables], sort_keys=True,
+                                                   ensure_ascii=False, separators=(",", ":")).encode())
+        prompt = self.memo.known.get(key)
+        if prompt is None:
+            prompt = self._render(name, where, variables)
+        self.memo.used[key] = prompt
+        return prompt
+
+    def _render(self, name: str, where: str, variables: dict[str, Any]) -> str:
+        env = self.env
         jinja2 = self._jinja
-        self.env.iterations = 0
+        env.iterations = 0
         try:
-            template = self.env.get_template(name)
+            template = env.get_template(name)
             rendered: list[str] = []
             size = 0
             for chunk in template.generate(**variables):

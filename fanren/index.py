@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class Index:
                     and raw.get("profile") == profile and isinstance(raw.get("nodes"), dict):
                 self._entries = raw["nodes"]
         self._saved = dict(self._entries)
+        self._served: dict[str, ActionRecord] = {}  # node id → the record this index answered with
 
     def lookup(self, node_id: str, key: str, fields: dict[str, Any]) -> ActionRecord | None:
         """The record of `key` for `node_id` if the index holds it and it checks out; else None."""
@@ -62,12 +64,13 @@ class Index:
             self.misses += 1
         else:
             self.hits += 1
+            self._served[node_id] = record
         return record
 
     def _record(self, entry: list[Any], key: str, fields: dict[str, Any]) -> ActionRecord | None:
         try:
             _, stamp, node, kind, engine, seconds, host, time, outputs = entry
-            if _stamp(self.cache.record_path(key)) != stamp:
+            if _stamp(self.cache.actions.file(key)) != stamp:
                 return None
             objects = {str(name): Output(digest=str(o[0]), size=int(o[1]), sha256=o[2] and str(o[2]))
                        for name, o in outputs.items()}
@@ -81,6 +84,9 @@ class Index:
     def update(self, records: Mapping[str, ActionRecord], nodes: set[str] | None = None) -> None:
         """Note what each node resolved to; drop nodes that are no longer in the graph (`nodes`)."""
         for node_id, record in records.items():
+            if self._served.get(node_id) is record:
+                continue  # the very record its entry gave: the entry holds it already (a no-op: all)
+            self._served.pop(node_id, None)
             entry = self._entries.get(node_id)
             if entry is not None and entry[0] == record.key and self._matches(entry, record):
                 continue
@@ -118,6 +124,6 @@ def _outputs(record: ActionRecord) -> dict[str, list[Any]]:
     return {name: [o.digest, o.size, o.sha256] for name, o in sorted(record.outputs.items())}
 
 
-def _stamp(path: Path) -> list[int]:
-    st = path.stat()
+def _stamp(path: Path | str) -> list[int]:
+    st = os.stat(path)
     return [st.st_ino, st.st_mtime_ns, st.st_size]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import SMALL_DRAMA, fanren, ran, report, write_drama
 
+from fanren.build import report_text
 from fanren.media import probe
 
 IMAGE_VIDEO = ("character:", "keyframe:", "clip:")
@@ -59,6 +60,22 @@ def test_cold_build_makes_the_episode(built_small: Path) -> None:
 def test_noop_build_runs_nothing(small_drama: Path) -> None:
     assert rebuild(small_drama) == set()
     assert {n["status"] for n in report(small_drama)["nodes"]} == {"cached"}
+
+
+def test_report_files_are_json_indented_by_one(small_drama: Path) -> None:
+    rebuild(small_drama)
+    text = (small_drama / "out" / "draft" / "report.json").read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), ensure_ascii=False, indent=1) + "\n"
+    js = (small_drama / "out" / "draft" / "report.js").read_text(encoding="utf-8")
+    assert js == f"window.FANREN_REPORT = {text[:-1]};\n"
+
+
+def test_report_text_writes_what_json_dumps_with_indent_writes() -> None:
+    odd = ["", "a,\n   b", "},\n   {", "换行\n\u2028\"", "\0nodes\0"]
+    for nodes in ([], [{"id": "a"}], [{"id": s, "seconds": 1.5e-07, "n": 3, "ok": True, "x": None} for s in odd],
+                  [{"id": "a", "nested": {"b": [1, 2]}}]):
+        report = {"profile": "draft", "counts": {"ran": 1}, "nodes": nodes, "seconds": 0.25, "workers": {}}
+        assert report_text(report) == json.dumps(report, ensure_ascii=False, indent=1)
 
 
 def test_narration_edit_reruns_only_that_line_and_its_mux(small_drama: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import SMALL_DRAMA, fanren, write_drama
 
-from fanren.compile import compile_project, derive_seed, resolve_engines
+from fanren.compile import PromptMemo, compile_project, derive_seed, resolve_engines
 from fanren.project import load_project
 
 
@@ -172,3 +172,48 @@ def test_a_look_is_a_sheet_of_its_own_and_a_shot_in_it_is_drawn_from_it(tmp_path
         "id": "lin", "name": "林青", "description": "a young swordswoman in a torn blue robe, her arm bandaged",
         "look": "wounded"}
     assert "look" not in graph["character:lin"].params  # a drama without looks keys as before
+
+
+def test_prompts_come_from_the_memo_until_a_template_changes(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    (folder / "templates").mkdir(parents=True)
+    template = folder / "templates" / "keyframe.j2"
+    template.write_text("{{ shot.action }} | {{ style }}", encoding="utf-8")
+    project = load_project(write_drama(folder))
+    engines = resolve_engines(project, "draft")
+    first = PromptMemo()
+    assert compile_project(project, engines, first).nodes == compile_project(project, engines).nodes
+    assert len(first.used) == 8  # two sheets, a keyframe and a motion prompt for each of three shots
+
+    def prompts(memo: PromptMemo) -> dict[str, str]:
+        graph = compile_project(project, engines, memo)
+        return {n.id: n.params["prompt"] for n in graph.topological() if "prompt" in n.params}
+
+    # a prompt the memo holds is taken from it, not rendered
+    marked = PromptMemo(known={key: f"memo: {prompt}" for key, prompt in first.used.items()})
+    assert all(p.startswith("memo: ") for p in prompts(marked).values())
+    assert len(prompts(marked)) == 8
+    # editing a template misses every entry: each prompt is rendered again, as without a memo
+    template.write_text("{{ shot.action }} || {{ style }}", encoding="utf-8")
+    after = prompts(marked)
+    assert after["keyframe:s1"] == "Lin Qing climbs the stone steps || ink wash painting"
+    assert not any(p.startswith("memo: ") for p in after.values())
+    # so does a template added in the drama's folder in front of a packaged one
+    edited = PromptMemo()
+    prompts(edited)
+    marked = PromptMemo(known={key: f"memo: {prompt}" for key, prompt in edited.used.items()})
+    (folder / "templates" / "motion.j2").write_text("moving: {{ shot.action }}", encoding="utf-8")
+    assert prompts(marked)["clip:s1"] == "moving: Lin Qing climbs the stone steps"
+
+
+def test_the_prompt_memo_is_kept_in_the_cache_and_spares_jinja2(tmp_path: Path) -> None:
+    folder = write_drama(tmp_path / "d")
+    code = ("import sys\nfrom fanren.cli import main\nsys.argv = ['fanren', 'status', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('JINJA2', 'jinja2' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=False)
+            for _ in range(2)]
+    assert ["JINJA2 True" in runs[0].stdout, "JINJA2 False" in runs[1].stdout] == [True, True], \
+        runs[1].stdout + runs[1].stderr
+    assert runs[0].stdout.replace("True", "False") == runs[1].stdout
+    assert [p.parent.name for p in (folder / ".fanren-cache" / "prompts").iterdir()] == ["prompts"]
