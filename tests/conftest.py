@@ -122,3 +122,18 @@ def small_drama(built_small: Path, tmp_path: Path) -> Path:
     target = tmp_path / "drama"
     shutil.copytree(built_small, target, symlinks=True)
     return target
+
+
+def install_engine(site: Path, name: str, source: str, engine_class: str) -> dict[str, str]:
+    """A third-party engine: module `<name>_engine` (its `source`) in a package on PYTHONPATH with a
+    `fanren.engines` entry point `name`; the environment that finds it."""
+    site.mkdir(parents=True)
+    module = f"{name}_engine"
+    (site / f"{module}.py").write_text(source, encoding="utf-8")
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-engine\nVersion: 1.0\n",
+                                   encoding="utf-8")
+    (info / "entry_points.txt").write_text(f"[fanren.engines]\n{name} = {module}:{engine_class}\n",
+                                           encoding="utf-8")
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from conftest import SMALL_DRAMA, fanren, report, write_drama
+from conftest import SMALL_DRAMA, fanren, install_engine, report, write_drama
 
 # A third-party image engine, installed the way a package adds one (an entry point), that is not
 # deterministic: every picture gets one pixel from os.urandom.
@@ -27,17 +26,6 @@ class NoisyEngine(CardEngine):
 '''
 
 
-def install_noisy_engine(site: Path) -> dict[str, str]:
-    """A package on PYTHONPATH with a `fanren.engines` entry point; the environment that finds it."""
-    site.mkdir(parents=True)
-    (site / "noisy_engine.py").write_text(NOISY_ENGINE, encoding="utf-8")
-    info = site / "noisy_engine-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: noisy-engine\nVersion: 1.0\n", encoding="utf-8")
-    (info / "entry_points.txt").write_text("[fanren.engines]\nnoisy = noisy_engine:NoisyEngine\n",
-                                           encoding="utf-8")
-    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-
 
 def test_a_deterministic_build_checks_clean(small_drama: Path) -> None:
     result = fanren("build", small_drama, "--check")
@@ -49,7 +37,7 @@ def test_a_deterministic_build_checks_clean(small_drama: Path) -> None:
 
 
 def test_check_names_every_node_and_engine_that_gives_other_bytes(tmp_path: Path) -> None:
-    env = install_noisy_engine(tmp_path / "site")
+    env = install_engine(tmp_path / "site", "noisy", NOISY_ENGINE, "NoisyEngine")
     drama = write_drama(tmp_path / "drama", SMALL_DRAMA.replace(
         '[profiles.draft]\n', '[profiles.draft]\nimage = { engine = "noisy" }\n'))
     assert fanren("build", drama, env=env).code == 0

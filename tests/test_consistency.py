@@ -4,10 +4,9 @@ build, report.json, and `fanren build --check` failing on the shot that shows so
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from conftest import SMALL_DRAMA, fanren, ran, report, write_drama
+from conftest import SMALL_DRAMA, fanren, install_engine, ran, report, write_drama
 
 # An image engine installed the way a package adds one (an entry point): the draft's character
 # cards as sheets, and keyframes that show each of the shot's characters exactly as their sheet,
@@ -85,23 +84,13 @@ SHOTS = "".join(f'\n[[scenes.shots]]\nid = "s{i}"\naction = "{a}"\nduration = 0.
                 for i, a in enumerate(ACTIONS, start=1))
 
 
-def install_sheets_engine(site: Path) -> dict[str, str]:
-    site.mkdir(parents=True)
-    (site / "sheets_engine.py").write_text(SHEETS_ENGINE, encoding="utf-8")
-    info = site / "sheets_engine-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sheets-engine\nVersion: 1.0\n", encoding="utf-8")
-    (info / "entry_points.txt").write_text("[fanren.engines]\nsheets = sheets_engine:SheetsEngine\n",
-                                           encoding="utf-8")
-    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-
 
 def drama_text(threshold: str, shots: str = SHOTS) -> str:
     return DRAMA.replace("THRESHOLD", threshold).replace("SHOTS", shots)
 
 
 def test_the_shot_showing_someone_else_is_flagged_and_fails_check(tmp_path: Path) -> None:
-    env = install_sheets_engine(tmp_path / "site")
+    env = install_engine(tmp_path / "site", "sheets", SHEETS_ENGINE, "SheetsEngine")
     drama = write_drama(tmp_path / "drama", drama_text("-1.0"))
 
     first = fanren("build", drama, env=env)
@@ -190,7 +179,7 @@ def test_checking_the_draft_cards_adds_one_node_per_character_and_renders_nothin
 
 
 def test_check_says_what_is_missing(tmp_path: Path) -> None:
-    env = install_sheets_engine(tmp_path / "site")
+    env = install_engine(tmp_path / "site", "sheets", SHEETS_ENGINE, "SheetsEngine")
     without = [line for line in drama_text("0.5").splitlines() if not line.startswith(("[check]", "consistency"))]
     plain = write_drama(tmp_path / "plain", "\n".join(without) + "\n")
     plain_toml = plain / "drama.toml"
