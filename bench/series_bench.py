@@ -85,14 +85,7 @@ def run(episodes: int, shots: int, repeats: int, root: Path, reuse: bool,
     if same:
         return run_same(episodes, shots, repeats, root)
     load_before = load()
-    cold = fanren("build", str(root), "-q", "-j", "2")
-    cold_cpu = CPU[-1]
-    nodes = len(json.loads((root / "out" / "draft" / "report.json").read_text(encoding="utf-8"))["nodes"])
-    fanren("build", str(root), "-q")  # the first no-op writes the index of resolved keys
-    noop = [fanren("build", str(root), "-q") for _ in range(repeats)]
-    noop_cpu = CPU[-repeats:]
-    status = [fanren("status", str(root)) for _ in range(repeats)]
-    checks = noop_checks(root)
+    built = build_and_noop(root, episodes, shots, repeats)
 
     edit(root / "series.toml", "a wandering guest", "a wandering guest in a straw cloak")
     character = fanren("build", str(root), "-q")
@@ -108,13 +101,7 @@ def run(episodes: int, shots: int, repeats: int, root: Path, reuse: bool,
     narration = fanren("build", str(root), "-q")
     narration_cpu = CPU[-1]
     return {
-        "episodes": episodes, "shots_per_episode": shots, "shots": episodes * shots, "nodes": nodes,
-        "load_1min": [load_before, load()],
-        "cold_build_s": round(cold, 1), "cold_build_cpu_s": round(cold_cpu, 1),
-        "noop_build_s_median": round(statistics.median(noop), 3), "noop_build_s_min": round(min(noop), 3),
-        "noop_build_cpu_s_median": round(statistics.median(noop_cpu), 3),
-        "status_s_median": round(statistics.median(status), 3),
-        **checks,
+        **built, "load_1min": [load_before, load()],
         "character_edit_s": round(character, 2), "character_edit_cpu_s": round(character_cpu, 2),
         "guest_shots": sorted(guest),
         "character_edit_ran": len(character_ran), "character_edit_expected": len(expected),
@@ -133,6 +120,12 @@ def run_same(episodes: int, shots: int, repeats: int, root: Path) -> dict[str, o
     for e in range(1, episodes):
         (root / f"ep{e + 1:02d}" / "drama.toml").write_text(first, encoding="utf-8")
     load_before = load()
+    built = build_and_noop(root, episodes, shots, repeats)
+    return {**built, "same_episodes": True, "load_1min": [load_before, load()]}
+
+
+def build_and_noop(root: Path, episodes: int, shots: int, repeats: int) -> dict[str, object]:
+    """The cold build of the series in `root`, then `repeats` no-op builds and statuses."""
     cold = fanren("build", str(root), "-q", "-j", "2")
     cold_cpu = CPU[-1]
     nodes = len(json.loads((root / "out" / "draft" / "report.json").read_text(encoding="utf-8"))["nodes"])
@@ -143,7 +136,6 @@ def run_same(episodes: int, shots: int, repeats: int, root: Path) -> dict[str, o
     status_cpu = CPU[-repeats:]
     return {
         "episodes": episodes, "shots_per_episode": shots, "shots": episodes * shots, "nodes": nodes,
-        "same_episodes": True, "load_1min": [load_before, load()],
         "cold_build_s": round(cold, 1), "cold_build_cpu_s": round(cold_cpu, 1),
         "noop_build_s_median": round(statistics.median(noop), 3), "noop_build_s_min": round(min(noop), 3),
         "noop_build_cpu_s_median": round(statistics.median(noop_cpu), 3),
