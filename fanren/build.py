@@ -29,7 +29,7 @@ from .compile import (
 from .errors import BuildFailed, DramaError, FanrenError, NodeFailure, Problem
 from .executors import ExecutorOptions
 from .export.report import TimelineMemo
-from .graph import Graph, local_id
+from .graph import Graph, Node, local_id
 from .index import Index
 from .lockfile import LockEntry, read_lock, write_lock
 from .plan import Decision, plan
@@ -281,17 +281,21 @@ def _build_locked(project: Project | Series, engines: Engines, graph: Graph, cac
             for node_id in graph_run.nodes:
                 episode_id = project.episode_of(node_id)
                 (shared if episode_id is None else mine.setdefault(episode_id, {}))[node_id] = results[node_id]
-            exports = any(node.kind == "export" for node in graph_run.topological())  # once, not per episode
+            exports: dict[str | None, list[Node]] = {}  # the editor exports of each episode
+            for node in graph_run.topological():
+                if node.kind == "export":
+                    exports.setdefault(project.episode_of(node.id), []).append(node)
             for episode in project.selected:
                 write_report(out_dir / episode, session, {**shared, **mine.get(episode, {})},
                              time.monotonic() - started, workers, episode=episode, memo=memo)
                 _export(out_dir / episode, session, results, prefix=f"{episode}/")
-                if exports:
-                    _place_exports(out_dir / episode, session, results, prefix=f"{episode}/")
+                _place_exports(out_dir / episode, session, results, exports.get(episode, []),
+                               prefix=f"{episode}/")
             write_season(out_dir, project, session.decisions, results, cache)
         else:
             _export(out_dir, session, results)
-            _place_exports(out_dir, session, results)
+            _place_exports(out_dir, session, results,
+                           [node for node in graph_run.topological() if node.kind == "export"])
     except OSError as exc:  # a full disk: say so, naming what could not be written; never a traceback
         if not any(r.status == FAILED for r in results.values()):
             raise FanrenError(f"the build finished but its results could not be written: {exc}") from exc
@@ -440,13 +444,14 @@ def report_text(report: dict[str, object]) -> str:
     return text.replace(json.dumps(marker), f"[\n  {{\n   {entries}\n  }}\n ]", 1)
 
 
-def _place_exports(out_dir: Path, session: Session, results: dict[str, NodeResult], prefix: str = "") -> None:
-    """The editor timelines of `[export]` and their media, when the drama (or episode) has any."""
-    if any(node.kind == "export" and node.id.startswith(prefix) and "/" not in node.id[len(prefix):]
-           for node in session.graph.topological()):
+def _place_exports(out_dir: Path, session: Session, results: dict[str, NodeResult], exports: list[Node],
+                   prefix: str = "") -> None:
+    """The editor timelines of `[export]` (the drama's or an episode's export nodes) and their media;
+    a drama without exports does not import the export package."""
+    if exports:
         from .export.materialize import place_exports
 
-        place_exports(out_dir, session, results, prefix)
+        place_exports(out_dir, session, results, exports, prefix)
 
 
 def _export(out_dir: Path, session: Session, results: dict[str, NodeResult], prefix: str = "") -> None:

@@ -24,15 +24,16 @@ from . import MEDIA, OUTPUTS, media_line, media_music, media_shot
 
 if TYPE_CHECKING:
     from ..build import Session
+    from ..graph import Node
     from ..run import NodeResult
 
 
-def place_exports(out_dir: Path, session: Session, results: dict[str, NodeResult], prefix: str = "") -> None:
-    """Every finished export node's files and the media they reference; media no export of this
-    build references any more are removed from out/<profile>/media/. In a series, `prefix` is the
-    episode's (`ep01/`): its exports name their inputs by their ids within the episode."""
-    exports = [node for node in session.graph.topological()
-               if node.kind == "export" and node.id.startswith(prefix) and "/" not in node.id[len(prefix):]]
+def place_exports(out_dir: Path, session: Session, results: dict[str, NodeResult], exports: list[Node],
+                  prefix: str = "") -> None:
+    """The files of `exports` (a drama's or one episode's export nodes) and the media they reference,
+    once every one has finished; media no export of this build references any more are removed from
+    out/<profile>/media/. In a series, `prefix` is the episode's (`ep01/`): its exports name their
+    inputs by their ids within the episode."""
     finished = [node for node in exports
                 if (r := results.get(node.id)) is not None and r.record is not None]
     if len(finished) < len(exports):
