@@ -384,12 +384,11 @@ def consistency_report(session: Session, results: dict[str, NodeResult]) -> dict
     settings = session.project.check.consistency
     if settings is None:
         return None
-    from .consistency import read_scores, score_key, verdict
+    from .consistency import scored_verdict
 
     done = [results[nid] for nid in session.graph.nodes if nid in results]  # in the drama's order
-    files = {score_key(r.node): session.cache.object_for_use(r.record, "consistency.json")
-             for r in done if r.node.kind == "consistency" and r.record is not None}
-    return verdict(settings, read_scores(files))
+    return scored_verdict(settings, session.cache, [(r.node, r.record) for r in done
+                                                    if r.node.kind == "consistency" and r.record is not None])
 
 
 def timeline_report(session: Session, results: dict[str, NodeResult], episode: str | None = None,

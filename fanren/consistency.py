@@ -11,9 +11,8 @@ the character's shots. Only `below` fails `build --check`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import FanrenError, UsageError
@@ -21,6 +20,8 @@ from .project import ConsistencyCheck
 
 if TYPE_CHECKING:
     from .build import Session
+    from .cache import ActionRecord, Cache
+    from .graph import Node
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,12 @@ def score_key(node: Any) -> str:
     return f"{episode}/{cid}" if episode else cid
 
 
-def read_scores(files: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
-    """consistency.json of each character (id → its parsed scores), from the cached outputs."""
-    return {cid: json.loads(Path(file).read_text(encoding="utf-8")) for cid, file in files.items()}
+def scored_verdict(settings: ConsistencyCheck, cache: Cache,
+                   scored: Iterable[tuple[Node, ActionRecord]]) -> dict[str, Any]:
+    """The verdict on the consistency.json each (consistency node, its record) holds in `cache`."""
+    return verdict(settings, {score_key(node): json.loads(cache.object_for_use(record, "consistency.json")
+                                                          .read_text(encoding="utf-8"))
+                              for node, record in scored})
 
 
 def last_verdict(session: Session) -> dict[str, Any]:
@@ -95,9 +99,8 @@ def last_verdict(session: Session) -> dict[str, Any]:
     if stale:
         raise UsageError(f"not scored yet for profile {session.profile!r}: {', '.join(stale)}; run "
                          f"`fanren build --profile {session.profile}` first")
-    files = {score_key(d.node): session.cache.object_for_use(d.record, "consistency.json")
-             for d in checks if d.record is not None}
-    return verdict(settings, read_scores(files))
+    return scored_verdict(settings, session.cache,
+                          [(d.node, d.record) for d in checks if d.record is not None])
 
 
 class ConsistencyFailed(FanrenError):
