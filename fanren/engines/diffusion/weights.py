@@ -310,12 +310,7 @@ def load_pipeline(pipeline_class: Any, ref: ModelRef, dtype: torch.dtype, *, eng
     """`pipeline_class.from_pretrained` from wherever `ref` says, with an actionable error if absent."""
     if ref.source in ("tiny", "random"):
         return ref.synthetic.pipeline(pipeline_class, ref.target, dtype, device)
-    location = _weights_location(ref, revision, download, engine, family, option)
-    try:
-        return pipeline_class.from_pretrained(location, torch_dtype=dtype, revision=revision,
-                                              local_files_only=hub_offline() or not download)
-    except (OSError, ValueError) as exc:
-        raise missing_weights(ref, family, engine, option, reason=first_line(exc)) from None
+    return _from_pretrained(pipeline_class, ref, dtype, engine, family, option, revision, download)
 
 
 def load_transformer(model_class: Any, ref: ModelRef, dtype: torch.dtype, *, engine: str,
@@ -324,10 +319,17 @@ def load_transformer(model_class: Any, ref: ModelRef, dtype: torch.dtype, *, eng
     """One pipeline's `transformer` component (FLUX.1 Kontext beside FLUX.1-dev's encoders and VAE)."""
     if ref.source in ("tiny", "random"):
         return ref.synthetic.transformer(model_class, ref.target, dtype, device)
+    return _from_pretrained(model_class, ref, dtype, engine, family, option, revision, download,
+                            subfolder="transformer")
+
+
+def _from_pretrained(cls: Any, ref: ModelRef, dtype: torch.dtype, engine: str, family: str, option: str,
+                     revision: str | None, download: bool, **where: str) -> Any:
+    """`cls.from_pretrained` of the real weights `ref` names; missing ones are an actionable error."""
     location = _weights_location(ref, revision, download, engine, family, option)
     try:
-        return model_class.from_pretrained(location, subfolder="transformer", torch_dtype=dtype,
-                                           revision=revision, local_files_only=hub_offline() or not download)
+        return cls.from_pretrained(location, **where, torch_dtype=dtype, revision=revision,
+                                   local_files_only=hub_offline() or not download)
     except (OSError, ValueError) as exc:
         raise missing_weights(ref, family, engine, option, reason=first_line(exc)) from None
 
